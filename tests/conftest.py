@@ -1,0 +1,49 @@
+"""Shared fixtures: a small synthetic atomic dataset with learnable structure, and ML-100k."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def write_synthetic_atomic(directory: Path, name: str = "tiny", n_users: int = 60, n_items: int = 80,
+                           per_user: int = 30, seed: int = 7) -> Path:
+    """Ratings from a low-rank model plus noise, so a CTR model can learn something real."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    u_f, i_f = rng.normal(size=(n_users, 4)), rng.normal(size=(n_items, 4))
+    i_bias = rng.normal(scale=0.8, size=n_items)
+    users = np.repeat(np.arange(n_users), per_user)
+    items = np.concatenate([rng.choice(n_items, size=per_user, replace=False) for _ in range(n_users)])
+    score = (u_f[users] * i_f[items]).sum(1) + i_bias[items] + rng.normal(scale=0.5, size=users.size)
+    rating = np.clip(np.digitize(score, [-1.5, -0.5, 0.5, 1.5]) + 1, 1, 5)
+    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    lines += [f"u{u}\ti{i}\t{r}\t{1000 + k}" for k, (u, i, r) in enumerate(zip(users, items, rating))]
+    (directory / f"{name}.inter").write_text("\n".join(lines) + "\n")
+    ages, genders, jobs = rng.integers(18, 60, n_users), rng.choice(["M", "F"], n_users), rng.choice(["a", "b", "c"], n_users)
+    user_lines = ["user_id:token\tage:token\tgender:token\toccupation:token"]
+    user_lines += [f"u{u}\t{ages[u]}\t{genders[u]}\t{jobs[u]}" for u in range(n_users)]
+    (directory / f"{name}.user").write_text("\n".join(user_lines) + "\n")
+    genres = np.array(["Action", "Comedy", "Drama", "Horror", "Sci-Fi"])
+    item_lines = ["item_id:token\trelease_year:token\tgenre:token_seq"]
+    for i in range(n_items):
+        chosen = genres[rng.choice(5, size=rng.integers(1, 4), replace=False)]
+        item_lines.append(f"i{i}\t{1980 + i % 20}\t{' '.join(chosen)}")
+    (directory / f"{name}.item").write_text("\n".join(item_lines) + "\n")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_atomic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic_atomic(tmp_path_factory.mktemp("atomic") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def ml100k_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real fetch of MovieLens-100k from the recbole wheel (once per test session)."""
+    from training.data.fetch import fetch_ml100k
+
+    root = tmp_path_factory.mktemp("data")
+    fetch_ml100k(root)
+    return root

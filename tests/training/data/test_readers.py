@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.config import DataConfig
+from training.data.encode import load_dataset
+from training.data.readers import read_csv, read_ml1m
+from training.errors import UserError
+
+
+def _write_ml1m(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    ratings = [f"{u}::{i}::{(u * 7 + i) % 5 + 1}::97830{u}{i}" for u in range(1, 13) for i in range(1, 13)]
+    (directory / "ratings.dat").write_text("\n".join(ratings) + "\n", encoding="latin-1")
+    users = [f"{u}::{'MF'[u % 2]}::{[1, 18, 25][u % 3]}::{u % 4}::0{u}000" for u in range(1, 13)]
+    (directory / "users.dat").write_text("\n".join(users) + "\n", encoding="latin-1")
+    movies = [f"{i}::Movie {i} é (19{80 + i})::{'Action|Comedy' if i % 2 else 'Drama'}" for i in range(1, 13)]
+    (directory / "movies.dat").write_text("\n".join(movies) + "\n", encoding="latin-1")
+    return directory
+
+
+def test_ml1m_dat_files(tmp_path: Path) -> None:
+    raw = read_ml1m(_write_ml1m(tmp_path / "ml-1m"))
+    assert len(raw.interactions) == 144 and raw.interactions["rating"].between(1, 5).all()
+    assert raw.users.loc["3"].to_dict() == {"age": "1", "gender": "M", "occupation": "3"}
+    assert raw.items.loc["3"].to_dict() == {"release_year": "1983", "genre": "Action Comedy"}
+    data = load_dataset(DataConfig(dataset="ml-1m", data_dir=str(tmp_path / "ml-1m"), k_core=10))
+    assert data.schema.names == ["user_id", "age", "gender", "occupation", "item_id", "release_year", "genre"]
+    assert data.schema.fields[-1].slots == 2
+
+
+def test_csv_reader_and_header_check(tmp_path: Path) -> None:
+    good = tmp_path / "r.csv"
+    good.write_text("user_id,item_id,rating,timestamp\n1,10,5,1\n1,11,2,2\n2,10,4,3\n")
+    data = load_dataset(DataConfig(dataset="csv", data_dir=str(good), k_core=1))
+    assert data.schema.names == ["user_id", "item_id"] and data.rating.tolist() == [5, 2, 4]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user,item,stars\n1,2,3\n")
+    with pytest.raises(UserError, match="header must be user_id,item_id,rating"):
+        read_csv(bad)
+
+
+def test_malformed_rows_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text("user_id,item_id,rating\n1,10,5\n1,11,five\n2,10,4\n")
+    with pytest.raises(UserError, match=r"1 malformed row\(s\), first at line 3: .*'five'"):
+        read_csv(path)
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("user_id,item_id,rating\n1,10,5\n1,11,4,9,9\n")
+    with pytest.raises(UserError, match="malformed file"):
+        read_csv(ragged)
+
+
+def test_missing_files_and_unknown_dataset(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not found"):
+        load_dataset(DataConfig(dataset="csv", data_dir=str(tmp_path / "nope.csv")))
+    with pytest.raises(UserError, match="ML-1M ratings file not found"):
+        (tmp_path / "empty").mkdir()
+        load_dataset(DataConfig(dataset="ml-1m", data_dir=str(tmp_path / "empty")))
+    with pytest.raises(UserError, match="unknown dataset 'ml-20m'"):
+        load_dataset(DataConfig(dataset="ml-20m"))
+    with pytest.raises(UserError, match="--data-dir is required"):
+        load_dataset(DataConfig(dataset="atomic"))

@@ -1,0 +1,125 @@
+"""Verbs owned by ``training/``: ``train``, ``evaluate``, ``bench train``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from training.errors import UserError
+
+
+def parse_overrides(extra: list[str]) -> dict:
+    """``--key=value`` pairs left over by argparse → {key: YAML-typed value}."""
+    from training.config import parse_override
+
+    overrides = {}
+    for token in extra:
+        if not token.startswith("--") or "=" not in token:
+            raise UserError(f"unrecognized argument {token!r}: model hyper-parameters are given as --key=value")
+        key, value = token[2:].split("=", 1)
+        overrides[key.replace("-", "_")] = parse_override(value)
+    return overrides
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="ml-100k", help="ml-100k (bundled), ml-1m, atomic or csv")
+    parser.add_argument("--data-dir", default=None,
+                        help="ml-100k: cache root; ml-1m: folder of .dat files; atomic: folder of NAME.inter/.user/.item; csv: the file")
+    parser.add_argument("--levels", type=int, default=5, help="rating scale 1..N")
+    parser.add_argument("--threshold", type=int, default=4, help="rating >= threshold is a click")
+    parser.add_argument("--k-core", type=int, default=10, help="keep users and items with at least k ratings")
+    parser.add_argument("--drop-middle", choices=["none", "train", "eval", "both"], default="none",
+                        help="drop ratings equal to threshold-1 from training and/or evaluation")
+
+
+def build_run_config(args: argparse.Namespace, extra: list[str]):
+    from training.config import DataConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig, apply_overrides, model_defaults
+
+    defaults = model_defaults(args.model)
+    data = DataConfig(dataset=args.dataset, data_dir=args.data_dir, levels=args.levels, threshold=args.threshold,
+                      k_core=args.k_core, drop_middle=args.drop_middle, seed=args.seed)
+    train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
+                        lr=args.lr if args.lr is not None else defaults["lr"], patience=args.patience,
+                        seed=args.seed, device=args.device, progress=not args.no_progress)
+    config = RunConfig(data=data, model=ModelConfig(args.model, defaults["embedding_dim"], defaults["params"]),
+                       head=HeadConfig(kind=args.head, ratio=args.ratio, aggregate=args.aggregate), train=train)
+    config = apply_overrides(config, parse_overrides(extra))
+    if not 0.0 <= config.head.ratio <= 1.0:
+        raise UserError(f"--ratio must be in [0, 1], got {config.head.ratio}")
+    return config
+
+
+def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
+    from training.run import train_run
+
+    config = build_run_config(args, extra)
+    metrics = train_run(config, Path(args.out))
+    test = metrics["test"]
+    print(f"{config.model.name} {config.head.kind}: test auc {test['auc']:.4f} logloss {test['logloss']:.4f} "
+          f"ndcg@10 {test['ndcg@10']:.4f} recall@10 {test['recall@10']:.4f} "
+          f"(best epoch {metrics['best_epoch']}, {metrics['train_seconds']:.1f}s) -> {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
+    from training.run import evaluate_run
+
+    if args.noise_std < 0:
+        raise UserError(f"--noise-std must be >= 0, got {args.noise_std}")
+    result = evaluate_run(Path(args.checkpoint), args.noise_std, args.device, ranking=not args.no_ranking,
+                          data_dir=args.data_dir)
+    text = json.dumps(result, indent=2, default=float)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def cmd_bench_train(args: argparse.Namespace, extra: list[str]) -> int:
+    from training.bench import run_bench_train
+
+    return run_bench_train(args)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="train one CTR model (binary or rating head)")
+    train.add_argument("--model", default="DCNV2")
+    add_data_arguments(train)
+    train.add_argument("--head", choices=["binary", "rating"], default="rating")
+    train.add_argument("--ratio", type=float, default=0.5, help="λr: weight of the rating cross-entropy")
+    train.add_argument("--aggregate", choices=["logit_sum", "prob_sum"], default="logit_sum")
+    train.add_argument("--seed", type=int, default=2020)
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--batch-size", type=int, default=4096)
+    train.add_argument("--lr", type=float, default=None, help="default: the model's YAML value")
+    train.add_argument("--patience", type=int, default=3, help="epochs without valid AUC gain before stopping")
+    train.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
+    train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--out", required=True, help="run directory for model.pt and metrics.json")
+    train.set_defaults(handler=cmd_train, accepts_overrides=True)
+
+    evaluate = subparsers.add_parser("evaluate", help="re-score a saved run")
+    evaluate.add_argument("--checkpoint", required=True, help="run directory (or its model.pt)")
+    evaluate.add_argument("--noise-std", type=float, default=0.0, help="Gaussian noise std added to embeddings")
+    evaluate.add_argument("--data-dir", default=None, help="override the dataset location recorded in the run")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--no-ranking", action="store_true", help="skip the uni100 ranking metrics")
+    evaluate.add_argument("--out", default=None, help="also write the JSON here")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    bench = subparsers.add_parser("bench", help="benchmarks (train; score and gateway arrive with export/serving)")
+    bench_verbs = bench.add_subparsers(dest="bench_verb", required=True, parser_class=type(bench))
+    bench_train = bench_verbs.add_parser("train", help="seconds per epoch and peak memory per architecture and head")
+    bench_train.add_argument("--models", default="all", help="comma-separated architectures, or all")
+    bench_train.add_argument("--heads", default="binary,rating")
+    bench_train.add_argument("--epochs", type=int, default=3, help="timed epochs per run (after one warm-up)")
+    bench_train.add_argument("--runs", type=int, default=3, help="processes per architecture and head")
+    bench_train.add_argument("--batch-size", type=int, default=4096)
+    bench_train.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    bench_train.add_argument("--data-dir", default=None)
+    bench_train.add_argument("--recbole-python", default=None,
+                             help="python of an environment with recbole==1.2.1 to time the same models there")
+    bench_train.add_argument("--out", default=None, help="write the table as JSON here")
+    bench_train.set_defaults(handler=cmd_bench_train)

@@ -1,0 +1,102 @@
+"""Scoring a model over dataset rows and the RecBole ``uni100`` ranking protocol.
+
+uni100: every test row of a user is a positive (option: clicks only); each positive
+brings 100 negatives drawn uniformly from the items that user never touched in
+train/valid/test; all of a user's candidates are scored together and NDCG@K/Recall@K
+are averaged over users.  Negatives are drawn from a fixed seed so two models on the
+same split are ranked against the same candidates.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from training.data.encode import TEST, TRAIN, VALID, EncodedData
+from training.metrics import auc, group_auc, logloss, ranking_metrics
+from training.models.ctr import CTRModel
+
+
+@torch.no_grad()
+def predict_arrays(model: CTRModel, features: np.ndarray, batch_size: int, device: torch.device) -> dict[str, np.ndarray]:
+    """p̂ (and the rating distribution when the head has one) for a ``[m, C]`` matrix."""
+    model.eval()
+    x = torch.from_numpy(features)
+    p_parts, dist_parts = [], []
+    for start in range(0, x.shape[0], batch_size):
+        pred = model.predict(x[start:start + batch_size].to(device, non_blocking=True))
+        p_parts.append(pred.p_click.float().cpu())
+        if pred.rating_probs is not None:
+            dist_parts.append(pred.rating_probs.float().cpu())
+    out = {"p_click": torch.cat(p_parts).numpy() if p_parts else np.zeros(0, np.float32)}
+    if dist_parts:
+        out["rating_probs"] = torch.cat(dist_parts).numpy()
+    return out
+
+
+def sample_uni100(data: EncodedData, positives: np.ndarray, num_negatives: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Negatives ``[len(positives), num_negatives]`` of items each positive's user never touched.
+
+    Rejection sampling over whole arrays: draw all, redraw only the collisions, repeat.
+    Users who touched every item (no valid negative exists) are dropped; the returned
+    mask says which positives were kept.
+    """
+    n_items = data.n_items
+    stride = n_items + 1
+    touched = np.unique(data.user * stride + data.item)
+    users = data.user[positives]
+    touched_per_user = np.bincount(touched // stride, minlength=data.n_users + 1)
+    keep = touched_per_user[users] < n_items
+    users = users[keep]
+    rng = np.random.default_rng(seed)
+    negatives = rng.integers(1, n_items + 1, size=(users.size, num_negatives))
+    bad = np.isin(users[:, None] * stride + negatives, touched)
+    while bad.any():
+        negatives[bad] = rng.integers(1, n_items + 1, size=int(bad.sum()))
+        bad = np.isin(users[:, None] * stride + negatives, touched)
+    return negatives, keep
+
+
+def ranking_eval(model: CTRModel, data: EncodedData, part: int, num_negatives: int, only_clicks: bool,
+                 seed: int, batch_size: int, device: torch.device) -> dict[str, float]:
+    rows = data.rows(part)
+    if only_clicks:
+        rows = rows[data.rating[rows] >= data.threshold]
+    negatives, keep = sample_uni100(data, rows, num_negatives, seed)
+    rows = rows[keep]
+    users = data.user[rows]
+    cand_user = np.concatenate([users, np.repeat(users, num_negatives)])
+    cand_item = np.concatenate([data.item[rows], negatives.ravel()])
+    relevant = np.concatenate([np.ones(rows.size, bool), np.zeros(negatives.size, bool)])
+    scores = predict_arrays(model, data.features(cand_user, cand_item), batch_size, device)["p_click"]
+    return ranking_metrics(cand_user, scores, relevant, ks=(10, 20), seed=seed)
+
+
+def pointwise_eval(model: CTRModel, data: EncodedData, rows: np.ndarray, batch_size: int,
+                   device: torch.device) -> tuple[dict[str, float], np.ndarray]:
+    labels = data.click[rows]
+    pred = predict_arrays(model, data.features(data.user[rows], data.item[rows]), batch_size, device)
+    metrics = {"auc": auc(labels, pred["p_click"]), "logloss": logloss(labels, pred["p_click"]), "rows": int(rows.size)}
+    if "rating_probs" in pred:
+        expected = pred["rating_probs"] @ np.arange(1, data.levels + 1, dtype=np.float32)
+        metrics["rating_rmse"] = float(np.sqrt(np.mean((expected - data.rating[rows]) ** 2)))
+    return metrics, pred["p_click"]
+
+
+def full_eval(model: CTRModel, data: EncodedData, num_negatives: int = 100, only_clicks: bool = False,
+              seed: int = 2020, batch_size: int = 65536, device: torch.device | None = None,
+              ranking: bool = True) -> dict:
+    """Everything ``metrics.json`` reports for a trained model."""
+    device = device or next(model.parameters()).device
+    out: dict = {}
+    for name, part in (("valid", VALID), ("test", TEST)):
+        rows = data.rows(part)
+        metrics, scores = pointwise_eval(model, data, rows, batch_size, device)
+        if part == TEST:
+            no_middle = ~data.middle[rows]
+            metrics["auc_without_middle"] = auc(data.click[rows][no_middle], scores[no_middle])
+            train_counts = np.bincount(data.user[data.split == TRAIN], minlength=data.n_users + 1)
+            out["groups"] = group_auc(data.user[rows], data.click[rows], scores, train_counts)
+        if ranking:
+            metrics.update(ranking_eval(model, data, part, num_negatives, only_clicks, seed, batch_size, device))
+        out[name] = metrics
+    return out

@@ -1,0 +1,110 @@
+"""Metrics as pure numpy functions over whole arrays (no per-row Python).
+
+* ``auc``: rank statistic with average ranks for ties, global over all rows (RecBole).
+* ``logloss``: RecBole's clipped binary cross-entropy (eps = 1e-15, float64).
+* ``ranking_metrics``: NDCG@K / Recall@K over per-user candidate lists (uni100 protocol,
+  see ``training.evaluation``), averaged over users.
+* ``group_auc``: AUC per user-activity tertile and the variance across the groups.
+* ``mci``: the marginal-contribution index log((1−p_b)/(1−p_b−c)) of paper 2.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing their mean rank (as ``scipy.stats.rankdata``)."""
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    boundaries = np.flatnonzero(np.diff(sorted_values)) + 1
+    starts = np.concatenate([[0], boundaries])
+    ends = np.concatenate([boundaries, [values.size]])
+    mean_rank = (starts + ends + 1) / 2.0  # mean of 1-based ranks start+1..end
+    ranks = np.empty(values.size, dtype=np.float64)
+    ranks[order] = np.repeat(mean_rank, ends - starts)
+    return ranks
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    labels = np.asarray(labels).astype(bool).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    n_pos = int(labels.sum())
+    n_neg = labels.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = average_ranks(scores)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def logloss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-15) -> float:
+    labels = np.asarray(labels, dtype=np.float64).ravel()
+    probs = np.clip(np.asarray(probs, dtype=np.float64).ravel(), eps, 1.0 - eps)
+    return float(-np.mean(labels * np.log(probs) + (1.0 - labels) * np.log(1.0 - probs)))
+
+
+def ranking_metrics(group: np.ndarray, scores: np.ndarray, relevant: np.ndarray, ks: tuple[int, ...] = (10, 20),
+                    seed: int = 0) -> dict[str, float]:
+    """NDCG@K and Recall@K per group (user), averaged over groups with ≥ 1 relevant item.
+
+    Each group's candidates are ranked together by score; exact ties are broken at
+    random (seeded) so a positive listed first never gains from the order of the arrays.
+    """
+    group = np.asarray(group)
+    relevant = np.asarray(relevant, dtype=bool)
+    tie_break = np.random.default_rng(seed).random(group.size)
+    order = np.lexsort((tie_break, -np.asarray(scores, dtype=np.float64), group))
+    g_sorted, rel_sorted = group[order], relevant[order]
+    uniq, starts = np.unique(g_sorted, return_index=True)
+    group_pos = np.searchsorted(uniq, g_sorted)
+    rank = np.arange(g_sorted.size) - starts[group_pos]  # 0-based rank inside its group
+    n_relevant = np.bincount(group_pos, weights=rel_sorted, minlength=uniq.size)
+    valid = n_relevant > 0
+    out: dict[str, float] = {}
+    discounts = 1.0 / np.log2(np.arange(max(ks)) + 2.0)
+    ideal_cum = np.concatenate([[0.0], np.cumsum(discounts)])
+    for k in ks:
+        hit = rel_sorted & (rank < k)
+        hits = np.bincount(group_pos, weights=hit, minlength=uniq.size)
+        dcg = np.bincount(group_pos, weights=np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0), minlength=uniq.size)
+        idcg = ideal_cum[np.minimum(n_relevant, k).astype(np.int64)]
+        out[f"ndcg@{k}"] = float(np.mean(dcg[valid] / idcg[valid]))
+        out[f"recall@{k}"] = float(np.mean(hits[valid] / n_relevant[valid]))
+    return out
+
+
+def activity_groups(train_counts: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+    """Tertile group (0 low, 1 mid, 2 high) of every user by training interaction count."""
+    active = train_counts[train_counts > 0]
+    q1, q2 = np.quantile(active, [1 / 3, 2 / 3]) if active.size else (0.0, 0.0)
+    groups = np.where(train_counts <= q1, 0, np.where(train_counts <= q2, 1, 2))
+    return groups, (float(q1), float(q2))
+
+
+GROUP_NAMES = ("low", "mid", "high")
+
+
+def group_auc(user: np.ndarray, labels: np.ndarray, scores: np.ndarray, train_counts: np.ndarray) -> dict:
+    """AUC of the rows of each activity tertile, and the variance of the three AUCs."""
+    groups, (q1, q2) = activity_groups(train_counts)
+    row_group = groups[user]
+    out: dict = {"thresholds": {"low_max": q1, "mid_max": q2}}
+    values = []
+    for g, name in enumerate(GROUP_NAMES):
+        mask = row_group == g
+        value = auc(labels[mask], scores[mask]) if mask.any() else float("nan")
+        out[name] = {"auc": value, "rows": int(mask.sum()), "users": int(np.unique(user[mask]).size),
+                     "click_rate": float(labels[mask].mean()) if mask.any() else float("nan")}
+        values.append(value)
+    finite = [v for v in values if np.isfinite(v)]
+    out["variance"] = float(np.var(finite)) if finite else float("nan")
+    return out
+
+
+def mci(p_b: float | np.ndarray, c: float | np.ndarray) -> float | np.ndarray:
+    """Marginal contribution index log((1 − p_b) / (1 − p_b − c)); needs p_b + c in (0, 1)."""
+    p_b, c = np.asarray(p_b, dtype=np.float64), np.asarray(c, dtype=np.float64)
+    total = p_b + c
+    if np.any((total <= 0) | (total >= 1)) or np.any((p_b <= 0) | (p_b >= 1)):
+        raise ValueError(f"MCI needs p_b in (0, 1) and p_b + c in (0, 1); got p_b={p_b}, c={c}")
+    value = np.log((1.0 - p_b) / (1.0 - total))
+    return float(value) if value.ndim == 0 else value

@@ -1,0 +1,50 @@
+"""The body contract every CTR architecture implements.
+
+A body maps field embeddings ``[B, F, d]`` to ``out_dim`` logits.  It owns nothing
+else: no loss, no optimizer, no device placement.  The head decides ``out_dim``
+(1 for the binary head, N levels for the rating head), so the same body class serves
+both supervision schemes unchanged.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Body(nn.Module):
+    """Base class for architectures.
+
+    Args:
+        num_fields: F, number of fields in the embedding tensor.
+        embedding_dim: d, width of every field embedding.
+        out_dim: number of output logits.
+        reg_weight: weight of the architecture's own L2 term (see ``regularization``).
+
+    Subclasses set ``wants_first_order = True`` when the architecture has a wide /
+    first-order branch; the surrounding model then adds a ``FirstOrderLinear`` output
+    of width ``out_dim`` computed from the raw ids (that branch needs ids, not
+    embeddings, so the body cannot compute it itself).
+    """
+
+    wants_first_order: bool = False
+
+    def __init__(self, num_fields: int, embedding_dim: int, out_dim: int, reg_weight: float = 0.0) -> None:
+        super().__init__()
+        self.num_fields = num_fields
+        self.embedding_dim = embedding_dim
+        self.out_dim = out_dim
+        self.reg_weight = reg_weight
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def regularized_parameters(self) -> list[torch.Tensor]:
+        """Parameters the reference implementation puts under its L2 term (default: none)."""
+        return []
+
+    def regularization(self) -> torch.Tensor:
+        """``reg_weight · Σ ||W||₂`` over ``regularized_parameters`` (RecBole's RegLoss)."""
+        params = self.regularized_parameters()
+        if self.reg_weight == 0.0 or not params:
+            return torch.zeros((), device=next(self.parameters()).device)
+        return self.reg_weight * sum(p.norm(2) for p in params)

@@ -1,0 +1,60 @@
+"""``CTRModel`` = field indexer + encoder + body (+ first-order branch) + head.
+
+Composition, not inheritance: swapping the head (binary ↔ rating) or the encoder
+(table ↔ graph) never touches the architecture code.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from training.data.schema import FieldSchema
+from training.models.base import Body
+from training.models.encoders import FieldIndexer, TableEncoder
+from training.models.heads import Prediction, build_head
+from training.models.layers import FirstOrderLinear
+from training.models.registry import build_body
+
+
+class CTRModel(nn.Module):
+    """A ranker over ``[B, C]`` int64 field ids.
+
+    ``forward`` returns the serving outputs (p̂, rating distribution, expected rating),
+    which is also what the ONNX export traces; ``loss`` is the training objective.
+    """
+
+    def __init__(self, schema: FieldSchema, body: Body, head: nn.Module, encoder: nn.Module | None = None) -> None:
+        super().__init__()
+        self.schema = schema
+        self.indexer = FieldIndexer(schema)
+        self.encoder = encoder if encoder is not None else TableEncoder(self.indexer.total_vocab, body.embedding_dim)
+        self.body = body
+        self.head = head
+        self.linear = FirstOrderLinear(self.indexer.total_vocab, head.out_dim) if body.wants_first_order else None
+
+    def field_embeddings(self, x: torch.Tensor) -> torch.Tensor:
+        ids, weights = self.indexer(x)
+        return self.indexer.pool(self.encoder(ids), weights)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        ids, weights = self.indexer(x)
+        out = self.body(self.indexer.pool(self.encoder(ids), weights))
+        if self.linear is not None:
+            out = out + self.linear(ids, weights)
+        return out
+
+    def loss(self, x: torch.Tensor, rating: torch.Tensor, click: torch.Tensor) -> torch.Tensor:
+        return self.head.loss(self.logits(x), rating, click, self.body.regularization())
+
+    def predict(self, x: torch.Tensor) -> Prediction:
+        return self.head.predict(self.logits(x))
+
+    def forward(self, x: torch.Tensor) -> Prediction:
+        return self.predict(x)
+
+
+def build_model(schema: FieldSchema, model_name: str, embedding_dim: int, params: dict,
+                head_kind: str, levels: int, threshold: int, ratio: float, aggregate: str) -> CTRModel:
+    head = build_head(head_kind, levels, threshold, ratio, aggregate)
+    body = build_body(model_name, schema.num_fields, embedding_dim, head.out_dim, params)
+    return CTRModel(schema, body, head)

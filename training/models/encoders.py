@@ -1,0 +1,79 @@
+"""Encoders turn the ``[B, C]`` id matrix into field embeddings ``[B, F, d]``.
+
+The encoder is injected into the model (TorchRec's composition by named parts): the
+``table`` encoder here is one embedding row per id; a graph encoder can replace the
+user/item rows without the body or the head noticing.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from training.data.schema import FieldSchema
+
+
+class FieldIndexer(nn.Module):
+    """Maps per-field local ids to global ids and per-column pooling weights.
+
+    Why weights: a multi-valued field (genres) occupies several columns padded with 0;
+    its field embedding is the mean over the non-padding columns, so those columns get
+    weight ``1/count`` and padding gets 0.  Single-valued columns always weigh 1 (their
+    index 0 is the learned "unknown" row, not padding).  The assignment matrix
+    ``column → field`` turns pooling into one batched matmul, which exports to ONNX.
+    """
+
+    def __init__(self, schema: FieldSchema) -> None:
+        super().__init__()
+        offsets, field_of_column, multi = [], [], []
+        base = 0
+        for f_index, spec in enumerate(schema.fields):
+            for _ in range(spec.slots):
+                offsets.append(base)
+                field_of_column.append(f_index)
+                multi.append(spec.slots > 1)
+            base += spec.vocab_size
+        self.total_vocab = base
+        self.num_fields = schema.num_fields
+        self.has_multi = any(multi)
+        self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.long), persistent=False)
+        self.register_buffer("multi", torch.tensor(multi, dtype=torch.bool), persistent=False)
+        assign = torch.zeros(len(offsets), schema.num_fields)
+        assign[torch.arange(len(offsets)), torch.tensor(field_of_column)] = 1.0
+        self.register_buffer("assign", assign, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = x + self.offsets
+        if not self.has_multi:
+            return ids, torch.ones_like(x, dtype=torch.float32)
+        present = ((x != 0) | ~self.multi).to(torch.float32)
+        counts = (present @ self.assign).clamp_min(1.0)  # [B, F]
+        weights = present / (counts @ self.assign.t())
+        return ids, weights
+
+    def pool(self, per_column: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``[B, C, d]`` column embeddings → ``[B, F, d]`` field embeddings."""
+        if not self.has_multi:
+            return per_column
+        return torch.einsum("bcd,cf->bfd", per_column * weights.unsqueeze(-1), self.assign)
+
+
+class TableEncoder(nn.Module):
+    """One embedding row per id of every field.
+
+    Args:
+        total_vocab: rows across all fields (``FieldIndexer.total_vocab``).
+        embedding_dim: d.
+        noise_std: Gaussian noise added to the embeddings when > 0 (robustness study).
+    """
+
+    def __init__(self, total_vocab: int, embedding_dim: int, noise_std: float = 0.0) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(total_vocab, embedding_dim)
+        nn.init.xavier_normal_(self.embedding.weight)
+        self.noise_std = noise_std
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        emb = self.embedding(ids)
+        if self.noise_std > 0:
+            emb = emb + torch.randn_like(emb) * self.noise_std
+        return emb

@@ -1,0 +1,139 @@
+"""One training run end to end: data → model → fit → evaluate → ``model.pt`` + ``metrics.json``.
+
+The checkpoint holds only tensors and plain containers (config, schema, vocabulary),
+so it loads with ``torch.load(..., weights_only=True)``: nothing is unpickled.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.config import RunConfig
+from training.data.encode import EncodedData, load_dataset
+from training.data.schema import FieldSchema
+from training.errors import UserError
+from training.evaluation import full_eval
+from training.models.ctr import CTRModel, build_model
+from training.trainer import fit, seed_everything, select_device
+
+CHECKPOINT_FORMAT = 1
+
+
+def make_model(config: RunConfig, data: EncodedData) -> CTRModel:
+    try:
+        return build_model(data.schema, config.model.name, config.model.embedding_dim, config.model.params,
+                           config.head.kind, data.levels, data.threshold, config.head.ratio, config.head.aggregate)
+    except (ValueError, TypeError) as exc:
+        raise UserError(str(exc)) from exc
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: write ``null`` for undefined metrics (e.g. AUC of a one-class group)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_finite(payload), indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+
+
+def save_checkpoint(path: Path, model: CTRModel, config: RunConfig, data: EncodedData) -> None:
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": config.to_dict(),
+        "schema": data.schema.to_dict(),
+        "vocab": data.vocab,
+        "stats": data.stats,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    torch.save(payload, path)
+
+
+def load_checkpoint(run_dir: Path) -> tuple[dict, RunConfig]:
+    path = Path(run_dir)
+    path = path / "model.pt" if path.is_dir() else path
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: say so, never unpickle
+        raise UserError(f"{path} is not a readable ratingctr checkpoint: {exc.__class__.__name__}: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not a ratingctr checkpoint (format {CHECKPOINT_FORMAT} expected)")
+    return payload, RunConfig.from_dict(payload["config"])
+
+
+def restore_model(payload: dict, config: RunConfig) -> CTRModel:
+    schema = FieldSchema.from_dict(payload["schema"])
+    model = build_model(schema, config.model.name, config.model.embedding_dim, config.model.params,
+                        config.head.kind, config.data.levels, config.data.threshold, config.head.ratio,
+                        config.head.aggregate)
+    model.load_state_dict(payload["state_dict"])
+    return model
+
+
+def train_run(config: RunConfig, out_dir: Path, data: EncodedData | None = None) -> dict:
+    """Train, evaluate and write ``out_dir/model.pt`` and ``out_dir/metrics.json``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.train.seed)
+    data = data if data is not None else load_dataset(config.data)
+    try:
+        device = select_device(config.train.device)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    seed_everything(config.train.seed)
+    model = make_model(config, data)
+    result = fit(model, data, config.train, device)
+    eval_start = time.perf_counter()
+    metrics = full_eval(model, data, config.train.num_negatives, config.train.ranking_positives == "clicks",
+                        seed=config.data.seed, batch_size=config.train.eval_batch_size, device=device)
+    eval_seconds = time.perf_counter() - eval_start
+    payload = {
+        "model": config.model.name, "head": config.head.kind, "aggregate": config.head.aggregate,
+        "ratio": config.head.ratio, "dataset": data.stats,
+        "test": metrics["test"], "valid": metrics["valid"], "groups": metrics["groups"],
+        "best_epoch": result.best_epoch, "epoch_seconds": result.epoch_seconds,
+        "train_seconds": sum(result.epoch_seconds), "eval_seconds": eval_seconds,
+        "history": result.history, "parameters": sum(p.numel() for p in model.parameters()),
+        "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
+        "config": config.to_dict(),
+    }
+    save_checkpoint(out_dir / "model.pt", model, config, data)
+    write_json(out_dir / "metrics.json", payload)
+    return payload
+
+
+def evaluate_run(run_dir: Path, noise_std: float = 0.0, device_name: str = "auto", ranking: bool = True,
+                 data_dir: str | None = None) -> dict:
+    """Re-score a saved run on its own split, optionally with Gaussian noise on the embeddings."""
+    payload, config = load_checkpoint(run_dir)
+    if data_dir is not None:
+        config = replace(config, data=replace(config.data, data_dir=data_dir))
+    data = load_dataset(config.data)
+    if data.schema.to_dict() != payload["schema"]:
+        raise UserError("the dataset no longer matches the checkpoint's field schema; "
+                        "was the data changed since training?")
+    model = restore_model(payload, config)
+    device = select_device(device_name)
+    model.to(device)
+    model.encoder.noise_std = float(noise_std)
+    seed_everything(config.train.seed)
+    metrics = full_eval(model, data, config.train.num_negatives, config.train.ranking_positives == "clicks",
+                        seed=config.data.seed, batch_size=config.train.eval_batch_size, device=device,
+                        ranking=ranking)
+    return {"noise_std": noise_std, **metrics}

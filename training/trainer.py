@@ -1,0 +1,120 @@
+"""The training loop: AdamW, early stopping on validation AUC, best-epoch restore.
+
+Data lives on the device as whole tensors; a batch is an index slice of a per-epoch
+permutation, so there is no DataLoader, no collate and no per-row Python.
+"""
+from __future__ import annotations
+
+import copy
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training.config import TrainConfig
+from training.data.encode import TRAIN, VALID, EncodedData
+from training.evaluation import pointwise_eval
+from training.models.ctr import CTRModel
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; an explicit CUDA request without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch sees no CUDA device")
+    return device
+
+
+@dataclass
+class TrainTensors:
+    x: torch.Tensor
+    rating: torch.Tensor
+    click: torch.Tensor
+
+    @classmethod
+    def from_rows(cls, data: EncodedData, rows: np.ndarray, device: torch.device) -> "TrainTensors":
+        x = torch.from_numpy(data.features(data.user[rows], data.item[rows]))
+        return cls(x.to(device), torch.from_numpy(data.rating[rows]).to(device),
+                   torch.from_numpy(data.click[rows]).to(device))
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_valid_auc: float
+    epoch_seconds: list[float] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)
+
+
+def _embedding_weight(model: CTRModel) -> torch.Tensor | None:
+    table = getattr(model.encoder, "embedding", None)
+    return table.weight if isinstance(table, torch.nn.Embedding) else None
+
+
+def fit(model: CTRModel, data: EncodedData, config: TrainConfig, device: torch.device,
+        lr: float | None = None) -> TrainResult:
+    """Train ``model`` in place and leave it holding its best-validation-AUC weights."""
+    model.to(device)
+    train = TrainTensors.from_rows(data, data.rows(TRAIN), device)
+    valid_rows = data.rows(VALID)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr or config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator(device="cpu").manual_seed(config.seed)
+    n, bs = train.x.shape[0], config.batch_size
+    steps = (n + bs - 1) // bs
+    result = TrainResult(best_epoch=-1, best_valid_auc=-1.0)
+    best_state = copy.deepcopy(model.state_dict())
+    stale = 0
+    emb_weight = _embedding_weight(model)
+    for epoch in range(config.epochs):
+        model.train()
+        start = time.perf_counter()
+        order = torch.randperm(n, generator=generator).to(device)
+        total_loss = torch.zeros((), device=device)
+        grad_norms = torch.zeros((), device=device)
+        bar = tqdm(range(steps), desc=f"epoch {epoch:>3}", unit="batch", leave=False, file=sys.stderr,
+                   disable=not config.progress, dynamic_ncols=True)
+        for step in bar:
+            idx = order[step * bs:(step + 1) * bs]
+            loss = model.loss(train.x[idx], train.rating[idx], train.click[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if emb_weight is not None and emb_weight.grad is not None:
+                grad_norms += emb_weight.grad.detach().norm()
+            optimizer.step()
+            total_loss += loss.detach() * idx.shape[0]
+            if config.progress and step % 5 == 4:
+                rate = (step + 1) * bs / max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix(loss=f"{loss.item():.4f}", rows_per_s=f"{rate:,.0f}")
+        train_seconds = time.perf_counter() - start
+        result.epoch_seconds.append(train_seconds)
+        valid, _ = pointwise_eval(model, data, valid_rows, config.eval_batch_size, device)
+        record = {"epoch": epoch, "train_loss": float(total_loss) / n, "valid_auc": valid["auc"],
+                  "valid_logloss": valid["logloss"], "seconds": train_seconds,
+                  "embedding_grad_norm": float(grad_norms) / steps,
+                  "embedding_weight_norm": float(emb_weight.detach().norm()) if emb_weight is not None else None}
+        result.history.append(record)
+        if config.progress:
+            print(f"epoch {epoch:>3}  loss {record['train_loss']:.4f}  valid auc {valid['auc']:.4f}  "
+                  f"logloss {valid['logloss']:.4f}  {train_seconds:.2f}s  {n / train_seconds:,.0f} rows/s",
+                  file=sys.stderr)
+        if valid["auc"] > result.best_valid_auc:
+            result.best_valid_auc, result.best_epoch, stale = valid["auc"], epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    return result
