@@ -1,0 +1,81 @@
+"""The ``ratingctr`` CLI as a user runs it: a real process, real files."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+RATINGCTR = [sys.executable, "-c", "import sys; from training.cli import main; sys.exit(main())"]
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*RATINGCTR, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_atomic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "dcnv2"
+    proc = run_cli("train", "--model", "DCNV2", "--dataset", "atomic", "--data-dir", str(tiny_atomic),
+                   "--k-core", "3", "--head", "rating", "--ratio", "0.5", "--epochs", "4", "--batch-size", "256",
+                   "--no-progress", "--out", str(out), "--mlp_hidden_size=[32,32]", "--cross_layer_num=1")
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_train_writes_metrics_and_weights_only_checkpoint(tiny_run: Path) -> None:
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    for part in ("test", "valid"):
+        assert set(metrics[part]) >= {"auc", "logloss", "ndcg@10", "ndcg@20", "recall@10", "recall@20"}
+        assert 0.0 <= metrics[part]["auc"] <= 1.0 and metrics[part]["logloss"] > 0
+    assert 1 <= len(metrics["epoch_seconds"]) <= 4 and 0 <= metrics["best_epoch"] < 4
+    assert set(metrics["groups"]) >= {"low", "mid", "high", "variance"}
+    assert metrics["config"]["model"]["params"]["mlp_hidden_size"] == [32, 32]
+    assert metrics["config"]["model"]["params"]["cross_layer_num"] == 1
+    payload = torch.load(tiny_run / "model.pt", weights_only=True)
+    assert payload["config"]["head"]["kind"] == "rating" and "state_dict" in payload
+    assert payload["vocab"]["user_id"][0] == "[UNK]"
+
+
+def test_evaluate_reproduces_and_noise_hurts(tiny_run: Path) -> None:
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    clean = run_cli("evaluate", "--checkpoint", str(tiny_run))
+    assert clean.returncode == 0, clean.stderr
+    result = json.loads(clean.stdout)
+    assert result["test"]["auc"] == pytest.approx(metrics["test"]["auc"], abs=1e-6)
+    assert result["test"]["ndcg@10"] == pytest.approx(metrics["test"]["ndcg@10"], abs=1e-6)
+    noisy = json.loads(run_cli("evaluate", "--checkpoint", str(tiny_run), "--noise-std", "1.0", "--no-ranking").stdout)
+    assert noisy["noise_std"] == 1.0 and noisy["test"]["auc"] < result["test"]["auc"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--model", "Nope", "--out", "x"], "unknown model 'Nope'"),
+    (["train", "--dataset", "ml-20m", "--out", "x"], "unknown dataset 'ml-20m'"),
+    (["train", "--dataset", "csv", "--data-dir", "/nonexistent.csv", "--out", "x"], "CSV ratings file not found"),
+    (["train", "--model", "DCNV2", "--out", "x", "--not_a_param=3"], "unknown hyper-parameter 'not_a_param'"),
+    (["train", "--out", "x", "stray"], "unrecognized argument 'stray'"),
+    (["train", "--ratio", "2", "--out", "x"], "--ratio must be in [0, 1]"),
+    (["evaluate", "--checkpoint", "/nonexistent"], "checkpoint not found"),
+])
+def test_bad_input_is_one_error_line_and_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
+    proc = run_cli(*[a if a != "x" else str(tmp_path / "out") for a in args])
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], proc.stderr
+
+
+def test_threshold_and_ratings_errors(tmp_path: Path) -> None:
+    csv = tmp_path / "r.csv"
+    csv.write_text("user_id,item_id,rating\n1,1,5\n1,2,7\n")
+    proc = run_cli("train", "--dataset", "csv", "--data-dir", str(csv), "--k-core", "1", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "outside the integer scale 1..5" in proc.stderr
+    proc = run_cli("train", "--dataset", "csv", "--data-dir", str(csv), "--threshold", "9", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "threshold 9 is outside the rating scale" in proc.stderr
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path: Path, tiny_run: Path) -> None:
+    bad = tmp_path / "model.pt"
+    bad.write_bytes((tiny_run / "model.pt").read_bytes()[:1000])
+    proc = run_cli("evaluate", "--checkpoint", str(bad))
+    assert proc.returncode == 2 and "not a readable ratingctr checkpoint" in proc.stderr

@@ -1,0 +1,99 @@
+"""``ratingctr bench train``: seconds per epoch and peak memory, binary vs rating head.
+
+Every (architecture, head) is measured in its own process, several times, interleaved
+(A B A B …) so machine drift hits both heads alike; we report the median.  With
+``--recbole-python`` the same architectures are timed in RecBole 1.2.1 (an environment
+of its own; see ``training/bench_recbole.py``) for the speed-up column.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from training.errors import UserError
+
+RECBOLE_MODELS = {"WideDeep", "NFM", "xDeepFM", "AutoInt", "FiGNN", "DCNV2", "EulerNet"}
+
+
+def _run_json(cmd: list[str]) -> dict:
+    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise UserError(f"benchmark process failed ({' '.join(cmd[:4])} ...): {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_bench_train(args: argparse.Namespace) -> int:
+    from training.data.fetch import fetch_ml100k
+    from training.models.registry import ARCHITECTURES
+
+    models = list(ARCHITECTURES) if args.models == "all" else [m.strip() for m in args.models.split(",")]
+    unknown = [m for m in models if m not in ARCHITECTURES]
+    if unknown:
+        raise UserError(f"unknown model(s) {', '.join(unknown)}; choose from: {', '.join(ARCHITECTURES)}")
+    heads = [h.strip() for h in args.heads.split(",")]
+    if any(h not in ("binary", "rating") for h in heads):
+        raise UserError(f"--heads takes binary and/or rating, got {args.heads}")
+    data_root = fetch_ml100k(Path(args.data_dir) if args.data_dir else None).parent
+    samples: dict[tuple[str, str], list[dict]] = {}
+    total = args.runs * len(models) * (len(heads) + (1 if args.recbole_python else 0))
+    done = 0
+    for run in range(args.runs):
+        for model in models:
+            targets = [(h, [sys.executable, "-m", "training.bench_worker", "--model", model, "--head", h]) for h in heads]
+            if args.recbole_python and model in RECBOLE_MODELS:
+                script = str(Path(__file__).with_name("bench_recbole.py"))
+                targets.append(("recbole", [args.recbole_python, script, "--model", model]))
+            for head, cmd in targets:
+                cmd += ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+                        "--threads", str(args.threads), "--data-dir", str(data_root)]
+                samples.setdefault((model, head), []).append(_run_json(cmd))
+                done += 1
+                print(f"[{done}/{total}] {model} {head}: "
+                      f"{samples[(model, head)][-1]['median_epoch_seconds']:.3f} s/epoch", file=sys.stderr)
+    table = []
+    for model in models:
+        row: dict = {"model": model}
+        for head in [*heads, "recbole"]:
+            runs = samples.get((model, head))
+            if not runs:
+                continue
+            row[f"{head}_s_per_epoch"] = statistics.median(r["median_epoch_seconds"] for r in runs)
+            row[f"{head}_s_per_epoch_min"] = min(r["median_epoch_seconds"] for r in runs)
+            row[f"{head}_s_per_epoch_max"] = max(r["median_epoch_seconds"] for r in runs)
+            row[f"{head}_peak_rss_mb"] = statistics.median(r["peak_rss_mb"] for r in runs)
+        if "binary_s_per_epoch" in row and "rating_s_per_epoch" in row:
+            row["rating_over_binary"] = row["rating_s_per_epoch"] / row["binary_s_per_epoch"]
+        if "recbole_s_per_epoch" in row:
+            ours = row.get("rating_s_per_epoch", row.get("binary_s_per_epoch"))
+            row["speedup_vs_recbole"] = row["recbole_s_per_epoch"] / ours
+        table.append(row)
+    print(format_table(table, heads))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"batch_size": args.batch_size, "epochs": args.epochs,
+                                              "runs": args.runs, "table": table}, indent=2) + "\n")
+    return 0
+
+
+def format_table(table: list[dict], heads: list[str]) -> str:
+    cols = ["model"] + [f"{h} s/epoch" for h in heads] + [f"{h} peak MB" for h in heads]
+    has_ratio = "binary" in heads and "rating" in heads
+    has_recbole = any("recbole_s_per_epoch" in r for r in table)
+    if has_ratio:
+        cols.append("rating/binary")
+    if has_recbole:
+        cols += ["RecBole s/epoch", "speed-up"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in table:
+        cells = [r["model"]] + [f"{r[f'{h}_s_per_epoch']:.3f}" for h in heads] + [f"{r[f'{h}_peak_rss_mb']:.0f}" for h in heads]
+        if has_ratio:
+            cells.append(f"{r['rating_over_binary']:.3f}")
+        if has_recbole:
+            cells += [f"{r['recbole_s_per_epoch']:.3f}" if "recbole_s_per_epoch" in r else "n/a",
+                      f"{r['speedup_vs_recbole']:.1f}x" if "speedup_vs_recbole" in r else "n/a"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,65 @@
+"""One benchmark process: train one architecture/head on ML-100k and report timings as JSON.
+
+A fresh process per measurement so peak RSS (``ru_maxrss``) belongs to that run alone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import torch
+
+from training.config import DataConfig, TrainConfig, model_defaults
+from training.data.encode import TRAIN, load_dataset
+from training.models.ctr import build_model
+from training.trainer import TrainTensors, seed_everything
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--head", required=True)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seed_everything(2020)
+    data = load_dataset(DataConfig(data_dir=args.data_dir))
+    defaults = model_defaults(args.model)
+    model = build_model(data.schema, args.model, defaults["embedding_dim"], defaults["params"], args.head,
+                        data.levels, data.threshold, 0.5, "logit_sum")
+    train = TrainTensors.from_rows(data, data.rows(TRAIN), torch.device("cpu"))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=defaults["lr"], weight_decay=TrainConfig.weight_decay)
+    rss_before = _rss_mb()
+    n, bs = train.x.shape[0], args.batch_size
+    seconds = []
+    for epoch in range(args.epochs + 1):  # epoch 0 is warm-up (allocator, lazy init)
+        model.train()
+        start = time.perf_counter()
+        order = torch.randperm(n)
+        for lo in range(0, n, bs):
+            idx = order[lo:lo + bs]
+            loss = model.loss(train.x[idx], train.rating[idx], train.click[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if epoch > 0:
+            seconds.append(time.perf_counter() - start)
+    print(json.dumps({"model": args.model, "head": args.head, "epoch_seconds": seconds,
+                      "median_epoch_seconds": statistics.median(seconds), "rows": n,
+                      "peak_rss_mb": _rss_mb(), "rss_after_data_mb": rss_before,
+                      "threads": torch.get_num_threads()}))
+
+
+if __name__ == "__main__":
+    main()
