@@ -1,0 +1,39 @@
+"""Architecture names → body classes, and construction with clear errors for typos."""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from training.models.afn import AFN
+from training.models.autoint import AutoInt
+from training.models.base import Body
+from training.models.dcnv2 import DCNV2
+from training.models.eulernet import EulerNet
+from training.models.fignn import FiGNN
+from training.models.finalmlp import FinalMLP
+from training.models.gdcn import GDCN
+from training.models.nfm import NFM
+from training.models.widedeep import WideDeep
+from training.models.xdeepfm import xDeepFM
+
+ARCHITECTURES: dict[str, type[Body]] = {
+    "WideDeep": WideDeep, "NFM": NFM, "xDeepFM": xDeepFM, "AutoInt": AutoInt, "FiGNN": FiGNN,
+    "DCNV2": DCNV2, "EulerNet": EulerNet, "FinalMLP": FinalMLP, "AFN": AFN, "GDCN": GDCN,
+}
+
+
+def hyper_parameters(name: str) -> dict[str, Any]:
+    """The keyword hyper-parameters of an architecture with their defaults."""
+    signature = inspect.signature(ARCHITECTURES[name].__init__)
+    skip = {"self", "num_fields", "embedding_dim", "out_dim"}
+    return {k: p.default for k, p in signature.parameters.items() if k not in skip}
+
+
+def build_body(name: str, num_fields: int, embedding_dim: int, out_dim: int, params: dict[str, Any]) -> Body:
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown model '{name}'; choose one of: {', '.join(ARCHITECTURES)}")
+    known = hyper_parameters(name)
+    for key in params:
+        if key not in known:
+            raise ValueError(f"unknown hyper-parameter '{key}' for {name}; known: {', '.join(sorted(known))}")
+    return ARCHITECTURES[name](num_fields, embedding_dim, out_dim, **params)
