@@ -34,6 +34,16 @@ def write_synthetic_atomic(directory: Path, name: str = "tiny", n_users: int = 6
     return directory
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Keep tests (and the CLI processes they start) out of the user's data cache."""
+    import os
+
+    root = tmp_path_factory.mktemp("data-root")
+    os.environ["RATINGCTR_DATA_DIR"] = str(root)
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_atomic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic_atomic(tmp_path_factory.mktemp("atomic") / "tiny")
@@ -46,4 +56,4 @@ def ml100k_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("data")
     fetch_ml100k(root)
-    return root
+    return root  # tests that fetch through the CLI pass it as --data-dir

@@ -46,6 +46,12 @@ def build_run_config(args: argparse.Namespace, extra: list[str]):
     config = RunConfig(data=data, model=ModelConfig(args.model, defaults["embedding_dim"], defaults["params"]),
                        head=HeadConfig(kind=args.head, ratio=args.ratio, aggregate=args.aggregate), train=train)
     config = apply_overrides(config, parse_overrides(extra))
+    from training.models.registry import hyper_parameters
+
+    known = hyper_parameters(config.model.name)
+    for key in config.model.params:  # fail before any data is fetched
+        if key not in known:
+            raise UserError(f"unknown hyper-parameter '{key}' for {config.model.name}; known: {', '.join(sorted(known))}")
     if not 0.0 <= config.head.ratio <= 1.0:
         raise UserError(f"--ratio must be in [0, 1], got {config.head.ratio}")
     return config

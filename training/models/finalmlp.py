@@ -37,10 +37,11 @@ class InteractionAggregation(nn.Module):
         nn.init.xavier_normal_(self.w_xy)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        hx = x.view(-1, self.heads, 1, self.hx)
-        hy = y.view(-1, self.heads, self.hy, 1)
-        xw = (hx @ self.w_xy).view(-1, self.heads, self.out_dim, self.hy)  # [B, H, out, hy]
-        bilinear = (xw @ hy).squeeze(-1).sum(dim=1)  # [B, out]
+        # One [B, hx] @ [hx, hy·out] product per head: broadcasting a per-row matmul
+        # instead would materialise B copies of w_xy in the backward pass.
+        xw = torch.einsum("bhx,hxk->bhk", x.view(-1, self.heads, self.hx), self.w_xy)
+        xw = xw.view(-1, self.heads, self.out_dim, self.hy)  # [B, H, out, hy]
+        bilinear = (xw * y.view(-1, self.heads, 1, self.hy)).sum(dim=(1, 3))  # [B, out]
         return self.w_x(x) + self.w_y(y) + bilinear
 
 

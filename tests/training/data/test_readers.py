@@ -23,7 +23,7 @@ def _write_ml1m(directory: Path) -> Path:
 def test_ml1m_dat_files(tmp_path: Path) -> None:
     raw = read_ml1m(_write_ml1m(tmp_path / "ml-1m"))
     assert len(raw.interactions) == 144 and raw.interactions["rating"].between(1, 5).all()
-    assert raw.users.loc["3"].to_dict() == {"age": "1", "gender": "M", "occupation": "3"}
+    assert raw.users.loc["3"].to_dict() == {"age": "1", "gender": "F", "occupation": "3"}
     assert raw.items.loc["3"].to_dict() == {"release_year": "1983", "genre": "Action Comedy"}
     data = load_dataset(DataConfig(dataset="ml-1m", data_dir=str(tmp_path / "ml-1m"), k_core=10))
     assert data.schema.names == ["user_id", "age", "gender", "occupation", "item_id", "release_year", "genre"]
