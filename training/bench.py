@@ -43,7 +43,8 @@ def run_bench_train(args: argparse.Namespace) -> int:
     done = 0
     for run in range(args.runs):
         for model in models:
-            targets = [(h, [sys.executable, "-m", "training.bench_worker", "--model", model, "--head", h]) for h in heads]
+            targets = [(h, [sys.executable, "-m", "training.bench_worker", "--model", model, "--head", h,
+                            "--precision", args.precision]) for h in heads]
             if args.recbole_python and model in RECBOLE_MODELS:
                 script = str(Path(__file__).with_name("bench_recbole.py"))
                 targets.append(("recbole", [args.recbole_python, script, "--model", model]))

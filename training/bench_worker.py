@@ -15,7 +15,7 @@ import torch
 from training.config import DataConfig, TrainConfig, model_defaults
 from training.data.encode import TRAIN, load_dataset
 from training.models.ctr import build_model
-from training.trainer import TrainTensors, seed_everything
+from training.trainer import TrainTensors, autocast_dtype, seed_everything
 
 
 def _rss_mb() -> float:
@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--precision", default="auto")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -40,6 +41,7 @@ def main() -> None:
                         data.levels, data.threshold, 0.5, "logit_sum")
     train = TrainTensors.from_rows(data, data.rows(TRAIN), torch.device("cpu"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=defaults["lr"], weight_decay=TrainConfig.weight_decay)
+    amp = autocast_dtype(args.precision, torch.device("cpu"))
     rss_before = _rss_mb()
     n, bs = train.x.shape[0], args.batch_size
     seconds = []
@@ -49,7 +51,8 @@ def main() -> None:
         order = torch.randperm(n)
         for lo in range(0, n, bs):
             idx = order[lo:lo + bs]
-            loss = model.loss(train.x[idx], train.rating[idx], train.click[idx])
+            with torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
+                loss = model.loss(train.x[idx], train.rating[idx], train.click[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -58,7 +61,8 @@ def main() -> None:
     print(json.dumps({"model": args.model, "head": args.head, "epoch_seconds": seconds,
                       "median_epoch_seconds": statistics.median(seconds), "rows": n,
                       "peak_rss_mb": _rss_mb(), "rss_after_data_mb": rss_before,
-                      "threads": torch.get_num_threads()}))
+                      "threads": torch.get_num_threads(),
+                      "precision": str(amp).replace("torch.", "") if amp else "float32"}))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ def build_run_config(args: argparse.Namespace, extra: list[str]):
                       k_core=args.k_core, drop_middle=args.drop_middle, seed=args.seed)
     train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                         lr=args.lr if args.lr is not None else defaults["lr"], patience=args.patience,
-                        seed=args.seed, device=args.device, progress=not args.no_progress)
+                        seed=args.seed, device=args.device, precision=args.precision,
+                        progress=not args.no_progress)
     config = RunConfig(data=data, model=ModelConfig(args.model, defaults["embedding_dim"], defaults["params"]),
                        head=HeadConfig(kind=args.head, ratio=args.ratio, aggregate=args.aggregate), train=train)
     config = apply_overrides(config, parse_overrides(extra))
@@ -102,6 +103,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--lr", type=float, default=None, help="default: the model's YAML value")
     train.add_argument("--patience", type=int, default=3, help="epochs without valid AUC gain before stopping")
     train.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
+    train.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                       help="auto: bf16 autocast where the CPU/GPU computes bf16 natively, else fp32")
     train.add_argument("--no-progress", action="store_true")
     train.add_argument("--out", required=True, help="run directory for model.pt and metrics.json")
     train.set_defaults(handler=cmd_train, accepts_overrides=True)
@@ -124,6 +127,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench_train.add_argument("--runs", type=int, default=3, help="processes per architecture and head")
     bench_train.add_argument("--batch-size", type=int, default=4096)
     bench_train.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    bench_train.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     bench_train.add_argument("--data-dir", default=None)
     bench_train.add_argument("--recbole-python", default=None,
                              help="python of an environment with recbole==1.2.1 to time the same models there")

@@ -61,6 +61,7 @@ class TrainConfig:
     patience: int = 3
     seed: int = 2020
     device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     eval_batch_size: int = 65536
     num_negatives: int = 100
     ranking_positives: Literal["all", "clicks"] = "all"

@@ -110,7 +110,7 @@ def train_run(config: RunConfig, out_dir: Path, data: EncodedData | None = None)
         "best_epoch": result.best_epoch, "epoch_seconds": result.epoch_seconds,
         "train_seconds": sum(result.epoch_seconds), "eval_seconds": eval_seconds,
         "history": result.history, "parameters": sum(p.numel() for p in model.parameters()),
-        "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
+        "device": str(device), "precision": result.precision, "torch": torch.__version__, "python": platform.python_version(),
         "config": config.to_dict(),
     }
     save_checkpoint(out_dir / "model.pt", model, config, data)

@@ -44,7 +44,8 @@ class CTRModel(nn.Module):
         return out
 
     def loss(self, x: torch.Tensor, rating: torch.Tensor, click: torch.Tensor) -> torch.Tensor:
-        return self.head.loss(self.logits(x), rating, click, self.body.regularization())
+        # float(): under bf16 autocast the losses are still computed in fp32
+        return self.head.loss(self.logits(x).float(), rating, click, self.body.regularization().float())
 
     def predict(self, x: torch.Tensor) -> Prediction:
         return self.head.predict(self.logits(x))

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from training.models.base import Body
+from training.models.layers import Dropout
 
 
 class EulerInteractionLayer(nn.Module):
@@ -23,7 +24,7 @@ class EulerInteractionLayer(nn.Module):
         nn.init.normal_(self.im.weight, mean=0.0, std=0.1)
         self.bias_lam = nn.Parameter(torch.randn(1, embedding_dim, out_orders) * 0.01)
         self.bias_theta = nn.Parameter(torch.randn(1, embedding_dim, out_orders) * 0.01)
-        self.drop_ex, self.drop_im = nn.Dropout(drop_ex), nn.Dropout(drop_im)
+        self.drop_ex, self.drop_im = Dropout(drop_ex), Dropout(drop_im)
         self.norm_r = nn.LayerNorm([embedding_dim]) if apply_norm else nn.Identity()
         self.norm_p = nn.LayerNorm([embedding_dim]) if apply_norm else nn.Identity()
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.models.base import Body
-from training.models.layers import MultiHeadSelfAttention
+from training.models.layers import Dropout, MultiHeadSelfAttention
 
 
 class _GRUCell(nn.Module):
@@ -55,7 +55,7 @@ class FiGNN(Body):
         super().__init__(num_fields, embedding_dim, out_dim, reg_weight)
         dim = attention_size * num_heads
         self.attention = MultiHeadSelfAttention(embedding_dim, attention_size, num_heads, attn_dropout_prob)
-        self.dropout = nn.Dropout(hidden_dropout_prob)
+        self.dropout = Dropout(hidden_dropout_prob)
         src, dst = zip(*itertools.product(range(num_fields), repeat=2))
         self.register_buffer("src", torch.tensor(src), persistent=False)
         self.register_buffer("dst", torch.tensor(dst), persistent=False)

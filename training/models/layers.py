@@ -8,6 +8,35 @@ import torch
 from torch import nn
 
 
+class Dropout(nn.Module):
+    """Inverted dropout whose mask comes from random bytes, not ``bernoulli_``.
+
+    Why: on CPU ``nn.Dropout``'s Bernoulli sampling cost a third of a DCNV2 epoch in our
+    profile; eight mask bytes per 64-bit random draw are ~10× cheaper.  The keep
+    probability is quantised to 1/256 (0.2 → 51/256 dropped) and the scale uses the
+    quantised value, so the expectation stays exact.  Identity in eval mode, so the
+    exported ONNX graph has no trace of it.
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.cut = int(round(p * 256))
+        self.p = self.cut / 256.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.cut == 0:
+            return x
+        n = x.numel()
+        bits = torch.randint(-(2 ** 63), 2 ** 63 - 1, ((n + 7) // 8,), dtype=torch.int64, device=x.device)
+        keep = bits.view(torch.uint8)[:n].view(x.shape) >= self.cut
+        return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:.4f}"
+
+
 def activation(name: str) -> nn.Module:
     return {"relu": nn.ReLU(), "tanh": nn.Tanh(), "sigmoid": nn.Sigmoid(), "none": nn.Identity()}[name]
 
@@ -37,7 +66,7 @@ class MLP(nn.Sequential):
                 blocks.append(nn.BatchNorm1d(units))
             blocks.append(activation(act))
             if dropout > 0:
-                blocks.append(nn.Dropout(dropout))
+                blocks.append(Dropout(dropout))
             width = units
         if output_dim is not None:
             blocks.append(nn.Linear(width, output_dim))
@@ -121,7 +150,7 @@ class MultiHeadSelfAttention(nn.Module):
         self.key = nn.Linear(input_dim, width, bias=False)
         self.value = nn.Linear(input_dim, width, bias=False)
         self.residual = nn.Linear(input_dim, width, bias=False) if residual else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.output_dim = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
