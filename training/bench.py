@@ -39,7 +39,8 @@ def run_bench_train(args: argparse.Namespace) -> int:
         raise UserError(f"--heads takes binary and/or rating, got {args.heads}")
     data_root = fetch_ml100k(Path(args.data_dir) if args.data_dir else None).parent
     samples: dict[tuple[str, str], list[dict]] = {}
-    total = args.runs * len(models) * (len(heads) + (1 if args.recbole_python else 0))
+    recbole_models = [m for m in models if m in RECBOLE_MODELS] if args.recbole_python else []
+    total = args.runs * (len(models) * len(heads) + len(recbole_models))
     done = 0
     for run in range(args.runs):
         for model in models:
@@ -98,3 +99,40 @@ def format_table(table: list[dict], heads: list[str]) -> str:
                       f"{r['speedup_vs_recbole']:.1f}x" if "speedup_vs_recbole" in r else "n/a"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def run_bench_propagate(args: argparse.Namespace) -> int:
+    """Median wall time of one full LightGCN propagation over the training graph."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from training.config import DataConfig
+    from training.data.encode import TRAIN, load_dataset
+    from training.graph import layer_weights, normalized_adjacency, propagate
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_dataset(DataConfig(dataset=args.dataset, data_dir=args.data_dir))
+    train = data.split == TRAIN
+    csr = normalized_adjacency(data.user[train], data.item[train], data.n_users, data.n_items)
+    coo = csr.to_sparse_coo()
+    weights = layer_weights(args.layers)
+    print(f"{data.stats['dataset']}: {csr.shape[0]} nodes, {csr.values().numel()} non-zeros, "
+          f"{args.layers} layers, {torch.get_num_threads()} threads")
+    print("| layout | dim | median ms | p10 ms | p90 ms |\n|---|---|---|---|---|")
+    for dim in [int(d) for d in args.dims.split(",")]:
+        emb = torch.randn(csr.shape[0], dim)
+        for name, adj in (("csr", csr), ("coo", coo)):
+            with torch.no_grad():
+                for _ in range(5):
+                    propagate(adj, emb, weights)
+                times = []
+                for _ in range(args.repeats):
+                    start = time.perf_counter()
+                    propagate(adj, emb, weights)
+                    times.append((time.perf_counter() - start) * 1000)
+            p10, p50, p90 = np.percentile(times, [10, 50, 90])
+            print(f"| {name} | {dim} | {p50:.3f} | {p10:.3f} | {p90:.3f} |")
+    return 0

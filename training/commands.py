@@ -35,7 +35,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_run_config(args: argparse.Namespace, extra: list[str]):
-    from training.config import DataConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig, apply_overrides, model_defaults
+    from training.config import (DataConfig, EncoderConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig,
+                                 apply_overrides, model_defaults)
 
     defaults = model_defaults(args.model)
     data = DataConfig(dataset=args.dataset, data_dir=args.data_dir, levels=args.levels, threshold=args.threshold,
@@ -45,7 +46,12 @@ def build_run_config(args: argparse.Namespace, extra: list[str]):
                         seed=args.seed, device=args.device, precision=args.precision,
                         progress=not args.no_progress)
     config = RunConfig(data=data, model=ModelConfig(args.model, defaults["embedding_dim"], defaults["params"]),
-                       head=HeadConfig(kind=args.head, ratio=args.ratio, aggregate=args.aggregate), train=train)
+                       head=HeadConfig(kind=args.head, ratio=args.ratio, aggregate=args.aggregate), train=train,
+                       encoder=EncoderConfig(kind=args.encoder, gcn_layers=args.gcn_layers,
+                                             layer_weights=tuple(args.layer_weights) if args.layer_weights else None,
+                                             init_from=args.init_from))
+    if args.gcn_layers < 0:
+        raise UserError(f"--gcn-layers must be >= 0, got {args.gcn_layers}")
     config = apply_overrides(config, parse_overrides(extra))
     from training.models.registry import hyper_parameters
 
@@ -84,6 +90,36 @@ def cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
+    from training.compare import compare_runs, format_comparison
+
+    result = compare_runs(Path(args.base), Path(args.other))
+    print(json.dumps(result, indent=2) if args.json else format_comparison(result))
+    return 0
+
+
+def cmd_train_retriever(args: argparse.Namespace, extra: list[str]) -> int:
+    from training.config import DataConfig
+    from training.retriever import RetrieverConfig, train_retriever
+
+    data = DataConfig(dataset=args.dataset, data_dir=args.data_dir, levels=args.levels, threshold=args.threshold,
+                      k_core=args.k_core, drop_middle=args.drop_middle, seed=args.seed)
+    config = RetrieverConfig(embedding_dim=args.embedding_dim, layers=args.gcn_layers, lr=args.lr,
+                             reg_weight=args.reg_weight, batch_size=args.batch_size, epochs=args.epochs,
+                             patience=args.patience, seed=args.seed, device=args.device, progress=not args.no_progress)
+    metrics = train_retriever(data, config, Path(args.out))
+    print(f"retriever: test recall@20 {metrics['test']['recall@20']:.4f} ndcg@20 {metrics['test']['ndcg@20']:.4f} | "
+          f"most-popular recall@20 {metrics['popular']['recall@20']:.4f} ndcg@20 {metrics['popular']['ndcg@20']:.4f} "
+          f"-> {args.out}")
+    return 0
+
+
+def cmd_bench_propagate(args: argparse.Namespace, extra: list[str]) -> int:
+    from training.bench import run_bench_propagate
+
+    return run_bench_propagate(args)
+
+
 def cmd_bench_train(args: argparse.Namespace, extra: list[str]) -> int:
     from training.bench import run_bench_train
 
@@ -97,6 +133,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--head", choices=["binary", "rating"], default="rating")
     train.add_argument("--ratio", type=float, default=0.5, help="λr: weight of the rating cross-entropy")
     train.add_argument("--aggregate", choices=["logit_sum", "prob_sum"], default="logit_sum")
+    train.add_argument("--encoder", choices=["table", "lightgcn"], default="table",
+                       help="lightgcn: propagate user/item embeddings over the training graph")
+    train.add_argument("--gcn-layers", type=int, default=2)
+    train.add_argument("--layer-weights", type=float, nargs="+", default=None,
+                       help="a_0..a_L for the LightGCN layers (default 1/(L+1) each)")
+    train.add_argument("--init-from", default=None,
+                       help="FT: a trained table-encoder run to initialise from (with --encoder lightgcn)")
     train.add_argument("--seed", type=int, default=2020)
     train.add_argument("--epochs", type=int, default=30)
     train.add_argument("--batch-size", type=int, default=4096)
@@ -118,6 +161,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--out", default=None, help="also write the JSON here")
     evaluate.set_defaults(handler=cmd_evaluate)
 
+    compare = subparsers.add_parser("compare", help="AUC deltas, relative change and MCI per activity group")
+    compare.add_argument("base", help="baseline run directory")
+    compare.add_argument("other", help="run to compare against the baseline")
+    compare.add_argument("--json", action="store_true")
+    compare.set_defaults(handler=cmd_compare)
+
+    retriever = subparsers.add_parser("train-retriever", help="LightGCN + BPR candidate retriever")
+    add_data_arguments(retriever)
+    retriever.add_argument("--embedding-dim", type=int, default=64)
+    retriever.add_argument("--gcn-layers", type=int, default=3)
+    retriever.add_argument("--lr", type=float, default=1e-3)
+    retriever.add_argument("--reg-weight", type=float, default=1e-4)
+    retriever.add_argument("--batch-size", type=int, default=2048)
+    retriever.add_argument("--epochs", type=int, default=300)
+    retriever.add_argument("--patience", type=int, default=10, help="evaluations without valid Recall@20 gain")
+    retriever.add_argument("--seed", type=int, default=2020)
+    retriever.add_argument("--device", default="auto")
+    retriever.add_argument("--no-progress", action="store_true")
+    retriever.add_argument("--out", required=True)
+    retriever.set_defaults(handler=cmd_train_retriever)
+
     bench = subparsers.add_parser("bench", help="benchmarks (train; score and gateway arrive with export/serving)")
     bench_verbs = bench.add_subparsers(dest="bench_verb", required=True, parser_class=type(bench))
     bench_train = bench_verbs.add_parser("train", help="seconds per epoch and peak memory per architecture and head")
@@ -133,3 +197,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              help="python of an environment with recbole==1.2.1 to time the same models there")
     bench_train.add_argument("--out", default=None, help="write the table as JSON here")
     bench_train.set_defaults(handler=cmd_bench_train)
+    bench_prop = bench_verbs.add_parser("propagate", help="time one full LightGCN propagation")
+    bench_prop.add_argument("--dataset", default="ml-100k")
+    bench_prop.add_argument("--data-dir", default=None)
+    bench_prop.add_argument("--dims", default="16,64")
+    bench_prop.add_argument("--layers", type=int, default=2)
+    bench_prop.add_argument("--repeats", type=int, default=200)
+    bench_prop.add_argument("--threads", type=int, default=0)
+    bench_prop.set_defaults(handler=cmd_bench_propagate)

@@ -53,6 +53,17 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class EncoderConfig:
+    """``table``: one row per id.  ``lightgcn``: user/item rows propagated over the
+    training graph (TS when ``init_from`` is None, FT when it names a trained table run)."""
+
+    kind: Literal["table", "lightgcn"] = "table"
+    gcn_layers: int = 2
+    layer_weights: tuple[float, ...] | None = None
+    init_from: str | None = None
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 30
     batch_size: int = 4096
@@ -74,18 +85,25 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["data"]["split"] = list(self.data.split)
+        if self.encoder.layer_weights is not None:
+            out["encoder"]["layer_weights"] = list(self.encoder.layer_weights)
         return out
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
         data = dict(raw["data"])
         data["split"] = tuple(data["split"])
+        encoder = dict(raw.get("encoder") or {})
+        if encoder.get("layer_weights") is not None:
+            encoder["layer_weights"] = tuple(encoder["layer_weights"])
         return cls(data=DataConfig(**data), model=ModelConfig(**raw["model"]),
-                   head=HeadConfig(**raw["head"]), train=TrainConfig(**raw["train"]))
+                   head=HeadConfig(**raw["head"]), train=TrainConfig(**raw["train"]),
+                   encoder=EncoderConfig(**encoder))
 
 
 def model_defaults(name: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ embeddings the model is evaluated with.
 """
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -28,8 +29,10 @@ def normalized_adjacency(user: np.ndarray, item: np.ndarray, n_users: int, n_ite
     inv_sqrt[degree > 0] = degree[degree > 0] ** -0.5
     values = (inv_sqrt[rows] * inv_sqrt[cols]).astype(np.float32)
     coo = torch.sparse_coo_tensor(torch.from_numpy(np.vstack([rows, cols])), torch.from_numpy(values),
-                                  (n_nodes, n_nodes)).coalesce()
-    return coo.to_sparse_csr()
+                                  (n_nodes, n_nodes), check_invariants=True).coalesce()
+    with warnings.catch_warnings():  # "CSR support is in beta": CSR × dense is all we use
+        warnings.simplefilter("ignore", UserWarning)
+        return coo.to_sparse_csr()
 
 
 @lru_cache(maxsize=8)

@@ -16,22 +16,64 @@ from typing import Any
 import torch
 
 from training.config import RunConfig
-from training.data.encode import EncodedData, load_dataset
+from training.data.encode import TRAIN, EncodedData, load_dataset
 from training.data.schema import FieldSchema
 from training.errors import UserError
 from training.evaluation import full_eval
+from training.graph import cached_adjacency, layer_weights
 from training.models.ctr import CTRModel, build_model
 from training.trainer import fit, seed_everything, select_device
 
 CHECKPOINT_FORMAT = 1
 
 
-def make_model(config: RunConfig, data: EncodedData) -> CTRModel:
+def training_graph(config: RunConfig, data: EncodedData) -> tuple[torch.Tensor | None, list[float] | None]:
+    """The LightGCN adjacency over *training* edges only, or (None, None) for the table encoder."""
+    if config.encoder.kind == "table":
+        return None, None
+    if config.encoder.kind != "lightgcn":
+        raise UserError(f"unknown encoder '{config.encoder.kind}'; choose table or lightgcn")
+    train = data.split == TRAIN
+    adjacency = cached_adjacency(data.user[train], data.item[train], data.n_users, data.n_items)
     try:
-        return build_model(data.schema, config.model.name, config.model.embedding_dim, config.model.params,
-                           config.head.kind, data.levels, data.threshold, config.head.ratio, config.head.aggregate)
+        weights = layer_weights(config.encoder.gcn_layers, config.encoder.layer_weights)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    return adjacency, weights
+
+
+def _check_fine_tune_base(config: RunConfig, base: RunConfig, payload: dict, data: EncodedData) -> None:
+    problems = []
+    if base.encoder.kind != "table":
+        problems.append(f"its encoder is {base.encoder.kind}, FT starts from a table-encoder run")
+    if base.model != config.model:
+        problems.append(f"it trained {base.model.name} with other hyper-parameters")
+    if base.head.kind != config.head.kind:
+        problems.append(f"its head is {base.head.kind}, not {config.head.kind}")
+    if replace(base.data, data_dir=None) != replace(config.data, data_dir=None):
+        problems.append("its data settings (k-core, threshold, drop-middle, seed) differ, so its split differs")
+    if payload["schema"] != data.schema.to_dict():
+        problems.append("its field schema differs from this dataset's")
+    if problems:
+        raise UserError(f"cannot fine-tune from {config.encoder.init_from}: " + "; ".join(problems))
+
+
+def make_model(config: RunConfig, data: EncodedData) -> CTRModel:
+    """Build the configured model; FT also loads the base run's weights into it."""
+    adjacency, weights = training_graph(config, data)
+    try:
+        model = build_model(data.schema, config.model.name, config.model.embedding_dim, config.model.params,
+                            config.head.kind, data.levels, data.threshold, config.head.ratio, config.head.aggregate,
+                            adjacency=adjacency, layer_weights=weights)
     except (ValueError, TypeError) as exc:
         raise UserError(str(exc)) from exc
+    if config.encoder.init_from:
+        if config.encoder.kind != "lightgcn":
+            raise UserError("--init-from fine-tunes with the graph encoder: add --encoder lightgcn")
+        payload, base = load_checkpoint(Path(config.encoder.init_from))
+        _check_fine_tune_base(config, base, payload, data)
+        model.load_state_dict(payload["state_dict"])  # the id table seeds the graph's E⁰
+    return model
 
 
 def _finite(value: Any) -> Any:
@@ -77,11 +119,17 @@ def load_checkpoint(run_dir: Path) -> tuple[dict, RunConfig]:
     return payload, RunConfig.from_dict(payload["config"])
 
 
-def restore_model(payload: dict, config: RunConfig) -> CTRModel:
+def restore_model(payload: dict, config: RunConfig, data: EncodedData | None = None) -> CTRModel:
+    """Rebuild a saved model; a LightGCN model needs its dataset to rebuild the graph."""
     schema = FieldSchema.from_dict(payload["schema"])
+    adjacency, weights = (None, None)
+    if config.encoder.kind == "lightgcn":
+        if data is None:
+            raise UserError("a LightGCN checkpoint needs its dataset to rebuild the training graph")
+        adjacency, weights = training_graph(config, data)
     model = build_model(schema, config.model.name, config.model.embedding_dim, config.model.params,
                         config.head.kind, config.data.levels, config.data.threshold, config.head.ratio,
-                        config.head.aggregate)
+                        config.head.aggregate, adjacency=adjacency, layer_weights=weights)
     model.load_state_dict(payload["state_dict"])
     return model
 
@@ -105,6 +153,8 @@ def train_run(config: RunConfig, out_dir: Path, data: EncodedData | None = None)
     eval_seconds = time.perf_counter() - eval_start
     payload = {
         "model": config.model.name, "head": config.head.kind, "aggregate": config.head.aggregate,
+        "encoder": config.encoder.kind, "mode": ("FT" if config.encoder.init_from else "TS")
+        if config.encoder.kind == "lightgcn" else "base",
         "ratio": config.head.ratio, "dataset": data.stats,
         "test": metrics["test"], "valid": metrics["valid"], "groups": metrics["groups"],
         "best_epoch": result.best_epoch, "epoch_seconds": result.epoch_seconds,
@@ -128,7 +178,7 @@ def evaluate_run(run_dir: Path, noise_std: float = 0.0, device_name: str = "auto
     if data.schema.to_dict() != payload["schema"]:
         raise UserError("the dataset no longer matches the checkpoint's field schema; "
                         "was the data changed since training?")
-    model = restore_model(payload, config)
+    model = restore_model(payload, config, data)
     device = select_device(device_name)
     model.to(device)
     model.encoder.noise_std = float(noise_std)

@@ -79,3 +79,17 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path: Path, tiny_run: Path) -
     bad.write_bytes((tiny_run / "model.pt").read_bytes()[:1000])
     proc = run_cli("evaluate", "--checkpoint", str(bad))
     assert proc.returncode == 2 and "not a readable ratingctr checkpoint" in proc.stderr
+
+
+def test_train_retriever_compare_and_bench_propagate_verbs(tiny_atomic: Path, tiny_run: Path, tmp_path: Path) -> None:
+    proc = run_cli("train-retriever", "--dataset", "atomic", "--data-dir", str(tiny_atomic), "--k-core", "3",
+                   "--embedding-dim", "8", "--gcn-layers", "2", "--epochs", "3", "--no-progress",
+                   "--out", str(tmp_path / "ret"))
+    assert proc.returncode == 0, proc.stderr
+    assert "test recall@20" in proc.stdout and "most-popular recall@20" in proc.stdout
+    assert (tmp_path / "ret" / "item_vectors.npy").is_file()
+    same = run_cli("compare", str(tiny_run), str(tiny_run))
+    assert same.returncode == 0 and "overall" in same.stdout and "+0.0000" in same.stdout
+    prop = run_cli("bench", "propagate", "--dataset", "atomic", "--data-dir", str(tiny_atomic), "--repeats", "5")
+    assert prop.returncode == 0, prop.stderr
+    assert "| csr | 16 |" in prop.stdout and "| coo | 64 |" in prop.stdout

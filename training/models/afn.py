@@ -1,32 +1,49 @@
-"""AFN (Cheng et al., 2020): adaptive-order interactions through a logarithmic transformation.
+"""AFN (Cheng et al., AAAI 2020): adaptive-order interactions through a logarithmic transformation.
 
-log|e| → linear mix over fields → exp gives learnable-order products of features; an
-MLP scores them.  With ``ensemble_dnn`` (AFN+), a plain DNN branch adds its own
-``out_dim`` logits.  As FuxiCTR, BatchNorm stabilises the log and exp spaces.
-Deviation: AFN+ in FuxiCTR gives the DNN its own embedding table; ours shares the
-encoder's, so the graph encoder can feed both branches.
+exp(Σ_f w_nf · log|e_f|) = Π_f |e_f|^{w_nf}: each of the ``logarithmic_neurons`` is a
+product of features with learned (fractional) exponents.  As FuxiCTR's ``AFN``: |e| is
+clamped at 1e-5 before the log, BatchNorm stabilises the log and the exp space, and an
+MLP maps the neurons to logits.  With ``ensemble_dnn`` (AFN+) a plain DNN over the
+flattened embeddings adds its own ``out_dim`` logits.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from training.models.base import Body
-from training.models.layers import MLP
+from training.models.layers import MLP, reset_linear_
 
 
 class AFN(Body):
+    """Logarithmic transformation layer + MLP (+ DNN) → ``out_dim`` logits.
+
+    Args:
+        logarithmic_neurons: learned products (N).
+        afn_hidden_size: hidden widths of the MLP over the N·d neuron outputs.
+        afn_dropout: its dropout after each hidden activation.
+        ensemble_dnn: add the AFN+ DNN branch.
+        dnn_hidden_size: hidden widths of that branch.
+        dnn_dropout: its dropout.
+        batch_norm: BatchNorm inside both MLPs (the log/exp BatchNorms are always on).
+    """
+
     def __init__(self, num_fields: int, embedding_dim: int, out_dim: int, reg_weight: float = 0.0, *,
-                 logarithmic_neurons: int = 256, afn_hidden_size: list[int] = (400, 400, 400),
-                 afn_dropout: float = 0.2, ensemble_dnn: bool = True, dnn_hidden_size: list[int] = (400, 400, 400),
-                 dnn_dropout: float = 0.2) -> None:
+                 logarithmic_neurons: int = 1200, afn_hidden_size: Sequence[int] = (400, 400, 400),
+                 afn_dropout: float = 0.0, ensemble_dnn: bool = False,
+                 dnn_hidden_size: Sequence[int] = (400, 400, 400), dnn_dropout: float = 0.0,
+                 batch_norm: bool = False) -> None:
         super().__init__(num_fields, embedding_dim, out_dim, reg_weight)
         self.log_norm = nn.BatchNorm1d(num_fields)
         self.coefficients = nn.Linear(num_fields, logarithmic_neurons, bias=False)
         self.exp_norm = nn.BatchNorm1d(logarithmic_neurons)
-        self.afn = MLP(embedding_dim * logarithmic_neurons, list(afn_hidden_size), out_dim, dropout=afn_dropout)
-        self.dnn = MLP(num_fields * embedding_dim, list(dnn_hidden_size), out_dim, dropout=dnn_dropout) \
-            if ensemble_dnn else None
+        self.afn = MLP(embedding_dim * logarithmic_neurons, afn_hidden_size, out_dim, dropout=afn_dropout,
+                       batch_norm=batch_norm)
+        self.dnn = MLP(num_fields * embedding_dim, dnn_hidden_size, out_dim, dropout=dnn_dropout,
+                       batch_norm=batch_norm) if ensemble_dnn else None
+        self.apply(reset_linear_)
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         log_emb = self.log_norm(torch.log(emb.abs().clamp_min(1e-5)))  # [B, F, d]

@@ -10,7 +10,7 @@ from torch import nn
 
 from training.data.schema import FieldSchema
 from training.models.base import Body
-from training.models.encoders import FieldIndexer, TableEncoder
+from training.models.encoders import FieldIndexer, LightGCNEncoder, TableEncoder
 from training.models.heads import Prediction, build_head
 from training.models.layers import FirstOrderLinear
 from training.models.registry import build_body
@@ -54,8 +54,21 @@ class CTRModel(nn.Module):
         return self.predict(x)
 
 
+def id_rows(schema: FieldSchema, name: str) -> tuple[int, int]:
+    """Global ``(start, stop)`` rows of field ``name`` in the shared embedding table."""
+    start = sum(f.vocab_size for f in schema.fields[:schema.index(name)])
+    return start, start + schema.fields[schema.index(name)].vocab_size
+
+
 def build_model(schema: FieldSchema, model_name: str, embedding_dim: int, params: dict,
-                head_kind: str, levels: int, threshold: int, ratio: float, aggregate: str) -> CTRModel:
+                head_kind: str, levels: int, threshold: int, ratio: float, aggregate: str,
+                adjacency: torch.Tensor | None = None, layer_weights: list[float] | None = None) -> CTRModel:
+    """Assemble a model; passing ``adjacency`` selects the LightGCN encoder."""
     head = build_head(head_kind, levels, threshold, ratio, aggregate)
     body = build_body(model_name, schema.num_fields, embedding_dim, head.out_dim, params)
-    return CTRModel(schema, body, head)
+    encoder = None
+    if adjacency is not None:
+        total = sum(f.vocab_size for f in schema.fields)
+        encoder = LightGCNEncoder(total, embedding_dim, adjacency, id_rows(schema, "user_id"),
+                                  id_rows(schema, "item_id"), layer_weights or [0.5, 0.5])
+    return CTRModel(schema, body, head, encoder)

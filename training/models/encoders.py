@@ -77,3 +77,58 @@ class TableEncoder(nn.Module):
         if self.noise_std > 0:
             emb = emb + torch.randn_like(emb) * self.noise_std
         return emb
+
+
+class LightGCNEncoder(nn.Module):
+    """Table encoder whose user-id and item-id rows are LightGCN-propagated.
+
+    The rows of every field live in one ``embedding`` table, exactly as in
+    ``TableEncoder`` (same parameter name), so fine-tuning (FT) starts by loading a
+    trained table model's state dict unchanged; only the user/item slices are replaced
+    by Σ_l a_l Â^l E⁰ over the training graph before the lookup.  Side-feature rows are
+    untouched.
+
+    Args:
+        total_vocab: rows across all fields.
+        embedding_dim: d.
+        adjacency: normalised ``(n_users+1+n_items+1)²`` sparse matrix (``training.graph``).
+        user_rows: ``(start, stop)`` global rows of the user-id field.
+        item_rows: ``(start, stop)`` global rows of the item-id field.
+        layer_weights: a_0..a_L.
+    """
+
+    def __init__(self, total_vocab: int, embedding_dim: int, adjacency: torch.Tensor, user_rows: tuple[int, int],
+                 item_rows: tuple[int, int], layer_weights: list[float], noise_std: float = 0.0) -> None:
+        super().__init__()
+        if user_rows[1] > item_rows[0]:
+            raise ValueError("user-id rows must precede item-id rows")
+        self.embedding = nn.Embedding(total_vocab, embedding_dim)
+        nn.init.xavier_normal_(self.embedding.weight)
+        self.register_buffer("adjacency", adjacency, persistent=False)
+        self.user_rows, self.item_rows = user_rows, item_rows
+        self.layer_weights = list(layer_weights)
+        self.noise_std = noise_std
+
+    def propagated_table(self) -> torch.Tensor:
+        """The full ``[total_vocab, d]`` table with graph-propagated user/item rows."""
+        from training.graph import propagate
+
+        table = self.embedding.weight
+        (us, ue), (is_, ie) = self.user_rows, self.item_rows
+        ego = torch.cat([table[us:ue], table[is_:ie]])
+        mixed = propagate(self.adjacency, ego, self.layer_weights)
+        n_user = ue - us
+        return torch.cat([table[:us], mixed[:n_user], table[ue:is_], mixed[n_user:], table[ie:]])
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        emb = nn.functional.embedding(ids, self.propagated_table())
+        if self.noise_std > 0:
+            emb = emb + torch.randn_like(emb) * self.noise_std
+        return emb
+
+    def materialize(self) -> TableEncoder:
+        """A plain ``TableEncoder`` holding the propagated rows (what export and serving use)."""
+        table = TableEncoder(self.embedding.num_embeddings, self.embedding.embedding_dim, self.noise_std)
+        with torch.no_grad():
+            table.embedding.weight.copy_(self.propagated_table())
+        return table

@@ -1,40 +1,51 @@
-"""FiGNN (Li et al., 2019): fields as nodes of a fully connected graph, GRU state updates.
+"""FiGNN (Li et al., CIKM 2019): fields as nodes of a fully connected graph, GRU state updates.
 
-Follows RecBole's variant: a self-attention layer first maps field embeddings to node
-states; edge weights come from attention over (src, dst) pairs without self-loops; each
-step aggregates neighbours through per-field in/out matrices and updates the state with
-a GRU cell (written out with Linear layers so the graph exports to ONNX); an attentional
-scoring layer weighs each field's ``out_dim`` scores.
+As RecBole 1.2's ``FiGNN``, whose graph part is adapted from FuxiCTR's ``FiGNN_Layer``:
+
+1. node states h⁰: AutoInt-style self-attention over the field embeddings
+   (project → hidden dropout → multi-head attention → + residual → ReLU);
+2. attentional edge weights A_ij = softmax_j LeakyReLU(wᵀ[h_i ‖ h_j]), no self-loops;
+3. ``n_layers − 1`` propagation steps (RecBole's count): a = W_in,i Σ_j A_ij W_out,j h_j + b,
+   h ← GRU(a, h) + h⁰ (residual to the initial state);
+4. attentional scoring: each field scores ``out_dim`` logits, weighted by a per-field
+   weight computed from all node states, summed over fields.
+
+The per-field weights are raw Linear outputs as in RecBole; FuxiCTR passes them through
+a sigmoid.
 """
 from __future__ import annotations
-
-import itertools
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from training.models.base import Body
-from training.models.layers import Dropout, MultiHeadSelfAttention
+from training.models.layers import MultiHeadSelfAttention, reset_linear_
 
 
 class _GRUCell(nn.Module):
-    """h' = (1 − z) ⊙ n + z ⊙ h, the standard GRU cell, built from Linear layers."""
+    """``nn.GRUCell`` (same parameters, init and gate order r, z, n), written out so it exports to ONNX."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.input_gates = nn.Linear(dim, 3 * dim)
-        self.hidden_gates = nn.Linear(dim, 3 * dim)
+        self.weight_ih = nn.Parameter(torch.empty(3 * dim, dim))
+        self.weight_hh = nn.Parameter(torch.empty(3 * dim, dim))
+        self.bias_ih = nn.Parameter(torch.empty(3 * dim))
+        self.bias_hh = nn.Parameter(torch.empty(3 * dim))
+        for p in self.parameters():
+            nn.init.uniform_(p, -dim ** -0.5, dim ** -0.5)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        xr, xz, xn = self.input_gates(x).chunk(3, dim=-1)
-        hr, hz, hn = self.hidden_gates(h).chunk(3, dim=-1)
+        xr, xz, xn = F.linear(x, self.weight_ih, self.bias_ih).chunk(3, dim=-1)
+        hr, hz, hn = F.linear(h, self.weight_hh, self.bias_hh).chunk(3, dim=-1)
         r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
         n = torch.tanh(xn + r * hn)
         return (1 - z) * n + z * h
 
 
 class _GraphLayer(nn.Module):
+    """One propagation step with per-field in/out matrices (RecBole/FuxiCTR ``GraphLayer``)."""
+
     def __init__(self, num_fields: int, dim: int) -> None:
         super().__init__()
         self.w_in = nn.Parameter(torch.empty(num_fields, dim, dim))
@@ -49,34 +60,48 @@ class _GraphLayer(nn.Module):
 
 
 class FiGNN(Body):
+    """Graph-neural field interactions → ``out_dim`` logits.
+
+    Args:
+        n_layers: RecBole's count: ``n_layers − 1`` propagation steps (1 = none).
+        num_heads: heads of the self-attention that builds the initial node states.
+        attention_size: total width of the node states (RecBole's ``attention_size``).
+        attn_dropout_prob: dropout on the attention weights.
+        hidden_dropout_prob: dropout on the projected embeddings.
+    """
+
     def __init__(self, num_fields: int, embedding_dim: int, out_dim: int, reg_weight: float = 0.0, *,
                  n_layers: int = 2, num_heads: int = 2, attention_size: int = 8, attn_dropout_prob: float = 0.2,
                  hidden_dropout_prob: float = 0.3) -> None:
         super().__init__(num_fields, embedding_dim, out_dim, reg_weight)
-        dim = attention_size * num_heads
-        self.attention = MultiHeadSelfAttention(embedding_dim, attention_size, num_heads, attn_dropout_prob)
-        self.dropout = Dropout(hidden_dropout_prob)
-        src, dst = zip(*itertools.product(range(num_fields), repeat=2))
-        self.register_buffer("src", torch.tensor(src), persistent=False)
-        self.register_buffer("dst", torch.tensor(dst), persistent=False)
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+        if attention_size % num_heads:
+            raise ValueError(f"attention_size={attention_size} must be divisible by num_heads={num_heads}")
+        if num_fields < 2:
+            raise ValueError("FiGNN needs at least two fields: a node has no edges without self-loops")
+        self.attention = MultiHeadSelfAttention(embedding_dim, attention_size // num_heads, num_heads,
+                                                dropout=attn_dropout_prob, input_dropout=hidden_dropout_prob)
+        self.edge_attention = nn.Linear(2 * attention_size, 1, bias=False)
         self.register_buffer("self_loop", torch.eye(num_fields, dtype=torch.bool), persistent=False)
-        self.edge_attention = nn.Linear(2 * dim, 1, bias=False)
-        self.graph_layers = nn.ModuleList(_GraphLayer(num_fields, dim) for _ in range(n_layers))
-        self.gru = _GRUCell(dim)
-        self.field_score = nn.Linear(dim, out_dim, bias=False)
-        self.field_weight = nn.Linear(num_fields * dim, num_fields, bias=False)
+        self.graph_layers = nn.ModuleList(_GraphLayer(num_fields, attention_size) for _ in range(n_layers - 1))
+        self.gru = _GRUCell(attention_size) if n_layers > 1 else None
+        self.field_score = nn.Linear(attention_size, out_dim, bias=False)
+        self.field_weight = nn.Linear(num_fields * attention_size, num_fields, bias=False)
+        self.apply(reset_linear_)
 
     def _graph(self, h: torch.Tensor) -> torch.Tensor:
-        pairs = torch.cat([h[:, self.src], h[:, self.dst]], dim=-1)
-        alpha = F.leaky_relu(self.edge_attention(pairs), 0.01).view(-1, self.num_fields, self.num_fields)
+        """wᵀ[h_i ‖ h_j] = w_srcᵀh_i + w_dstᵀh_j: RecBole's concat-then-Linear without the F² pairs."""
+        w_src, w_dst = self.edge_attention.weight.chunk(2, dim=1)  # [1, A] each
+        alpha = F.leaky_relu(h @ w_src.t() + (h @ w_dst.t()).transpose(1, 2), 0.01)  # [B, F, F]
         return torch.softmax(alpha.masked_fill(self.self_loop, float("-inf")), dim=-1)
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        h0 = self.dropout(self.attention(emb))
+        h0 = self.attention(emb)  # [B, F, A]
         graph = self._graph(h0)
         h = h0
         for layer in self.graph_layers:
             h = self.gru(layer(graph, h), h) + h0
         scores = self.field_score(h)  # [B, F, out]
-        weights = torch.sigmoid(self.field_weight(h.flatten(1))).unsqueeze(-1)  # [B, F, 1]
+        weights = self.field_weight(h.flatten(1)).unsqueeze(-1)  # [B, F, 1]
         return (scores * weights).sum(dim=1)

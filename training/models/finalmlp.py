@@ -1,31 +1,50 @@
-"""FinalMLP (Mao et al., 2023): two MLP streams with feature gating and bilinear fusion.
+"""FinalMLP (Mao et al., AAAI 2023): two MLP streams with feature gating and bilinear fusion.
 
-As FuxiCTR: each stream sees the flattened embeddings re-weighted by its own learned
-gate (2·σ(MLP(context)), the context being a learned bias when no field is chosen),
-and a multi-head bilinear ``InteractionAggregation`` fuses the two streams into
-``out_dim`` logits.
+As FuxiCTR's ``FinalMLP``: each stream sees the flattened embeddings re-weighted by its
+own gate 2·σ(MLP(context)), and a multi-head bilinear ``InteractionAggregation`` fuses
+the two stream outputs into ``out_dim`` logits.  A gate's context is the embeddings of
+the fields listed in ``fs1_context`` / ``fs2_context`` (field positions); when a list
+is empty the context is all flattened embeddings, so the gate is input-dependent
+(FuxiCTR falls back to a learned constant vector there instead).
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from training.models.base import Body
-from training.models.layers import MLP
+from training.models.layers import MLP, reset_linear_
 
 
 class _FeatureGate(nn.Module):
-    def __init__(self, embedding_dim: int, feature_dim: int, hidden: list[int]) -> None:
-        super().__init__()
-        self.context = nn.Parameter(torch.zeros(1, embedding_dim))
-        self.gate = MLP(embedding_dim, hidden, feature_dim)
+    """One stream's feature selection: flat ⊙ 2·σ(MLP(context))."""
 
-    def forward(self, flat: torch.Tensor) -> torch.Tensor:
-        return flat * (2.0 * torch.sigmoid(self.gate(self.context)))
+    def __init__(self, context_fields: Sequence[int], num_fields: int, embedding_dim: int,
+                 hidden: Sequence[int]) -> None:
+        super().__init__()
+        bad = [i for i in context_fields if not 0 <= i < num_fields]
+        if bad:
+            raise ValueError(f"feature-selection context fields {bad} out of range for {num_fields} fields")
+        self.context: torch.Tensor | None
+        if context_fields:
+            self.register_buffer("context", torch.tensor(list(context_fields), dtype=torch.long), persistent=False)
+        else:
+            self.context = None
+        width = embedding_dim * (len(context_fields) or num_fields)
+        self.gate = MLP(width, hidden, num_fields * embedding_dim)
+
+    def forward(self, emb: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+        context = flat if self.context is None else emb[:, self.context].flatten(1)
+        return flat * (2.0 * torch.sigmoid(self.gate(context)))
 
 
 class InteractionAggregation(nn.Module):
-    """y = w_x·x + w_y·y + Σ_heads x_hᵀ W_xy,h y_h, each term ``out_dim`` wide."""
+    """o = w_xᵀx + w_yᵀy + Σ_h x_hᵀ W_h y_h, each term ``out_dim`` wide (FinalMLP eq. 9, multi-head).
+
+    ``w_xy`` keeps FuxiCTR's shape ``[H·hx·hy, out]`` (and hence its Xavier scale).
+    """
 
     def __init__(self, x_dim: int, y_dim: int, out_dim: int, num_heads: int) -> None:
         super().__init__()
@@ -33,33 +52,48 @@ class InteractionAggregation(nn.Module):
             raise ValueError(f"stream widths {x_dim}, {y_dim} must divide by num_heads={num_heads}")
         self.heads, self.hx, self.hy, self.out_dim = num_heads, x_dim // num_heads, y_dim // num_heads, out_dim
         self.w_x, self.w_y = nn.Linear(x_dim, out_dim), nn.Linear(y_dim, out_dim)
-        self.w_xy = nn.Parameter(torch.empty(num_heads, self.hx, self.hy * out_dim))
+        self.w_xy = nn.Parameter(torch.empty(num_heads * self.hx * self.hy, out_dim))
         nn.init.xavier_normal_(self.w_xy)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # One [B, hx] @ [hx, hy·out] product per head: broadcasting a per-row matmul
         # instead would materialise B copies of w_xy in the backward pass.
-        xw = torch.einsum("bhx,hxk->bhk", x.view(-1, self.heads, self.hx), self.w_xy)
-        xw = xw.view(-1, self.heads, self.out_dim, self.hy)  # [B, H, out, hy]
-        bilinear = (xw * y.view(-1, self.heads, 1, self.hy)).sum(dim=(1, 3))  # [B, out]
+        w = self.w_xy.view(self.heads, self.hx, self.hy * self.out_dim)
+        xw = torch.einsum("bhx,hxk->bhk", x.reshape(-1, self.heads, self.hx), w)
+        xw = xw.reshape(-1, self.heads, self.out_dim, self.hy)  # [B, H, out, hy], FuxiCTR's layout
+        bilinear = (xw * y.reshape(-1, self.heads, 1, self.hy)).sum(dim=(1, 3))  # [B, out]
         return self.w_x(x) + self.w_y(y) + bilinear
 
 
 class FinalMLP(Body):
+    """Two gated MLP streams fused bilinearly → ``out_dim`` logits.
+
+    Args:
+        mlp1_hidden_size / mlp2_hidden_size: hidden widths of the two streams.
+        mlp1_dropout / mlp2_dropout: dropout after each hidden activation.
+        mlp1_batch_norm / mlp2_batch_norm: BatchNorm in the streams.
+        use_fs: stream-specific feature selection gates.
+        fs_hidden_size: hidden widths of each gate MLP.
+        fs1_context / fs2_context: field positions feeding each gate (empty: all fields).
+        num_heads: heads of the bilinear fusion (must divide both stream widths).
+    """
+
     def __init__(self, num_fields: int, embedding_dim: int, out_dim: int, reg_weight: float = 0.0, *,
-                 mlp1_hidden_size: list[int] = (400, 400, 400), mlp2_hidden_size: list[int] = (800,),
-                 mlp1_dropout: float = 0.2, mlp2_dropout: float = 0.2, mlp_batch_norm: bool = True,
-                 use_fs: bool = True, fs_hidden_size: list[int] = (800,), num_heads: int = 1) -> None:
+                 mlp1_hidden_size: Sequence[int] = (1024, 512), mlp2_hidden_size: Sequence[int] = (1024, 512, 256),
+                 mlp1_dropout: float = 0.0, mlp2_dropout: float = 0.0, mlp1_batch_norm: bool = False,
+                 mlp2_batch_norm: bool = False, use_fs: bool = True, fs_hidden_size: Sequence[int] = (1024, 512),
+                 fs1_context: Sequence[int] = (), fs2_context: Sequence[int] = (), num_heads: int = 2) -> None:
         super().__init__(num_fields, embedding_dim, out_dim, reg_weight)
         width = num_fields * embedding_dim
-        self.mlp1 = MLP(width, list(mlp1_hidden_size), dropout=mlp1_dropout, batch_norm=mlp_batch_norm)
-        self.mlp2 = MLP(width, list(mlp2_hidden_size), dropout=mlp2_dropout, batch_norm=mlp_batch_norm)
-        self.gate1 = _FeatureGate(embedding_dim, width, list(fs_hidden_size)) if use_fs else None
-        self.gate2 = _FeatureGate(embedding_dim, width, list(fs_hidden_size)) if use_fs else None
+        self.mlp1 = MLP(width, mlp1_hidden_size, dropout=mlp1_dropout, batch_norm=mlp1_batch_norm)
+        self.mlp2 = MLP(width, mlp2_hidden_size, dropout=mlp2_dropout, batch_norm=mlp2_batch_norm)
+        self.gate1 = _FeatureGate(fs1_context, num_fields, embedding_dim, fs_hidden_size) if use_fs else None
+        self.gate2 = _FeatureGate(fs2_context, num_fields, embedding_dim, fs_hidden_size) if use_fs else None
         self.fusion = InteractionAggregation(self.mlp1.output_width, self.mlp2.output_width, out_dim, num_heads)
+        self.apply(reset_linear_)
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         flat = emb.flatten(1)
-        x1 = self.gate1(flat) if self.gate1 is not None else flat
-        x2 = self.gate2(flat) if self.gate2 is not None else flat
+        x1 = self.gate1(emb, flat) if self.gate1 is not None else flat
+        x2 = self.gate2(emb, flat) if self.gate2 is not None else flat
         return self.fusion(self.mlp1(x1), self.mlp2(x2))

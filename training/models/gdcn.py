@@ -1,31 +1,48 @@
-"""GDCN (Wang et al., 2023): gated cross network, then (stacked) or beside (parallel) an MLP."""
+"""GDCN (Wang et al., CIKM 2023): gated cross network, then (stacked) or beside (parallel) an MLP.
+
+As FuxiCTR's ``GDCN`` (stacked: MLP over the cross output) and ``GDCNP`` (parallel:
+one Linear over ``[cross ‖ MLP]``).
+"""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from torch import nn
 
 from training.models.base import Body
-from training.models.layers import MLP, GatedCrossNet
+from training.models.layers import MLP, GatedCrossNet, reset_linear_
 
 
 class GDCN(Body):
+    """Gated cross network + MLP → ``out_dim`` logits.
+
+    Args:
+        cross_layer_num: gated cross layers (FuxiCTR's ``num_cross_layers``).
+        mlp_hidden_size: hidden widths of the MLP (FuxiCTR's ``dnn_hidden_units``).
+        dropout_prob: dropout after each hidden activation (FuxiCTR's ``net_dropout``).
+        batch_norm: BatchNorm in the MLP.
+        structure: ``stacked`` (GDCN-S, default) or ``parallel`` (GDCN-P).
+    """
+
     def __init__(self, num_fields: int, embedding_dim: int, out_dim: int, reg_weight: float = 0.0, *,
-                 cross_layer_num: int = 3, mlp_hidden_size: list[int] = (400, 400, 400), dropout_prob: float = 0.2,
-                 batch_norm: bool = True, structure: Literal["stacked", "parallel"] = "stacked") -> None:
+                 cross_layer_num: int = 3, mlp_hidden_size: Sequence[int] = (1024, 512, 256),
+                 dropout_prob: float = 0.0, batch_norm: bool = False,
+                 structure: Literal["stacked", "parallel"] = "stacked") -> None:
         super().__init__(num_fields, embedding_dim, out_dim, reg_weight)
         if structure not in ("parallel", "stacked"):
             raise ValueError(f"structure must be 'parallel' or 'stacked', got {structure!r}")
         width = num_fields * embedding_dim
-        self.structure = structure
+        self.parallel = structure == "parallel"
         self.cross = GatedCrossNet(width, cross_layer_num)
-        self.deep = MLP(width, list(mlp_hidden_size), dropout=dropout_prob, batch_norm=batch_norm)
-        head_in = width + self.deep.output_width if structure == "parallel" else self.deep.output_width
-        self.predict = nn.Linear(head_in, out_dim)
+        self.deep = MLP(width, mlp_hidden_size, dropout=dropout_prob, batch_norm=batch_norm)
+        self.predict = nn.Linear(width + self.deep.output_width if self.parallel else self.deep.output_width,
+                                 out_dim)
+        self.apply(reset_linear_)
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         x0 = emb.flatten(1)
-        if self.structure == "parallel":
+        if self.parallel:
             return self.predict(torch.cat([self.cross(x0), self.deep(x0)], dim=1))
         return self.predict(self.deep(self.cross(x0)))

@@ -1,8 +1,12 @@
 """Layers shared by several architectures, written once (FuxiCTR's ``layers/`` idea).
 
-A layer used by one model only lives in that model's file.
+A layer used by one model only lives in that model's file.  Everything here is
+ONNX-traceable: no data-dependent Python branches, no in-place writes into views, and
+dropout is a module that is the identity in eval mode.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -37,35 +41,64 @@ class Dropout(nn.Module):
         return f"p={self.p:.4f}"
 
 
-def activation(name: str) -> nn.Module:
-    return {"relu": nn.ReLU(), "tanh": nn.Tanh(), "sigmoid": nn.Sigmoid(), "none": nn.Identity()}[name]
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "none": nn.Identity,
+}
+
+
+def get_activation(name: str) -> nn.Module:
+    """A fresh activation module by name: relu, tanh, sigmoid or none."""
+    if name.lower() not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of: {', '.join(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name.lower()]()
+
+
+def reset_linear_(module: nn.Module) -> None:
+    """Xavier-normal weights and zero biases for ``Linear`` / ``Conv1d``.
+
+    Both references initialise this way (RecBole's ``xavier_normal_initialization``,
+    FuxiCTR's ``BaseModel.reset_parameters``); use it as ``body.apply(reset_linear_)``.
+    Raw ``nn.Parameter`` tensors (cross biases, GRU weights, attention in-projection)
+    keep the initialisation their layer gives them.
+    """
+    if isinstance(module, (nn.Linear, nn.Conv1d)):
+        nn.init.xavier_normal_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
 
 
 class MLP(nn.Sequential):
-    """Linear → [BatchNorm] → activation → Dropout blocks, optionally ending in ``output_dim``.
+    """Hidden blocks Linear → [BatchNorm] → activation with dropout, then an optional output Linear.
 
     Args:
         input_dim: width of the input.
         hidden_units: widths of the hidden layers (may be empty).
         output_dim: width of a final plain Linear, or None for no output layer.
-        dropout: dropout after every hidden activation.
-        batch_norm: BatchNorm1d before every hidden activation.
+        dropout: dropout rate of every hidden block.
+        batch_norm: BatchNorm1d between each hidden Linear and its activation.
+        activation: relu, tanh, sigmoid or none.
+        dropout_first: put each block's dropout *before* its Linear, as RecBole's
+            ``MLPLayers`` does (the paper-1 models were run with it); the default puts it
+            after the activation, as FuxiCTR's ``MLP_Block`` does.
 
     Example:
-        >>> MLP(16, [32, 32], output_dim=5)(torch.zeros(4, 16)).shape
+        >>> MLP(16, [32, 32], output_dim=5, dropout=0.1)(torch.zeros(4, 16)).shape
         torch.Size([4, 5])
     """
 
-    def __init__(self, input_dim: int, hidden_units: list[int], output_dim: int | None = None,
-                 dropout: float = 0.0, batch_norm: bool = False, act: str = "relu") -> None:
+    def __init__(self, input_dim: int, hidden_units: Sequence[int], output_dim: int | None = None,
+                 dropout: float = 0.0, batch_norm: bool = False, activation: str = "relu",
+                 dropout_first: bool = False) -> None:
         blocks: list[nn.Module] = []
         width = input_dim
         for units in hidden_units:
+            if dropout_first and dropout > 0:
+                blocks.append(Dropout(dropout))
             blocks.append(nn.Linear(width, units))
             if batch_norm:
                 blocks.append(nn.BatchNorm1d(units))
-            blocks.append(activation(act))
-            if dropout > 0:
+            blocks.append(get_activation(activation))
+            if not dropout_first and dropout > 0:
                 blocks.append(Dropout(dropout))
             width = units
         if output_dim is not None:
@@ -78,8 +111,17 @@ class MLP(nn.Sequential):
 class FirstOrderLinear(nn.Module):
     """The wide / first-order branch: Σ_c w_c · table[id_c] + bias, ``out_dim`` wide.
 
-    Takes global ids (field offsets already added) and per-column weights, so a
+    Takes global ids (field offsets already added) and optional per-column weights, so a
     mean-pooled multi-valued field contributes the mean of its rows, like its embedding.
+    Rows start at zero, so the branch starts neutral.
+
+    Args:
+        total_vocab: rows of the table (all fields' vocabularies, concatenated).
+        out_dim: logits per row.
+
+    Example:
+        >>> FirstOrderLinear(10, 5)(torch.tensor([[1, 7]]), torch.tensor([[1.0, 0.5]])).shape
+        torch.Size([1, 5])
     """
 
     def __init__(self, total_vocab: int, out_dim: int) -> None:
@@ -91,12 +133,21 @@ class FirstOrderLinear(nn.Module):
     def forward(self, ids: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         rows = self.table(ids)  # [B, C, out]
         if weights is not None:
-            rows = rows * weights.unsqueeze(-1)
+            rows = rows * weights.unsqueeze(-1).to(rows.dtype)
         return rows.sum(dim=1) + self.bias
 
 
 class CrossNetV2(nn.Module):
-    """DCN-V2 full-rank cross layers: x_{l+1} = x_0 ⊙ (W_l x_l + b_l) + x_l."""
+    """DCN-V2 full-rank cross layers: x_{l+1} = x_0 ⊙ (W_l x_l + b_l) + x_l (Wang et al., 2021, eq. 1).
+
+    Args:
+        input_dim: width of x_0 (F·d).
+        num_layers: number of cross layers.
+
+    Example:
+        >>> CrossNetV2(8, 2)(torch.ones(3, 8)).shape
+        torch.Size([3, 8])
+    """
 
     def __init__(self, input_dim: int, num_layers: int) -> None:
         super().__init__()
@@ -109,103 +160,165 @@ class CrossNetV2(nn.Module):
         return x
 
     def weights(self) -> list[torch.Tensor]:
+        """The W_l matrices (RecBole's DCNV2 puts exactly these under its L2 term)."""
         return [layer.weight for layer in self.layers]
 
 
 class GatedCrossNet(nn.Module):
     """GDCN's gated cross layers: x_{l+1} = x_0 ⊙ (W_l x_l + b_l) ⊙ σ(W_g x_l) + x_l.
 
-    The gate lets each layer keep only the crossed features that matter (Wang et al., 2023).
+    The information gate lets each layer keep only the crossed features that matter
+    (Wang et al., CIKM 2023).  As FuxiCTR's ``GateCorssLayer``: bias-free W and W_g, and
+    a separate bias b drawn from U(0, 1).
+
+    Args:
+        input_dim: width of x_0 (F·d).
+        num_layers: number of gated cross layers.
     """
 
     def __init__(self, input_dim: int, num_layers: int) -> None:
         super().__init__()
-        self.cross = nn.ModuleList(nn.Linear(input_dim, input_dim) for _ in range(num_layers))
+        self.cross = nn.ModuleList(nn.Linear(input_dim, input_dim, bias=False) for _ in range(num_layers))
         self.gates = nn.ModuleList(nn.Linear(input_dim, input_dim, bias=False) for _ in range(num_layers))
+        self.biases = nn.ParameterList(nn.Parameter(torch.rand(input_dim)) for _ in range(num_layers))
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         x = x0
-        for cross, gate in zip(self.cross, self.gates):
-            x = x0 * cross(x) * torch.sigmoid(gate(x)) + x
+        for cross, gate, bias in zip(self.cross, self.gates, self.biases):
+            x = x0 * (cross(x) + bias) * torch.sigmoid(gate(x)) + x
         return x
 
 
+class _SelfAttention(nn.Module):
+    """One ``nn.MultiheadAttention`` over fields (same parameters, same maths), written out.
+
+    Spelled out rather than calling ``nn.MultiheadAttention`` so the ONNX graph is plain
+    MatMul/Softmax whatever fast path that module would pick in eval mode.
+    """
+
+    def __init__(self, width: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, width // heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        nn.init.xavier_uniform_(self.in_proj_weight)  # nn.MultiheadAttention's own init
+        self.out_proj = nn.Linear(width, width)
+        self.dropout = Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, f, width = x.shape
+        qkv = torch.nn.functional.linear(x, self.in_proj_weight, self.in_proj_bias)
+        q, k, v = (t.reshape(b, f, self.heads, self.head_dim).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
+        scores = torch.softmax(q @ k.transpose(-2, -1) * self.head_dim ** -0.5, dim=-1)  # [B, H, F, F]
+        out = (self.dropout(scores) @ v).transpose(1, 2).reshape(b, f, width)
+        return self.out_proj(out)
+
+
 class MultiHeadSelfAttention(nn.Module):
-    """AutoInt's interacting layer: multi-head self-attention over fields with a residual.
+    """AutoInt's interacting layers, as RecBole 1.2 builds them (its FiGNN reuses the block).
+
+        h   = Dropout_in(W_a e)                    project each field to heads·attention_size
+        h   = MHA_L(… MHA_1(h))                    ``nn.MultiheadAttention`` layers, stacked
+        out = ReLU(h + W_res e)                    residual from the raw field embeddings
+
+    Song et al. (2019) put a residual + ReLU in every layer; RecBole's ``AutoInt`` (whose
+    runs the reference numbers come from) adds it once after the stack, so we do too.
 
     Args:
-        input_dim: width of each field vector.
-        attention_size: width per head.
-        heads: number of heads; the output width is ``attention_size * heads``.
+        input_dim: d, width of each field embedding.
+        attention_size: width of each head.  RecBole's ``attention_size`` is the total
+            width, i.e. ``heads * attention_size`` here.
+        heads: number of heads.
         dropout: dropout on the attention weights.
-        residual: add a projected copy of the input (AutoInt uses it).
+        num_layers: stacked attention layers.
+        residual: add ``W_res e`` before the ReLU (RecBole's ``has_residual``).
+        input_dropout: dropout on the projected embeddings (FiGNN's hidden dropout).
+
+    Example:
+        >>> MultiHeadSelfAttention(16, 4, 2)(torch.zeros(3, 7, 16)).shape
+        torch.Size([3, 7, 8])
     """
 
     def __init__(self, input_dim: int, attention_size: int, heads: int, dropout: float = 0.0,
-                 residual: bool = True) -> None:
+                 num_layers: int = 1, residual: bool = True, input_dropout: float = 0.0) -> None:
         super().__init__()
-        self.heads, self.size = heads, attention_size
         width = attention_size * heads
-        self.query = nn.Linear(input_dim, width, bias=False)
-        self.key = nn.Linear(input_dim, width, bias=False)
-        self.value = nn.Linear(input_dim, width, bias=False)
-        self.residual = nn.Linear(input_dim, width, bias=False) if residual else None
-        self.dropout = Dropout(dropout)
+        self.project = nn.Linear(input_dim, width)
+        self.input_dropout = Dropout(input_dropout)
+        self.layers = nn.ModuleList(_SelfAttention(width, heads, dropout) for _ in range(num_layers))
+        self.residual = nn.Linear(input_dim, width) if residual else None
         self.output_dim = width
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, f, _ = x.shape
-        q = self.query(x).view(b, f, self.heads, self.size).transpose(1, 2)
-        k = self.key(x).view(b, f, self.heads, self.size).transpose(1, 2)
-        v = self.value(x).view(b, f, self.heads, self.size).transpose(1, 2)
-        scores = torch.softmax(q @ k.transpose(-2, -1) / self.size ** 0.5, dim=-1)
-        out = (self.dropout(scores) @ v).transpose(1, 2).reshape(b, f, self.heads * self.size)
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        h = self.input_dropout(self.project(emb))
+        for layer in self.layers:
+            h = layer(h)
         if self.residual is not None:
-            out = out + self.residual(x)
-        return torch.relu(out)
+            h = h + self.residual(emb)
+        return torch.relu(h)
 
 
 class BiInteraction(nn.Module):
-    """NFM's bi-interaction pooling: ½((Σ_i e_i)² − Σ_i e_i²) = Σ_{i<j} e_i ⊙ e_j in O(F·d)."""
+    """NFM's bi-interaction pooling: ½((Σ_i e_i)² − Σ_i e_i²) = Σ_{i<j} e_i ⊙ e_j in O(F·d).
+
+    Example:
+        >>> BiInteraction()(torch.ones(2, 3, 4))[0]
+        tensor([3., 3., 3., 3.])
+    """
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         return 0.5 * (emb.sum(dim=1) ** 2 - (emb ** 2).sum(dim=1))
 
 
 class CIN(nn.Module):
-    """xDeepFM's compressed interaction network.
+    """xDeepFM's compressed interaction network (Lian et al., 2018), ``out_dim`` logits.
 
-    Each layer forms all field-wise Hadamard products of the previous layer with the
-    input fields and compresses them with a 1×1 convolution; with ``split_half`` half of
-    every hidden layer feeds the next layer and half goes to the output (as the paper
-    and RecBole do).  Output: sum-pooled feature maps → Linear(out_dim).
+    Layer k forms every Hadamard product of its input maps with the F input fields and
+    compresses them with a 1×1 convolution + ReLU.  With ``split_half`` (the paper's
+    and RecBole's default, ``direct=False``) half of every hidden layer but the last
+    feeds the next layer and the other half goes to the output.  The output maps are
+    sum-pooled over d and a Linear turns them into ``out_dim`` logits.
+
+    Args:
+        num_fields: F.
+        layer_sizes: feature maps per layer (even, except the last, with ``split_half``).
+        out_dim: logits.
+        split_half: see above.
+
+    Example:
+        >>> CIN(7, [8, 8], out_dim=5)(torch.zeros(3, 7, 16)).shape
+        torch.Size([3, 5])
     """
 
-    def __init__(self, num_fields: int, layer_sizes: list[int], out_dim: int, split_half: bool = True) -> None:
+    def __init__(self, num_fields: int, layer_sizes: Sequence[int], out_dim: int, split_half: bool = True) -> None:
         super().__init__()
-        self.convs = nn.ModuleList()
+        self.num_fields = num_fields
         self.split_half = split_half
+        self.convs = nn.ModuleList()
+        self.hidden_sizes: list[int] = []
         prev, pooled = num_fields, 0
         for i, size in enumerate(layer_sizes):
             self.convs.append(nn.Conv1d(prev * num_fields, size, kernel_size=1))
-            last = i == len(layer_sizes) - 1
-            if split_half and not last:
+            if split_half and i < len(layer_sizes) - 1:
                 if size % 2:
-                    raise ValueError(f"CIN layer sizes must be even with split_half, got {size}")
-                prev, pooled = size // 2, pooled + size // 2
+                    raise ValueError(f"CIN layer sizes must be even with split_half (direct=False), got {size}")
+                prev = size // 2
+                pooled += size // 2
             else:
-                prev, pooled = size, pooled + size
-        self.output = nn.Linear(pooled, out_dim)
+                prev = size
+                pooled += size
+            self.hidden_sizes.append(prev)
+        self.fc = nn.Linear(pooled, out_dim)
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         b, f, d = emb.shape
         hidden, pooled = emb, []
         for i, conv in enumerate(self.convs):
-            z = torch.einsum("bhd,bmd->bhmd", hidden, emb).reshape(b, hidden.shape[1] * f, d)
+            z = (hidden.unsqueeze(2) * emb.unsqueeze(1)).reshape(b, -1, d)  # [B, H_k·F, d]
             out = torch.relu(conv(z))
-            if self.split_half and i != len(self.convs) - 1:
-                hidden, direct = torch.split(out, out.shape[1] // 2, dim=1)
+            if self.split_half and i < len(self.convs) - 1:
+                hidden, direct = torch.split(out, [self.hidden_sizes[i], self.hidden_sizes[i]], dim=1)
             else:
                 hidden, direct = out, out
             pooled.append(direct.sum(dim=2))
-        return self.output(torch.cat(pooled, dim=1))
+        return self.fc(torch.cat(pooled, dim=1))

@@ -21,15 +21,22 @@ ARCHITECTURES: dict[str, type[Body]] = {
     "DCNV2": DCNV2, "EulerNet": EulerNet, "FinalMLP": FinalMLP, "AFN": AFN, "GDCN": GDCN,
 }
 
+_STRUCTURAL = ("self", "num_fields", "embedding_dim", "out_dim")
+
 
 def hyper_parameters(name: str) -> dict[str, Any]:
-    """The keyword hyper-parameters of an architecture with their defaults."""
+    """The keyword hyper-parameters of an architecture (``reg_weight`` included) with their defaults."""
     signature = inspect.signature(ARCHITECTURES[name].__init__)
-    skip = {"self", "num_fields", "embedding_dim", "out_dim"}
-    return {k: p.default for k, p in signature.parameters.items() if k not in skip}
+    return {k: p.default for k, p in signature.parameters.items() if k not in _STRUCTURAL}
 
 
 def build_body(name: str, num_fields: int, embedding_dim: int, out_dim: int, params: dict[str, Any]) -> Body:
+    """Instantiate architecture ``name``; unknown names or keys raise ``ValueError`` listing the valid ones.
+
+    Example:
+        >>> build_body("DCNV2", 7, 16, 5, {"cross_layer_num": 3}).out_dim
+        5
+    """
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown model '{name}'; choose one of: {', '.join(ARCHITECTURES)}")
     known = hyper_parameters(name)

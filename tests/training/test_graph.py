@@ -1,0 +1,59 @@
+"""LightGCN propagation: normalisation, layer weights, and no leakage from valid/test."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.config import DataConfig, EncoderConfig, RunConfig
+from training.data.encode import TEST, TRAIN, VALID, load_dataset
+from training.graph import cached_adjacency, layer_weights, normalized_adjacency, propagate
+from training.run import training_graph
+
+
+def test_normalisation_matches_dense_hand_computation() -> None:
+    # users 1,2 ; items 1,2,3 ; edges (1,1) (1,2) (2,2) (2,3) and a duplicate (1,1)
+    user, item = np.array([1, 1, 2, 2, 1]), np.array([1, 2, 2, 3, 1])
+    adj = normalized_adjacency(user, item, n_users=2, n_items=3).to_dense()
+    a = np.zeros((7, 7))
+    for u, i in {(1, 1), (1, 2), (2, 2), (2, 3)}:
+        a[u, 3 + i] = a[3 + i, u] = 1.0  # user nodes 0..2, item nodes 3..6
+    deg = a.sum(1)
+    inv = np.divide(1.0, np.sqrt(deg), out=np.zeros_like(deg), where=deg > 0)
+    expected = inv[:, None] * a * inv[None, :]
+    assert np.allclose(adj.numpy(), expected, atol=1e-7)
+    assert adj[0].abs().sum() == 0 and adj[:, 3].abs().sum() == 0  # unknown rows stay isolated
+    assert adj[1, 4].item() == pytest.approx(1 / np.sqrt(2 * 1))  # deg(u1)=2, deg(i1)=1
+
+
+def test_propagation_is_the_weighted_sum_of_powers() -> None:
+    rng = np.random.default_rng(0)
+    user, item = rng.integers(1, 6, 30), rng.integers(1, 9, 30)
+    adj = normalized_adjacency(user, item, 5, 8)
+    e0 = torch.randn(adj.shape[0], 4)
+    dense = adj.to_dense()
+    weights = layer_weights(3)
+    assert weights == [0.25] * 4
+    expected = sum(w * torch.linalg.matrix_power(dense, layer) @ e0 for layer, w in enumerate(weights))
+    assert torch.allclose(propagate(adj, e0, weights), expected, atol=1e-5)
+    assert torch.allclose(propagate(adj, e0, [0.1, 0.9]), 0.1 * e0 + 0.9 * dense @ e0, atol=1e-6)
+    with pytest.raises(ValueError, match="need 3 layer weights"):
+        layer_weights(2, [0.5, 0.5])
+
+
+def test_graph_uses_training_edges_only(tiny_atomic: Path) -> None:
+    data = load_dataset(DataConfig(dataset="atomic", data_dir=str(tiny_atomic), k_core=3))
+    adj, _ = training_graph(RunConfig(encoder=EncoderConfig(kind="lightgcn")), data)
+    dense = adj.to_dense()
+    offset = data.n_users + 1
+    train_pairs = {(u, i) for u, i in zip(data.user[data.split == TRAIN], data.item[data.split == TRAIN])}
+    for part in (VALID, TEST):
+        rows = data.rows(part)
+        held_out = [(u, i) for u, i in zip(data.user[rows], data.item[rows]) if (u, i) not in train_pairs]
+        assert held_out, "the fixture must have held-out pairs"
+        assert all(dense[u, offset + i] == 0 and dense[offset + i, u] == 0 for u, i in held_out)
+    for u, i in list(train_pairs)[:50]:
+        assert dense[u, offset + i] > 0
+    assert int((dense > 0).sum()) == 2 * len(train_pairs)
+    assert cached_adjacency(data.user[data.split == TRAIN], data.item[data.split == TRAIN],
+                            data.n_users, data.n_items) is adj  # cached per dataset + split

@@ -1,0 +1,180 @@
+"""The candidate retriever: LightGCN trained with BPR on training positives.
+
+Its propagated user and item vectors are what the gateway's FAISS index searches, so
+the retriever is judged the way it is used: full ranking over all items, items the user
+already interacted with masked, Recall@20 / NDCG@20, against the most-popular list on
+the same split (a retriever that cannot beat popularity is not worth serving).
+"""
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from training.config import DataConfig
+from training.data.encode import TEST, TRAIN, VALID, EncodedData, load_dataset
+from training.graph import layer_weights, normalized_adjacency, propagate
+from training.trainer import seed_everything, select_device
+
+RETRIEVER_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class RetrieverConfig:
+    embedding_dim: int = 64
+    layers: int = 3
+    lr: float = 1e-3
+    reg_weight: float = 1e-4
+    batch_size: int = 2048
+    epochs: int = 300
+    patience: int = 10
+    k: int = 20
+    seed: int = 2020
+    device: str = "auto"
+    progress: bool = True
+
+
+class LightGCN(nn.Module):
+    """Ego embeddings for every user and item node, propagated over the positive graph."""
+
+    def __init__(self, n_users: int, n_items: int, dim: int, adjacency: torch.Tensor, weights: list[float]) -> None:
+        super().__init__()
+        self.n_user_nodes = n_users + 1
+        self.embedding = nn.Embedding(n_users + 1 + n_items + 1, dim)
+        nn.init.normal_(self.embedding.weight, std=0.1)
+        self.register_buffer("adjacency", adjacency, persistent=False)
+        self.weights = weights
+
+    def vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(user vectors ``[n_users+1, d]``, item vectors ``[n_items+1, d]``); row 0 = unknown."""
+        out = propagate(self.adjacency, self.embedding.weight, self.weights)
+        return out[:self.n_user_nodes], out[self.n_user_nodes:]
+
+    def bpr_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, reg_weight: float) -> torch.Tensor:
+        user_vec, item_vec = self.vectors()
+        u, p, n = user_vec[users], item_vec[pos], item_vec[neg]
+        ranking = -F.logsigmoid((u * p).sum(1) - (u * n).sum(1)).mean()
+        ego = self.embedding.weight
+        reg = (ego[users].pow(2).sum() + ego[self.n_user_nodes + pos].pow(2).sum()
+               + ego[self.n_user_nodes + neg].pow(2).sum()) / (2 * users.shape[0])
+        return ranking + reg_weight * reg
+
+
+def _positive_mask(data: EncodedData, rows: np.ndarray) -> np.ndarray:
+    mask = np.zeros((data.n_users + 1, data.n_items + 1), dtype=bool)
+    mask[data.user[rows], data.item[rows]] = True
+    return mask
+
+
+def topk_metrics(scores: torch.Tensor, seen: np.ndarray, relevant: np.ndarray, k: int) -> dict[str, float]:
+    """Recall@k / NDCG@k over all items with ``seen`` items masked, averaged over users with positives."""
+    scores = scores.clone()
+    scores[:, 0] = -torch.inf  # the unknown-item row is never a candidate
+    scores[torch.from_numpy(seen).to(scores.device)] = -torch.inf
+    top = torch.topk(scores, k, dim=1).indices.cpu().numpy()
+    hits = np.take_along_axis(relevant, top, axis=1)
+    n_rel = relevant.sum(1)
+    users = n_rel > 0
+    discount = 1.0 / np.log2(np.arange(k) + 2.0)
+    dcg = (hits * discount).sum(1)
+    idcg = np.cumsum(discount)[np.minimum(n_rel, k) - 1]
+    return {f"recall@{k}": float((hits.sum(1)[users] / n_rel[users]).mean()),
+            f"ndcg@{k}": float((dcg[users] / idcg[users]).mean()), "users": int(users.sum())}
+
+
+def _sample_negatives(users: np.ndarray, positives: np.ndarray, n_items: int, rng: np.random.Generator) -> np.ndarray:
+    """Uniform items that are not a training positive of the user (whole-array rejection)."""
+    stride = n_items + 1
+    neg = rng.integers(1, n_items + 1, users.size)
+    bad = np.isin(users * stride + neg, positives)
+    while bad.any():
+        neg[bad] = rng.integers(1, n_items + 1, int(bad.sum()))
+        bad = np.isin(users * stride + neg, positives)
+    return neg
+
+
+def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: Path,
+                    data: EncodedData | None = None) -> dict:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+    data = data if data is not None else load_dataset(data_config)
+    device = select_device(config.device)
+    clicks = data.rating >= data.threshold
+    train_pos = np.flatnonzero((data.split == TRAIN) & clicks)
+    users, items = data.user[train_pos], data.item[train_pos]
+    adjacency = normalized_adjacency(users, items, data.n_users, data.n_items).to(device)
+    model = LightGCN(data.n_users, data.n_items, config.embedding_dim, adjacency,
+                     layer_weights(config.layers)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    train_seen = _positive_mask(data, data.rows(TRAIN))
+    valid_rel = _positive_mask(data, np.flatnonzero((data.split == VALID) & clicks))
+    test_seen = train_seen | _positive_mask(data, data.rows(VALID))
+    test_rel = _positive_mask(data, np.flatnonzero((data.split == TEST) & clicks))
+    positive_keys = np.unique(users * (data.n_items + 1) + items)
+    rng = np.random.default_rng(config.seed)
+    best, best_epoch, best_state, stale = -1.0, -1, copy.deepcopy(model.state_dict()), 0
+    epoch_seconds, history = [], []
+    bar = tqdm(range(config.epochs), desc="retriever", unit="epoch", disable=not config.progress, file=sys.stderr)
+    for epoch in bar:
+        model.train()
+        start = time.perf_counter()
+        order = rng.permutation(train_pos.size)
+        neg_all = _sample_negatives(users[order], positive_keys, data.n_items, rng)
+        u_all = torch.from_numpy(users[order]).to(device)
+        p_all = torch.from_numpy(items[order]).to(device)
+        n_all = torch.from_numpy(neg_all).to(device)
+        total = 0.0
+        for lo in range(0, train_pos.size, config.batch_size):
+            sl = slice(lo, lo + config.batch_size)
+            loss = model.bpr_loss(u_all[sl], p_all[sl], n_all[sl], config.reg_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * (min(lo + config.batch_size, train_pos.size) - lo)
+        epoch_seconds.append(time.perf_counter() - start)
+        model.eval()
+        with torch.no_grad():
+            user_vec, item_vec = model.vectors()
+            valid = topk_metrics(user_vec @ item_vec.T, train_seen, valid_rel, config.k)
+        history.append({"epoch": epoch, "loss": total / train_pos.size, **valid})
+        bar.set_postfix(loss=f"{total / train_pos.size:.4f}", valid_recall=f"{valid[f'recall@{config.k}']:.4f}")
+        if valid[f"recall@{config.k}"] > best:
+            best, best_epoch, stale = valid[f"recall@{config.k}"], epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    with torch.no_grad():
+        user_vec, item_vec = model.vectors()
+        test = topk_metrics(user_vec @ item_vec.T, test_seen, test_rel, config.k)
+        valid = topk_metrics(user_vec @ item_vec.T, train_seen, valid_rel, config.k)
+    popularity = torch.from_numpy(np.bincount(items, minlength=data.n_items + 1).astype(np.float32))
+    popular = topk_metrics(popularity.expand(data.n_users + 1, -1), test_seen, test_rel, config.k)
+    np.save(out_dir / "user_vectors.npy", user_vec.cpu().numpy().astype(np.float32))
+    np.save(out_dir / "item_vectors.npy", item_vec.cpu().numpy().astype(np.float32))
+    torch.save({"format": RETRIEVER_FORMAT, "config": asdict(config),
+                "data": {**asdict(data_config), "split": list(data_config.split)},
+                "vocab": {"user_id": data.vocab["user_id"], "item_id": data.vocab["item_id"]},
+                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, out_dir / "model.pt")
+    from training.run import write_json
+
+    metrics = {"test": test, "valid": valid, "popular": popular,
+               "relative_gain_recall@20": test[f"recall@{config.k}"] / popular[f"recall@{config.k}"] - 1.0,
+               "best_epoch": best_epoch, "epoch_seconds": epoch_seconds, "history": history,
+               "dataset": data.stats, "config": asdict(config), "graph_edges": int(positive_keys.size),
+               "device": str(device)}
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics
