@@ -12,6 +12,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from training.errors import UserError
@@ -19,8 +20,8 @@ from training.errors import UserError
 RECBOLE_MODELS = {"WideDeep", "NFM", "xDeepFM", "AutoInt", "FiGNN", "DCNV2", "EulerNet"}
 
 
-def _run_json(cmd: list[str]) -> dict:
-    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+def _run_json(cmd: list[str], cwd: str | None = None) -> dict:
+    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=cwd)
     if proc.returncode != 0:
         raise UserError(f"benchmark process failed ({' '.join(cmd[:4])} ...): {proc.stderr.strip().splitlines()[-1:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -52,7 +53,9 @@ def run_bench_train(args: argparse.Namespace) -> int:
             for head, cmd in targets:
                 cmd += ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
                         "--threads", str(args.threads), "--data-dir", str(data_root)]
-                samples.setdefault((model, head), []).append(_run_json(cmd))
+                with tempfile.TemporaryDirectory(prefix="bench-") as scratch:  # RecBole writes logs into its cwd
+                    env_cwd = scratch if head == "recbole" else None
+                    samples.setdefault((model, head), []).append(_run_json(cmd, cwd=env_cwd))
                 done += 1
                 print(f"[{done}/{total}] {model} {head}: "
                       f"{samples[(model, head)][-1]['median_epoch_seconds']:.3f} s/epoch", file=sys.stderr)
