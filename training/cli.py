@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 from training.errors import UserError
 
 # Modules exposing ``register(subparsers)``; each folder owns its verbs.
-COMMAND_MODULES = ("training.commands",)
+COMMAND_MODULES = ("training.commands", "export.commands")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,8 +25,14 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ratingctr", description="Rating-aware CTR training, export and serving.")
     subparsers = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    modules = [importlib.import_module(name) for name in COMMAND_MODULES]
+    for module in modules:
+        module.register(subparsers)
+    bench = subparsers.add_parser("bench", help="benchmarks: train, propagate, score, gateway")
+    bench_verbs = bench.add_subparsers(dest="bench_verb", required=True, parser_class=_Parser)
+    for module in modules:  # each folder benchmarks what it owns
+        if hasattr(module, "register_bench"):
+            module.register_bench(bench_verbs)
     return parser
 
 

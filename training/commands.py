@@ -182,8 +182,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     retriever.add_argument("--out", required=True)
     retriever.set_defaults(handler=cmd_train_retriever)
 
-    bench = subparsers.add_parser("bench", help="benchmarks (train; score and gateway arrive with export/serving)")
-    bench_verbs = bench.add_subparsers(dest="bench_verb", required=True, parser_class=type(bench))
+
+
+def register_bench(bench_verbs: argparse._SubParsersAction) -> None:
     bench_train = bench_verbs.add_parser("train", help="seconds per epoch and peak memory per architecture and head")
     bench_train.add_argument("--models", default="all", help="comma-separated architectures, or all")
     bench_train.add_argument("--heads", default="binary,rating")

@@ -130,7 +130,12 @@ def restore_model(payload: dict, config: RunConfig, data: EncodedData | None = N
     model = build_model(schema, config.model.name, config.model.embedding_dim, config.model.params,
                         config.head.kind, config.data.levels, config.data.threshold, config.head.ratio,
                         config.head.aggregate, adjacency=adjacency, layer_weights=weights)
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[1:2] or [str(exc)]
+        raise UserError(f"checkpoint weights do not fit this version's {config.model.name}: "
+                        f"{first[0].strip()} (retrain the run)") from exc
     return model
 
 

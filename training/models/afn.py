@@ -31,7 +31,7 @@ class AFN(Body):
     """
 
     def __init__(self, num_fields: int, embedding_dim: int, out_dim: int, reg_weight: float = 0.0, *,
-                 logarithmic_neurons: int = 1200, afn_hidden_size: Sequence[int] = (400, 400, 400),
+                 logarithmic_neurons: int = 256, afn_hidden_size: Sequence[int] = (400, 400, 400),
                  afn_dropout: float = 0.0, ensemble_dnn: bool = False,
                  dnn_hidden_size: Sequence[int] = (400, 400, 400), dnn_dropout: float = 0.0,
                  batch_norm: bool = False) -> None:

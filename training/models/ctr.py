@@ -45,7 +45,10 @@ class CTRModel(nn.Module):
 
     def loss(self, x: torch.Tensor, rating: torch.Tensor, click: torch.Tensor) -> torch.Tensor:
         # float(): under bf16 autocast the losses are still computed in fp32
-        return self.head.loss(self.logits(x).float(), rating, click, self.body.regularization().float())
+        reg = self.body.regularization().float()
+        if self.linear is not None and getattr(self.body, "regularize_first_order", False) and self.body.reg_weight:
+            reg = reg + self.body.reg_weight * self.linear.table.weight.norm(2)  # RecBole's xDeepFM does this
+        return self.head.loss(self.logits(x).float(), rating, click, reg)
 
     def predict(self, x: torch.Tensor) -> Prediction:
         return self.head.predict(self.logits(x))

@@ -82,26 +82,29 @@ class FiGNN(Body):
             raise ValueError("FiGNN needs at least two fields: a node has no edges without self-loops")
         self.attention = MultiHeadSelfAttention(embedding_dim, attention_size // num_heads, num_heads,
                                                 dropout=attn_dropout_prob, input_dropout=hidden_dropout_prob)
-        self.edge_attention = nn.Linear(2 * attention_size, 1, bias=False)
+        # With n_layers = 1 there is no propagation, so no edge weights or GRU either.
+        steps = n_layers - 1
+        self.edge_attention = nn.Linear(2 * attention_size, 1, bias=False) if steps else None
         self.register_buffer("self_loop", torch.eye(num_fields, dtype=torch.bool), persistent=False)
-        self.graph_layers = nn.ModuleList(_GraphLayer(num_fields, attention_size) for _ in range(n_layers - 1))
-        self.gru = _GRUCell(attention_size) if n_layers > 1 else None
+        self.graph_layers = nn.ModuleList(_GraphLayer(num_fields, attention_size) for _ in range(steps))
+        self.gru = _GRUCell(attention_size) if steps else None
         self.field_score = nn.Linear(attention_size, out_dim, bias=False)
         self.field_weight = nn.Linear(num_fields * attention_size, num_fields, bias=False)
         self.apply(reset_linear_)
 
-    def _graph(self, h: torch.Tensor) -> torch.Tensor:
+    def _graph(self, h: torch.Tensor, edge_attention: nn.Linear) -> torch.Tensor:
         """wᵀ[h_i ‖ h_j] = w_srcᵀh_i + w_dstᵀh_j: RecBole's concat-then-Linear without the F² pairs."""
-        w_src, w_dst = self.edge_attention.weight.chunk(2, dim=1)  # [1, A] each
+        w_src, w_dst = edge_attention.weight.chunk(2, dim=1)  # [1, A] each
         alpha = F.leaky_relu(h @ w_src.t() + (h @ w_dst.t()).transpose(1, 2), 0.01)  # [B, F, F]
         return torch.softmax(alpha.masked_fill(self.self_loop, float("-inf")), dim=-1)
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         h0 = self.attention(emb)  # [B, F, A]
-        graph = self._graph(h0)
         h = h0
-        for layer in self.graph_layers:
-            h = self.gru(layer(graph, h), h) + h0
+        if self.edge_attention is not None and self.gru is not None:
+            graph = self._graph(h0, self.edge_attention)
+            for layer in self.graph_layers:
+                h = self.gru(layer(graph, h), h) + h0
         scores = self.field_score(h)  # [B, F, out]
         weights = self.field_weight(h.flatten(1)).unsqueeze(-1)  # [B, F, 1]
         return (scores * weights).sum(dim=1)
