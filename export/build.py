@@ -1,0 +1,111 @@
+"""``ratingctr export``: a trained ranker + a retriever → a verified, torch-free bundle."""
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.bundle import write_bundle
+from export.faiss_index import build_index, write_index
+from export.onnx_export import export_onnx, parity, prepare_for_export
+from training.data.encode import TEST, TRAIN, EncodedData, load_dataset
+from training.errors import UserError
+from training.run import load_checkpoint, restore_model
+
+PARITY_BOUND = 1e-5
+PARITY_ROWS = 4096
+
+
+def _retriever_vectors(run: Path, data: EncodedData) -> tuple[np.ndarray, np.ndarray, dict]:
+    run = Path(run)
+    for name in ("model.pt", "user_vectors.npy", "item_vectors.npy"):
+        if not (run / name).is_file():
+            raise UserError(f"retriever run {run} lacks {name} (train it with `ratingctr train-retriever`)")
+    payload = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
+    if payload.get("vocab", {}).get("item_id") != data.vocab["item_id"] or \
+            payload["vocab"].get("user_id") != data.vocab["user_id"]:
+        raise UserError(f"retriever {run} was trained on other users/items than the ranker "
+                        "(dataset, k-core or threshold differ)")
+    users = np.load(run / "user_vectors.npy", allow_pickle=False)
+    items = np.load(run / "item_vectors.npy", allow_pickle=False)
+    import json
+
+    metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+    return users.astype(np.float32), items.astype(np.float32), metrics
+
+
+def history_csr(data: EncodedData) -> tuple[np.ndarray, np.ndarray]:
+    """Every known (user, item) interaction as CSR: the seen sets the gateway loads into Redis."""
+    keys = np.unique(data.user * (data.n_items + 1) + data.item)
+    users, items = keys // (data.n_items + 1), keys % (data.n_items + 1)
+    indptr = np.zeros(data.n_users + 2, dtype=np.int64)
+    np.add.at(indptr, users + 1, 1)
+    return np.cumsum(indptr), items.astype(np.int64)
+
+
+def popularity_order(data: EncodedData) -> np.ndarray:
+    """Items by number of training clicks, most popular first (ties by item index)."""
+    rows = (data.split == TRAIN) & (data.rating >= data.threshold)
+    counts = np.bincount(data.item[rows], minlength=data.n_items + 1)[1:]
+    return (np.lexsort((np.arange(counts.size), -counts)) + 1).astype(np.int64)
+
+
+def export_bundle(ranker_run: Path, retriever_run: Path, out_dir: Path, index_kind: str = "flat",
+                  torchserve: bool = False, data_dir: str | None = None, name: str | None = None) -> dict:
+    payload, config = load_checkpoint(Path(ranker_run))
+    if data_dir is not None:
+        config = replace(config, data=replace(config.data, data_dir=data_dir))
+    data = load_dataset(config.data)
+    if payload["schema"] != data.schema.to_dict():
+        raise UserError("the dataset no longer matches the ranker's field schema; was it changed since training?")
+    model = prepare_for_export(restore_model(payload, config, data))
+    user_vectors, item_vectors, retriever_metrics = _retriever_vectors(Path(retriever_run), data)
+    test = data.rows(TEST)
+    rows = np.random.default_rng(0).choice(test, size=min(PARITY_ROWS, test.size), replace=False)
+    sample = data.features(data.user[rows], data.item[rows])
+    with tempfile.TemporaryDirectory(prefix="ratingctr-export-") as tmp:
+        onnx_path, index_path = Path(tmp) / "ranker.onnx", Path(tmp) / "items.faiss"
+        outputs = export_onnx(model, sample[:8], onnx_path)
+        report = parity(model, onnx_path, sample)
+        worst = report["max_abs_diff_p_click"]
+        if not worst <= PARITY_BOUND:
+            raise UserError(f"ONNX parity failed: max |Δp̂| = {worst:.3g} > {PARITY_BOUND:g} on {report['rows']} "
+                            "held-out rows; bundle not written")
+        index = build_index(item_vectors, index_kind)
+        write_index(index, index_path)
+        indptr, items = history_csr(data)
+        arrays = {"user_vectors.npy": user_vectors, "item_vectors.npy": item_vectors,
+                  "user_fields.npy": data.user_rows, "item_fields.npy": data.item_rows,
+                  "history_indptr.npy": indptr, "history_items.npy": items, "popular.npy": popularity_order(data)}
+        ranker_metrics = __import__("json").loads((Path(ranker_run) / "metrics.json").read_text()) \
+            if (Path(ranker_run) / "metrics.json").is_file() else {}
+        manifest = {
+            "name": name or Path(out_dir).name,
+            "model": {"arch": config.model.name, "head": config.head.kind, "aggregate": config.head.aggregate,
+                      "ratio": config.head.ratio, "levels": config.data.levels, "threshold": config.data.threshold,
+                      "encoder": config.encoder.kind, "embedding_dim": config.model.embedding_dim,
+                      "params": config.model.params},
+            "fields": data.schema.to_dict(), "num_columns": data.schema.num_columns,
+            "user_columns": data.schema.side_columns("user"),
+            "inputs": [{"name": "fields", "dtype": "int64", "shape": ["batch", data.schema.num_columns]}],
+            "outputs": outputs,
+            "retriever": {"dim": int(item_vectors.shape[1]), "index": index_kind, "metric": "inner_product",
+                          "ntotal": int(index.ntotal), "id_offset": 1},
+            "parity": {**report, "bound": PARITY_BOUND},
+            "metrics": {"ranker": {k: ranker_metrics.get(k) for k in ("test", "valid", "groups")},
+                        "retriever": {k: retriever_metrics.get(k) for k in ("test", "popular")}},
+            "dataset": data.stats, "source": {"ranker": str(ranker_run), "retriever": str(retriever_run)},
+        }
+        extra = {}
+        if torchserve:
+            from export.torchserve import build_archive
+
+            extra = build_archive(onnx_path, manifest, Path(tmp))
+        write_bundle(Path(out_dir), manifest, data.vocab, arrays, onnx_path, index_path, extra)
+    print(f"bundle {out_dir}: parity max |Δp̂| {worst:.2e} on {report['rows']} rows, "
+          f"{index.ntotal} items indexed ({index_kind})", file=sys.stderr)
+    return manifest
