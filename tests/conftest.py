@@ -57,3 +57,44 @@ def ml100k_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data")
     fetch_ml100k(root)
     return root  # tests that fetch through the CLI pass it as --data-dir
+
+
+SMALL_DCNV2 = {"mlp_hidden_size": [32, 32], "cross_layer_num": 1}
+
+
+def train_tiny_ranker(data_dir: Path, out: Path, head: str = "rating", model: str = "DCNV2",
+                      params: dict | None = None, encoder: str = "table") -> Path:
+    from training.config import DataConfig, EncoderConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
+    from training.run import train_run
+
+    config = RunConfig(data=DataConfig(dataset="atomic", data_dir=str(data_dir), k_core=3),
+                       model=ModelConfig(model, 8, params if params is not None else SMALL_DCNV2),
+                       head=HeadConfig(head, 0.5), encoder=EncoderConfig(kind=encoder),
+                       train=TrainConfig(epochs=2, batch_size=256, lr=3e-3, progress=False, precision="fp32"))
+    train_run(config, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_retriever(tiny_atomic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.config import DataConfig
+    from training.retriever import RetrieverConfig, train_retriever
+
+    out = tmp_path_factory.mktemp("retriever") / "ret"
+    train_retriever(DataConfig(dataset="atomic", data_dir=str(tiny_atomic), k_core=3),
+                    RetrieverConfig(embedding_dim=8, layers=2, epochs=3, progress=False), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundles(tiny_atomic: Path, tiny_retriever: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real exported bundles (binary and rating head, same architecture) of the tiny dataset."""
+    from export.build import export_bundle
+
+    root = tmp_path_factory.mktemp("bundles")
+    bundles = {}
+    for head in ("binary", "rating"):
+        run = train_tiny_ranker(tiny_atomic, root / f"run-{head}", head)
+        bundles[head] = root / f"dcnv2-{head}"
+        export_bundle(run, tiny_retriever, bundles[head], torchserve=(head == "rating"))
+    return bundles

@@ -1,0 +1,52 @@
+"""``ranker.mar`` and ``config.properties`` for fleets that already run TorchServe."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from training.errors import UserError
+
+HANDLER = Path(__file__).with_name("torchserve_handler.py")
+
+
+def config_properties(model_store: str = ".", inference_port: int = 8080, management_port: int = 8081,
+                      metrics_port: int = 8082, workers: int = 1) -> str:
+    """A TorchServe config serving ``ranker.mar`` from the bundle directory on loopback.
+
+    Token authorisation stays on (TorchServe's default); tests start it with
+    ``--disable-token-auth`` on their own ports.
+    """
+    return "\n".join([
+        f"inference_address=http://127.0.0.1:{inference_port}",
+        f"management_address=http://127.0.0.1:{management_port}",
+        f"metrics_address=http://127.0.0.1:{metrics_port}",
+        f"model_store={model_store}",
+        "load_models=ranker=ranker.mar",
+        f"default_workers_per_model={workers}",
+        "install_py_dep_per_model=false",
+        "disable_system_metrics=true",
+        "",
+    ])
+
+
+def build_archive(onnx_path: Path, manifest: dict, work_dir: Path) -> dict[str, Path]:
+    """Pack the ONNX model and handler with the real ``torch-model-archiver``."""
+    archiver = shutil.which("torch-model-archiver") or str(Path(sys.executable).with_name("torch-model-archiver"))
+    if not Path(archiver).exists() and shutil.which("torch-model-archiver") is None:
+        raise UserError("--torchserve needs torch-model-archiver: pip install 'ratingctr[torchserve]'")
+    staging = work_dir / "mar"
+    staging.mkdir(exist_ok=True)
+    meta = staging / "ranker_meta.json"
+    meta.write_text(json.dumps({"name": manifest["name"], "model": manifest["model"],
+                                "outputs": manifest["outputs"], "num_columns": manifest["num_columns"]}))
+    cmd = [archiver, "--model-name", "ranker", "--version", "1.0", "--serialized-file", str(onnx_path),
+           "--handler", str(HANDLER), "--extra-files", str(meta), "--export-path", str(staging), "--force"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise UserError(f"torch-model-archiver failed: {proc.stderr.strip()[-500:]}")
+    props = work_dir / "config.properties"
+    props.write_text(config_properties())
+    return {"ranker.mar": staging / "ranker.mar", "config.properties": props}
