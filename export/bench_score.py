@@ -1,0 +1,101 @@
+"""``ratingctr bench score``: what the rating head costs at scoring time.
+
+Binary and rating bundles of the same architecture are scored with in-process ONNX
+Runtime on the same candidate matrices (one user row broadcast against N item rows, as
+the gateway does), in interleaved rounds (A B A B …) so drift hits both alike; each
+figure is the median over all calls.  With ``--torchserve`` the rating bundle is also
+scored through a local TorchServe's HTTP inference API for the same candidates.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from training.errors import UserError
+
+
+def _candidates(bundle, n: int, rng: np.random.Generator) -> np.ndarray:
+    users, items = bundle["user_fields.npy"], bundle["item_fields.npy"]
+    if n > items.shape[0] - 1:
+        n = items.shape[0] - 1
+    user = users[rng.integers(1, users.shape[0])]
+    chosen = items[rng.choice(np.arange(1, items.shape[0]), n, replace=False)]
+    return np.concatenate([np.broadcast_to(user, (n, user.size)), chosen], axis=1)
+
+
+def _time_calls(fn, inputs: list[np.ndarray]) -> list[float]:
+    out = []
+    for x in inputs:
+        start = time.perf_counter()
+        fn(x)
+        out.append((time.perf_counter() - start) * 1000.0)
+    return out
+
+
+def run_bench_score(args: argparse.Namespace) -> int:
+    from serving.loader import open_bundle
+
+    binary, rating = open_bundle(Path(args.binary), args.threads, "cpu"), open_bundle(Path(args.rating), args.threads, "cpu")
+    if binary.bundle.manifest["model"]["arch"] != rating.bundle.manifest["model"]["arch"]:
+        raise UserError("compare bundles of the same architecture: "
+                        f"{binary.bundle.manifest['model']['arch']} vs {rating.bundle.manifest['model']['arch']}")
+    if binary.bundle.manifest["fields"] != rating.bundle.manifest["fields"]:
+        raise UserError("the two bundles have different field schemas")
+    sizes = [int(s) for s in args.candidates.split(",")]
+    rng = np.random.default_rng(0)
+    inputs = {n: [_candidates(binary.bundle, n, rng) for _ in range(args.calls)] for n in sizes}
+    times: dict[tuple[str, int], list[float]] = {}
+    for n in sizes:  # warm-up: allocator and ORT's first-run graph work
+        for served in (binary, rating):
+            _time_calls(served.score, inputs[n][:20])
+    for _ in range(args.rounds):
+        for n in sizes:
+            for label, served in (("binary", binary), ("rating", rating)):
+                times.setdefault((label, n), []).extend(_time_calls(served.score, inputs[n]))
+    if args.torchserve:
+        from export.torchserve_process import local_torchserve, post_json
+
+        with local_torchserve(Path(args.rating), rating.bundle.manifest["num_columns"]) as url:
+            for n in sizes:
+                post = lambda x: post_json(f"{url}/predictions/ranker", {"fields": x.tolist()})  # noqa: E731
+                _time_calls(post, inputs[n][:20])
+                calls = inputs[n][: max(50, args.calls // 4)]
+                times[("torchserve", n)] = _time_calls(post, calls)
+    rows = []
+    for n in sizes:
+        row = {"candidates": n}
+        for label in ("binary", "rating", "torchserve"):
+            if (label, n) in times:
+                values = times[(label, n)]
+                row[f"{label}_ms_p50"] = statistics.median(values)
+                row[f"{label}_ms_p99"] = float(np.percentile(values, 99))
+                row[f"{label}_calls"] = len(values)
+        row["rating_over_binary_p50"] = row["rating_ms_p50"] / row["binary_ms_p50"]
+        if "torchserve_ms_p50" in row:
+            row["torchserve_over_ort_p50"] = row["torchserve_ms_p50"] / row["rating_ms_p50"]
+        rows.append(row)
+    header = "| candidates | binary p50 ms | rating p50 ms | rating/binary | binary p99 ms | rating p99 ms |"
+    sep = "|---|---|---|---|---|---|"
+    if args.torchserve:
+        header += " TorchServe p50 ms | TorchServe/ORT |"
+        sep += "---|---|"
+    print(f"{binary.bundle.manifest['model']['arch']}: {args.rounds} interleaved rounds x {args.calls} calls, "
+          f"ORT intra-op threads {args.threads}")
+    print(header + "\n" + sep)
+    for r in rows:
+        line = (f"| {r['candidates']} | {r['binary_ms_p50']:.3f} | {r['rating_ms_p50']:.3f} | "
+                f"{r['rating_over_binary_p50']:.3f} | {r['binary_ms_p99']:.3f} | {r['rating_ms_p99']:.3f} |")
+        if "torchserve_ms_p50" in r:
+            line += f" {r['torchserve_ms_p50']:.3f} | {r['torchserve_over_ort_p50']:.1f}x |"
+        print(line)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"binary": str(args.binary), "rating": str(args.rating),
+                                              "threads": args.threads, "rounds": args.rounds, "calls": args.calls,
+                                              "rows": rows}, indent=2) + "\n")
+    return 0
