@@ -99,6 +99,7 @@ def write_bundle(out_dir: Path, manifest: dict[str, Any], vocab: dict[str, list[
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would hide the bundle from a gateway running as another user
     try:
         for name in ARRAY_FILES:
             _write_array(staging, name, arrays[name])
