@@ -40,3 +40,25 @@ def test_loader_is_torch_free_and_matches_torch(tiny_bundles: dict) -> None:
         expected = model.predict(torch.from_numpy(x)).p_click.numpy()
     assert np.max(np.abs(np.array(result["p"]) - expected)) <= 1e-5
     assert result["ntotal"] == len(bundle.vocab["item_id"]) - 1
+
+
+def test_runtime_falls_back_to_cpu_with_a_log_line(tiny_bundles: dict, caplog, monkeypatch) -> None:
+    import logging
+
+    import onnxruntime as ort
+    import pytest
+
+    from serving.runtime import faiss_index, ort_session
+
+    path = tiny_bundles["rating"]
+    with caplog.at_level(logging.INFO, logger="ratingctr.runtime"):
+        session = ort_session(path / "ranker.onnx", device="auto")
+        index = faiss_index(path / "items.faiss", device="auto")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert session.get_providers() == ["CPUExecutionProvider"]
+        assert any("using CPU" in r.message for r in caplog.records)
+    assert index.ntotal > 0
+    assert ort_session(path / "ranker.onnx", device="cpu").get_providers() == ["CPUExecutionProvider"]
+    monkeypatch.setenv("RATINGCTR_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="RATINGCTR_DEVICE must be auto, cpu or cuda"):
+        ort_session(path / "ranker.onnx")
