@@ -11,13 +11,12 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from torch import nn
 
-from training.models.base import Body
-from training.models.layers import MLP, CrossNetV2, reset_linear_
+from training.models.cross_deep import CrossDeepBody
+from training.models.layers import MLP, CrossNetV2
 
 
-class DCNV2(Body):
+class DCNV2(CrossDeepBody):
     """Cross network + MLP → ``out_dim`` logits.
 
     Args:
@@ -31,21 +30,9 @@ class DCNV2(Body):
                  cross_layer_num: int = 2, mlp_hidden_size: Sequence[int] = (256, 256, 256),
                  dropout_prob: float = 0.2, structure: Literal["parallel", "stacked"] = "parallel") -> None:
         super().__init__(num_fields, embedding_dim, out_dim, reg_weight)
-        if structure not in ("parallel", "stacked"):
-            raise ValueError(f"structure must be 'parallel' or 'stacked', got {structure!r}")
         width = num_fields * embedding_dim
-        self.parallel = structure == "parallel"
-        self.cross = CrossNetV2(width, cross_layer_num)
-        self.deep = MLP(width, mlp_hidden_size, dropout=dropout_prob, batch_norm=True, dropout_first=True)
-        self.predict = nn.Linear(width + self.deep.output_width if self.parallel else self.deep.output_width,
-                                 out_dim)
-        self.apply(reset_linear_)
-
-    def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        x0 = emb.flatten(1)
-        if self.parallel:
-            return self.predict(torch.cat([self.cross(x0), self.deep(x0)], dim=1))
-        return self.predict(self.deep(self.cross(x0)))
+        deep = MLP(width, mlp_hidden_size, dropout=dropout_prob, batch_norm=True, dropout_first=True)
+        self._assemble(CrossNetV2(width, cross_layer_num), deep, structure)
 
     def regularized_parameters(self) -> list[torch.Tensor]:
         return self.cross.weights()

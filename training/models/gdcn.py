@@ -8,14 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-import torch
-from torch import nn
-
-from training.models.base import Body
-from training.models.layers import MLP, GatedCrossNet, reset_linear_
+from training.models.cross_deep import CrossDeepBody
+from training.models.layers import MLP, GatedCrossNet
 
 
-class GDCN(Body):
+class GDCN(CrossDeepBody):
     """Gated cross network + MLP → ``out_dim`` logits.
 
     Args:
@@ -31,18 +28,6 @@ class GDCN(Body):
                  dropout_prob: float = 0.0, batch_norm: bool = False,
                  structure: Literal["stacked", "parallel"] = "stacked") -> None:
         super().__init__(num_fields, embedding_dim, out_dim, reg_weight)
-        if structure not in ("parallel", "stacked"):
-            raise ValueError(f"structure must be 'parallel' or 'stacked', got {structure!r}")
         width = num_fields * embedding_dim
-        self.parallel = structure == "parallel"
-        self.cross = GatedCrossNet(width, cross_layer_num)
-        self.deep = MLP(width, mlp_hidden_size, dropout=dropout_prob, batch_norm=batch_norm)
-        self.predict = nn.Linear(width + self.deep.output_width if self.parallel else self.deep.output_width,
-                                 out_dim)
-        self.apply(reset_linear_)
-
-    def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        x0 = emb.flatten(1)
-        if self.parallel:
-            return self.predict(torch.cat([self.cross(x0), self.deep(x0)], dim=1))
-        return self.predict(self.deep(self.cross(x0)))
+        deep = MLP(width, mlp_hidden_size, dropout=dropout_prob, batch_norm=batch_norm)
+        self._assemble(GatedCrossNet(width, cross_layer_num), deep, structure)

@@ -1,0 +1,37 @@
+"""The cross-network + MLP composition that DCN-V2 and GDCN share.
+
+Both papers combine an explicit cross network with a deep network in one of two ways:
+side by side with one Linear over ``[cross ‖ deep]`` (parallel), or the MLP on top of the
+cross output (stacked).  Only the cross layer differs, so it is injected.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from training.models.base import Body
+from training.models.layers import MLP, reset_linear_
+
+Structure = Literal["parallel", "stacked"]
+
+
+class CrossDeepBody(Body):
+    """Base for cross + deep architectures; subclasses pass their cross network and MLP."""
+
+    def _assemble(self, cross: nn.Module, deep: MLP, structure: str) -> None:
+        if structure not in ("parallel", "stacked"):
+            raise ValueError(f"structure must be 'parallel' or 'stacked', got {structure!r}")
+        width = self.num_fields * self.embedding_dim
+        self.parallel = structure == "parallel"
+        self.cross = cross
+        self.deep = deep
+        self.predict = nn.Linear(width + deep.output_width if self.parallel else deep.output_width, self.out_dim)
+        self.apply(reset_linear_)
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        x0 = emb.flatten(1)
+        if self.parallel:
+            return self.predict(torch.cat([self.cross(x0), self.deep(x0)], dim=1))
+        return self.predict(self.deep(self.cross(x0)))
