@@ -94,3 +94,35 @@ def test_export_cli_errors(tiny_bundles: dict, tiny_retriever: Path, tmp_path: P
     proc = subprocess.run([*cli, "--ranker", str(tmp_path / "nope"), "--retriever", str(tiny_retriever),
                            "--out", str(tmp_path / "b"), "--index", "lsh"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--index must be one of flat, ivf, hnsw" in proc.stderr
+
+
+def test_export_refuses_to_write_when_parity_fails(tiny_bundles: dict, tiny_retriever: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from export import build
+    from training.errors import UserError
+
+    ranker = Path(load_bundle(tiny_bundles["rating"]).manifest["source"]["ranker"])
+    real = build.parity
+
+    def drifting(model, onnx_path, rows, providers=None):  # the ONNX graph disagrees with torch
+        report = real(model, onnx_path, rows, providers)
+        report["max_abs_diff_p_click"] = 3e-4
+        return report
+
+    monkeypatch.setattr(build, "parity", drifting)
+    with pytest.raises(UserError, match=r"ONNX parity failed: max \|Δp̂\| = 0.0003 > 1e-05 .* bundle not written"):
+        build.export_bundle(ranker, tiny_retriever, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+
+
+def test_export_refuses_a_retriever_of_other_users(tiny_bundles: dict, tiny_atomic: Path, tmp_path: Path) -> None:
+    from export.build import export_bundle
+    from training.errors import UserError
+    from training.retriever import RetrieverConfig, train_retriever
+
+    other = tmp_path / "ret-k20"  # 20-core keeps fewer items, so its vocabulary differs
+    train_retriever(DataConfig(dataset="atomic", data_dir=str(tiny_atomic), k_core=20),
+                    RetrieverConfig(embedding_dim=4, layers=1, epochs=1, progress=False), other)
+    ranker = Path(load_bundle(tiny_bundles["rating"]).manifest["source"]["ranker"])
+    with pytest.raises(UserError, match="trained on other users/items than the ranker"):
+        export_bundle(ranker, other, tmp_path / "b")
