@@ -21,10 +21,10 @@ from training.errors import UserError
 
 def _candidates(bundle, n: int, rng: np.random.Generator) -> np.ndarray:
     users, items = bundle["user_fields.npy"], bundle["item_fields.npy"]
-    if n > items.shape[0] - 1:
-        n = items.shape[0] - 1
     user = users[rng.integers(1, users.shape[0])]
-    chosen = items[rng.choice(np.arange(1, items.shape[0]), n, replace=False)]
+    # A catalogue smaller than n (ML-100k has 1,152 items) repeats items: the scorer's cost
+    # depends on the row count, and n must mean n rows.
+    chosen = items[rng.choice(np.arange(1, items.shape[0]), n, replace=n > items.shape[0] - 1)]
     return np.concatenate([np.broadcast_to(user, (n, user.size)), chosen], axis=1)
 
 
