@@ -13,7 +13,8 @@ HANDLER = Path(__file__).with_name("torchserve_handler.py")
 
 
 def config_properties(model_store: str = ".", inference_port: int = 8080, management_port: int = 8081,
-                      metrics_port: int = 8082, workers: int = 1) -> str:
+                      metrics_port: int = 8082, grpc_inference_port: int = 7070, grpc_management_port: int = 7071,
+                      workers: int = 1) -> str:
     """A TorchServe config serving ``ranker.mar`` from the bundle directory on loopback.
 
     Token authorisation stays on (TorchServe's default); tests start it with
@@ -23,6 +24,11 @@ def config_properties(model_store: str = ".", inference_port: int = 8080, manage
         f"inference_address=http://127.0.0.1:{inference_port}",
         f"management_address=http://127.0.0.1:{management_port}",
         f"metrics_address=http://127.0.0.1:{metrics_port}",
+        # TorchServe also opens gRPC listeners (default 7070/7071 on all interfaces): pin them to loopback.
+        "grpc_inference_address=127.0.0.1",
+        "grpc_management_address=127.0.0.1",
+        f"grpc_inference_port={grpc_inference_port}",
+        f"grpc_management_port={grpc_management_port}",
         f"model_store={model_store}",
         "load_models=ranker=ranker.mar",
         f"default_workers_per_model={workers}",

@@ -56,7 +56,7 @@ def local_torchserve(bundle_dir: Path, num_columns: int, disable_token_auth: boo
         work = Path(tmp)
         (work / "store").mkdir()
         shutil.copy(mar, work / "store" / "ranker.mar")
-        ports = [free_port() for _ in range(3)]
+        ports = [free_port() for _ in range(5)]  # REST x3 + gRPC x2, never the fixed defaults
         (work / "config.properties").write_text(config_properties(str(work / "store"), *ports))
         cmd = [binary, "--start", "--foreground", "--ncs", "--ts-config", str(work / "config.properties"),
                "--model-store", str(work / "store")] + (["--disable-token-auth"] if disable_token_auth else [])
