@@ -15,7 +15,7 @@ import torch
 from training.config import DataConfig, TrainConfig, model_defaults
 from training.data.encode import TRAIN, load_dataset
 from training.models.ctr import build_model
-from training.trainer import TrainTensors, autocast_dtype, seed_everything
+from training.trainer import TrainTensors, autocast_dtype, make_optimizer, seed_everything
 
 
 def _rss_mb() -> float:
@@ -40,7 +40,7 @@ def main() -> None:
     model = build_model(data.schema, args.model, defaults["embedding_dim"], defaults["params"], args.head,
                         data.levels, data.threshold, 0.5, "logit_sum")
     train = TrainTensors.from_rows(data, data.rows(TRAIN), torch.device("cpu"))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=defaults["lr"], weight_decay=TrainConfig.weight_decay)
+    optimizer = make_optimizer(model, defaults["lr"], TrainConfig.weight_decay)
     amp = autocast_dtype(args.precision, torch.device("cpu"))
     rss_before = _rss_mb()
     n, bs = train.x.shape[0], args.batch_size

@@ -64,6 +64,18 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if cpu_has_native_bf16() else None
 
 
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW, fused into one kernel per step where torch supports it (CPU and CUDA fp32).
+
+    The unfused ``foreach`` AdamW issues a dozen small ops per step; on this CPU they
+    were several percent of a DCNV2 epoch.
+    """
+    try:
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
 @dataclass
 class TrainTensors:
     x: torch.Tensor
@@ -97,7 +109,7 @@ def fit(model: CTRModel, data: EncodedData, config: TrainConfig, device: torch.d
     model.to(device)
     train = TrainTensors.from_rows(data, data.rows(TRAIN), device)
     valid_rows = data.rows(VALID)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr or config.lr, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, lr if lr is not None else config.lr, config.weight_decay)
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     n, bs = train.x.shape[0], config.batch_size
     steps = (n + bs - 1) // bs

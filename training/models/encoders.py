@@ -12,6 +12,17 @@ from torch import nn
 from training.data.schema import FieldSchema
 
 
+def lookup(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``table[ids]`` via ``index_select``.
+
+    Why not ``nn.functional.embedding``: on CPU its backward sorts the indices
+    (``embedding_dense_backward``), a fifth of a WideDeep step in our profile, while
+    ``index_select``'s backward is a plain ``index_add_``, about twice as fast; both
+    export to the same ONNX ``Gather``.
+    """
+    return table.index_select(0, ids.reshape(-1)).view(*ids.shape, table.shape[1])
+
+
 class FieldIndexer(nn.Module):
     """Maps per-field local ids to global ids and per-column pooling weights.
 
@@ -73,7 +84,7 @@ class TableEncoder(nn.Module):
         self.noise_std = noise_std
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        emb = self.embedding(ids)
+        emb = lookup(self.embedding.weight, ids)
         if self.noise_std > 0:
             emb = emb + torch.randn_like(emb) * self.noise_std
         return emb
@@ -121,7 +132,7 @@ class LightGCNEncoder(nn.Module):
         return torch.cat([table[:us], mixed[:n_user], table[ue:is_], mixed[n_user:], table[ie:]])
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        emb = nn.functional.embedding(ids, self.propagated_table())
+        emb = lookup(self.propagated_table(), ids)
         if self.noise_std > 0:
             emb = emb + torch.randn_like(emb) * self.noise_std
         return emb

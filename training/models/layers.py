@@ -131,7 +131,7 @@ class FirstOrderLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_dim))
 
     def forward(self, ids: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-        rows = self.table(ids)  # [B, C, out]
+        rows = self.table.weight.index_select(0, ids.reshape(-1)).view(*ids.shape, -1)  # [B, C, out]; see encoders.lookup
         if weights is not None:
             rows = rows * weights.unsqueeze(-1).to(rows.dtype)
         return rows.sum(dim=1) + self.bias
