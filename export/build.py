@@ -1,6 +1,7 @@
 """``ratingctr export``: a trained ranker + a retriever → a verified, torch-free bundle."""
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from dataclasses import replace
@@ -20,6 +21,11 @@ PARITY_BOUND = 1e-5
 PARITY_ROWS = 4096
 
 
+def _read_metrics(run: Path) -> dict:
+    path = run / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def _retriever_vectors(run: Path, data: EncodedData) -> tuple[np.ndarray, np.ndarray, dict]:
     run = Path(run)
     for name in ("model.pt", "user_vectors.npy", "item_vectors.npy"):
@@ -32,9 +38,7 @@ def _retriever_vectors(run: Path, data: EncodedData) -> tuple[np.ndarray, np.nda
                         "(dataset, k-core or threshold differ)")
     users = np.load(run / "user_vectors.npy", allow_pickle=False)
     items = np.load(run / "item_vectors.npy", allow_pickle=False)
-    import json
-
-    metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+    metrics = _read_metrics(run)
     return users.astype(np.float32), items.astype(np.float32), metrics
 
 
@@ -42,9 +46,8 @@ def history_csr(data: EncodedData) -> tuple[np.ndarray, np.ndarray]:
     """Every known (user, item) interaction as CSR: the seen sets the gateway loads into Redis."""
     keys = np.unique(data.user * (data.n_items + 1) + data.item)
     users, items = keys // (data.n_items + 1), keys % (data.n_items + 1)
-    indptr = np.zeros(data.n_users + 2, dtype=np.int64)
-    np.add.at(indptr, users + 1, 1)
-    return np.cumsum(indptr), items.astype(np.int64)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=data.n_users + 1))])
+    return indptr.astype(np.int64), items.astype(np.int64)
 
 
 def popularity_order(data: EncodedData) -> np.ndarray:
@@ -81,8 +84,7 @@ def export_bundle(ranker_run: Path, retriever_run: Path, out_dir: Path, index_ki
         arrays = {"user_vectors.npy": user_vectors, "item_vectors.npy": item_vectors,
                   "user_fields.npy": data.user_rows, "item_fields.npy": data.item_rows,
                   "history_indptr.npy": indptr, "history_items.npy": items, "popular.npy": popularity_order(data)}
-        ranker_metrics = __import__("json").loads((Path(ranker_run) / "metrics.json").read_text()) \
-            if (Path(ranker_run) / "metrics.json").is_file() else {}
+        ranker_metrics = _read_metrics(Path(ranker_run))
         manifest = {
             "name": name or Path(out_dir).name,
             "model": {"arch": config.model.name, "head": config.head.kind, "aggregate": config.head.aggregate,

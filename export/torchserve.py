@@ -38,11 +38,17 @@ def config_properties(model_store: str = ".", inference_port: int = 8080, manage
     ])
 
 
+def venv_tool(name: str) -> str:
+    """A console script of the TorchServe extra: on PATH, or beside this interpreter (an unactivated venv)."""
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if found is None:
+        raise UserError(f"{name} is not installed: pip install 'ratingctr[torchserve]'")
+    return found
+
+
 def build_archive(onnx_path: Path, manifest: dict, work_dir: Path) -> dict[str, Path]:
     """Pack the ONNX model and handler with the real ``torch-model-archiver``."""
-    archiver = shutil.which("torch-model-archiver") or str(Path(sys.executable).with_name("torch-model-archiver"))
-    if not Path(archiver).exists() and shutil.which("torch-model-archiver") is None:
-        raise UserError("--torchserve needs torch-model-archiver: pip install 'ratingctr[torchserve]'")
+    archiver = venv_tool("torch-model-archiver")
     staging = work_dir / "mar"
     staging.mkdir(exist_ok=True)
     meta = staging / "ranker_meta.json"

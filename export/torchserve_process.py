@@ -7,7 +7,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -15,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from export.torchserve import config_properties
+from export.torchserve import config_properties, venv_tool
 from training.errors import UserError
 
 
@@ -51,7 +50,7 @@ def local_torchserve(bundle_dir: Path, num_columns: int, disable_token_auth: boo
     mar = Path(bundle_dir) / "ranker.mar"
     if not mar.is_file():
         raise UserError(f"{bundle_dir} has no ranker.mar: export it with --torchserve")
-    binary = shutil.which("torchserve") or str(Path(sys.executable).with_name("torchserve"))
+    binary = venv_tool("torchserve")
     with tempfile.TemporaryDirectory(prefix="ratingctr-ts-") as tmp:
         work = Path(tmp)
         (work / "store").mkdir()

@@ -53,9 +53,12 @@ def run_bench_train(args: argparse.Namespace) -> int:
             for head, cmd in targets:
                 cmd += ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
                         "--threads", str(args.threads), "--data-dir", str(data_root)]
-                with tempfile.TemporaryDirectory(prefix="bench-") as scratch:  # RecBole writes logs into its cwd
-                    env_cwd = scratch if head == "recbole" else None
-                    samples.setdefault((model, head), []).append(_run_json(cmd, cwd=env_cwd))
+                if head == "recbole":
+                    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:  # RecBole writes logs into its cwd
+                        sample = _run_json(cmd, cwd=scratch)
+                else:
+                    sample = _run_json(cmd)
+                samples.setdefault((model, head), []).append(sample)
                 done += 1
                 print(f"[{done}/{total}] {model} {head}: "
                       f"{samples[(model, head)][-1]['median_epoch_seconds']:.3f} s/epoch", file=sys.stderr)

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from dataclasses import replace
 from pathlib import Path
 
 from training.errors import UserError
@@ -53,12 +51,12 @@ def build_run_config(args: argparse.Namespace, extra: list[str]):
     if args.gcn_layers < 0:
         raise UserError(f"--gcn-layers must be >= 0, got {args.gcn_layers}")
     config = apply_overrides(config, parse_overrides(extra))
-    from training.models.registry import hyper_parameters
+    from training.models.registry import check_params
 
-    known = hyper_parameters(config.model.name)
-    for key in config.model.params:  # fail before any data is fetched
-        if key not in known:
-            raise UserError(f"unknown hyper-parameter '{key}' for {config.model.name}; known: {', '.join(sorted(known))}")
+    try:  # fail before any data is fetched
+        check_params(config.model.name, config.model.params)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
     if not 0.0 <= config.head.ratio <= 1.0:
         raise UserError(f"--ratio must be in [0, 1], got {config.head.ratio}")
     return config

@@ -7,8 +7,8 @@ embeddings the model is evaluated with.
 """
 from __future__ import annotations
 
+import hashlib
 import warnings
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -35,21 +35,20 @@ def normalized_adjacency(user: np.ndarray, item: np.ndarray, n_users: int, n_ite
         return coo.to_sparse_csr()
 
 
-@lru_cache(maxsize=8)
-def _cached(key: bytes, n_users: int, n_items: int, user_bytes: bytes, item_bytes: bytes) -> torch.Tensor:
-    user = np.frombuffer(user_bytes, dtype=np.int64)
-    item = np.frombuffer(item_bytes, dtype=np.int64)
-    return normalized_adjacency(user, item, n_users, n_items)
+_ADJACENCY_CACHE: dict[tuple[bytes, int, int], torch.Tensor] = {}
+_CACHE_SIZE = 8
 
 
 def cached_adjacency(user: np.ndarray, item: np.ndarray, n_users: int, n_items: int) -> torch.Tensor:
-    """``normalized_adjacency`` memoised on the exact edge list (one per dataset + split)."""
-    import hashlib
-
+    """``normalized_adjacency`` memoised on a digest of the exact edge list (one per dataset + split)."""
     user = np.ascontiguousarray(user, dtype=np.int64)
     item = np.ascontiguousarray(item, dtype=np.int64)
-    key = hashlib.sha1(user.tobytes() + item.tobytes()).digest()
-    return _cached(key, n_users, n_items, user.tobytes(), item.tobytes())
+    key = (hashlib.sha1(user.tobytes() + item.tobytes()).digest(), n_users, n_items)
+    if key not in _ADJACENCY_CACHE:
+        if len(_ADJACENCY_CACHE) >= _CACHE_SIZE:
+            _ADJACENCY_CACHE.pop(next(iter(_ADJACENCY_CACHE)))
+        _ADJACENCY_CACHE[key] = normalized_adjacency(user, item, n_users, n_items)
+    return _ADJACENCY_CACHE[key]
 
 
 def layer_weights(layers: int, weights: list[float] | None = None) -> list[float]:
@@ -65,6 +64,6 @@ def propagate(adjacency: torch.Tensor, embeddings: torch.Tensor, weights: list[f
     out = embeddings * weights[0]
     current = embeddings
     for weight in weights[1:]:
-        current = torch.sparse.mm(adjacency, current) if adjacency.layout != torch.sparse_csr else adjacency @ current
+        current = adjacency @ current
         out = out + current * weight
     return out

@@ -98,6 +98,21 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
+def precision_name(amp_dtype: torch.dtype | None) -> str:
+    return str(amp_dtype).replace("torch.", "") if amp_dtype else "float32"
+
+
+def train_step(model: CTRModel, optimizer: torch.optim.Optimizer, train: TrainTensors, idx: torch.Tensor,
+               amp_dtype: torch.dtype | None) -> torch.Tensor:
+    """One optimiser step on the rows ``idx``; the gradients stay readable until the next step."""
+    with torch.autocast(train.x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        loss = model.loss(train.x[idx], train.rating[idx], train.click[idx])
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def _embedding_weight(model: CTRModel) -> torch.Tensor | None:
     table = getattr(model.encoder, "embedding", None)
     return table.weight if isinstance(table, torch.nn.Embedding) else None
@@ -118,7 +133,7 @@ def fit(model: CTRModel, data: EncodedData, config: TrainConfig, device: torch.d
     stale = 0
     emb_weight = _embedding_weight(model)
     amp_dtype = autocast_dtype(config.precision, device)
-    result.precision = str(amp_dtype).replace("torch.", "") if amp_dtype else "float32"
+    result.precision = precision_name(amp_dtype)
     for epoch in range(config.epochs):
         model.train()
         start = time.perf_counter()
@@ -129,14 +144,10 @@ def fit(model: CTRModel, data: EncodedData, config: TrainConfig, device: torch.d
                    disable=not config.progress, dynamic_ncols=True)
         for step in bar:
             idx = order[step * bs:(step + 1) * bs]
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                loss = model.loss(train.x[idx], train.rating[idx], train.click[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = train_step(model, optimizer, train, idx, amp_dtype)
             if emb_weight is not None and emb_weight.grad is not None:
                 grad_norms += emb_weight.grad.detach().norm()
-            optimizer.step()
-            total_loss += loss.detach() * idx.shape[0]
+            total_loss += loss * idx.shape[0]
             if config.progress and step % 5 == 4:
                 rate = (step + 1) * bs / max(time.perf_counter() - start, 1e-9)
                 bar.set_postfix(loss=f"{loss.item():.4f}", rows_per_s=f"{rate:,.0f}")

@@ -170,8 +170,8 @@ def encode(raw: RawData, config: DataConfig) -> EncodedData:
     kept_items, item = np.unique(item_codes[keep], return_inverse=True)
     specs: list[FieldSpec] = []
     vocab: dict[str, list[str]] = {}
-    user_ids = [str(t) for t in np.asarray(user_tokens)[kept_users]]
-    item_ids = [str(t) for t in np.asarray(item_tokens)[kept_items]]
+    user_ids = np.asarray(user_tokens)[kept_users].astype(str).tolist()
+    item_ids = np.asarray(item_tokens)[kept_items].astype(str).tolist()
     user_rows = _side_rows(user_ids, raw.users, raw.multi_valued, "user", "user_id", specs, vocab)
     item_rows = _side_rows(item_ids, raw.items, raw.multi_valued, "item", "item_id", specs, vocab)
     rating = rating[keep]

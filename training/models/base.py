@@ -27,6 +27,7 @@ class Body(nn.Module):
     """
 
     wants_first_order: bool = False
+    regularize_first_order: bool = False
 
     def __init__(self, num_fields: int, embedding_dim: int, out_dim: int, reg_weight: float = 0.0) -> None:
         super().__init__()
@@ -42,9 +43,15 @@ class Body(nn.Module):
         """Parameters the reference implementation puts under its L2 term (default: none)."""
         return []
 
-    def regularization(self) -> torch.Tensor:
-        """``reg_weight · Σ ||W||₂`` over ``regularized_parameters`` (RecBole's RegLoss)."""
+    def regularization(self, first_order: torch.Tensor | None = None) -> torch.Tensor:
+        """``reg_weight · Σ ||W||₂`` over ``regularized_parameters`` (RecBole's RegLoss).
+
+        ``first_order`` is the wide table, which the surrounding model owns; it joins the
+        sum when the architecture sets ``regularize_first_order`` (RecBole's xDeepFM).
+        """
         params = self.regularized_parameters()
+        if first_order is not None and self.regularize_first_order:
+            params = [*params, first_order]
         if self.reg_weight == 0.0 or not params:
             return torch.zeros((), device=next(self.parameters()).device)
         return self.reg_weight * sum(p.norm(2) for p in params)

@@ -45,9 +45,7 @@ class CTRModel(nn.Module):
 
     def loss(self, x: torch.Tensor, rating: torch.Tensor, click: torch.Tensor) -> torch.Tensor:
         # float(): under bf16 autocast the losses are still computed in fp32
-        reg = self.body.regularization().float()
-        if self.linear is not None and getattr(self.body, "regularize_first_order", False) and self.body.reg_weight:
-            reg = reg + self.body.reg_weight * self.linear.table.weight.norm(2)  # RecBole's xDeepFM does this
+        reg = self.body.regularization(self.linear.table.weight if self.linear is not None else None).float()
         return self.head.loss(self.logits(x).float(), rating, click, reg)
 
     def predict(self, x: torch.Tensor) -> Prediction:

@@ -30,6 +30,16 @@ def hyper_parameters(name: str) -> dict[str, Any]:
     return {k: p.default for k, p in signature.parameters.items() if k not in _STRUCTURAL}
 
 
+def check_params(name: str, params: dict[str, Any]) -> None:
+    """``ValueError`` naming the valid choices for an unknown architecture or hyper-parameter."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown model '{name}'; choose one of: {', '.join(ARCHITECTURES)}")
+    known = hyper_parameters(name)
+    for key in params:
+        if key not in known:
+            raise ValueError(f"unknown hyper-parameter '{key}' for {name}; known: {', '.join(sorted(known))}")
+
+
 def build_body(name: str, num_fields: int, embedding_dim: int, out_dim: int, params: dict[str, Any]) -> Body:
     """Instantiate architecture ``name``; unknown names or keys raise ``ValueError`` listing the valid ones.
 
@@ -37,10 +47,5 @@ def build_body(name: str, num_fields: int, embedding_dim: int, out_dim: int, par
         >>> build_body("DCNV2", 7, 16, 5, {"cross_layer_num": 3}).out_dim
         5
     """
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown model '{name}'; choose one of: {', '.join(ARCHITECTURES)}")
-    known = hyper_parameters(name)
-    for key in params:
-        if key not in known:
-            raise ValueError(f"unknown hyper-parameter '{key}' for {name}; known: {', '.join(sorted(known))}")
+    check_params(name, params)
     return ARCHITECTURES[name](num_fields, embedding_dim, out_dim, **params)
