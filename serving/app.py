@@ -1,0 +1,160 @@
+"""HTTP glue: FastAPI routes, error bodies, body-size limit.  Behaviour lives in gateway.py.
+
+Run with ``ratingctr serve`` (recommended) or ``uvicorn --factory serving.app:create_app``.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serving import metrics
+from serving.gateway import ApiError, Gateway
+from serving.schemas import (ErrorResponse, EventsRequest, EventsResponse, RecommendRequest, RecommendResponse,
+                             ReloadRequest, ScoreRequest, ScoreResponse)
+from serving.settings import GatewaySettings
+
+log = logging.getLogger("ratingctr.app")
+
+_ERRORS = {400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 413: {"model": ErrorResponse},
+           422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
+
+
+class BodyLimit:
+    """Refuse bodies over ``limit`` bytes with 413, by header or while streaming (chunked)."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                return await _too_large(self.limit, send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:  # an HTTPException passes through FastAPI's body parsing as is
+                    raise HTTPException(413, f"request body exceeds {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+async def _too_large(limit: int, send) -> None:
+    body = JSONResponse({"error": f"request body exceeds {limit} bytes"}, status_code=413).body
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def _configure_logging() -> None:
+    """Our loggers print next to uvicorn's; uvicorn configures only its own."""
+    logger = logging.getLogger("ratingctr")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+    _configure_logging()
+    gateway = Gateway(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await gateway.start()
+        yield
+        await gateway.stop()
+
+    app = FastAPI(title="ratingctr gateway", version="1", lifespan=lifespan,
+                  description="Top-K recommendations ranked by the rating-aware click probability p̂.")
+    app.state.gateway = gateway
+
+    def error(status: int, message: str, endpoint: str) -> JSONResponse:
+        metrics.ERRORS.labels(endpoint, str(status)).inc()
+        return JSONResponse({"error": message}, status_code=status)
+
+    def endpoint_of(request: Request) -> str:
+        return request.url.path.rsplit("/", 1)[-1] or "root"
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return error(exc.status, exc.message, endpoint_of(request))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return error(422, _validation_message(exc), endpoint_of(request))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        return error(exc.status_code, str(exc.detail), endpoint_of(request))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):  # never a stack trace to a client
+        log.exception("unhandled error on %s", request.url.path)
+        return error(500, "internal error; the gateway logged the details", endpoint_of(request))
+
+    @app.post("/v1/recommend", response_model=RecommendResponse, responses=_ERRORS)
+    async def recommend(body: RecommendRequest):
+        return JSONResponse(await gateway.recommend(body.user_id, body.k, body.exclude_seen, body.model,
+                                                    body.user_fields))
+
+    @app.post("/v1/score", response_model=ScoreResponse, responses=_ERRORS)
+    async def score(body: ScoreRequest):
+        if len(body.item_ids) > settings.max_item_ids:
+            raise ApiError(422, f"item_ids holds {len(body.item_ids)} ids; the limit is {settings.max_item_ids}")
+        return JSONResponse(await gateway.score(body.user_id, body.item_ids, body.model, body.user_fields))
+
+    @app.post("/v1/events", status_code=202, response_model=EventsResponse, responses=_ERRORS)
+    async def events(body: EventsRequest):
+        if len(body.events) > settings.max_events:
+            raise ApiError(422, f"{len(body.events)} events in one request; the limit is {settings.max_events}")
+        result = await gateway.events([e.model_dump() for e in body.events])
+        return JSONResponse(result, status_code=202)
+
+    @app.post("/v1/admin/reload", responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, **_ERRORS})
+    async def reload(body: ReloadRequest, request: Request):
+        if not settings.admin_token:
+            raise ApiError(403, "admin endpoints are disabled: set RATINGCTR_ADMIN_TOKEN")
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {settings.admin_token}".encode()):
+            raise ApiError(401, "missing or wrong bearer token")
+        return JSONResponse(await gateway.reload(body.name, body.path))
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz():
+        state = await gateway.readiness()
+        return JSONResponse(state, status_code=200 if state["status"] == "ready" else 503)
+
+    @app.get("/metrics")
+    async def prometheus():
+        payload, content_type = metrics.render()
+        return Response(payload, media_type=content_type)
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

@@ -1,0 +1,254 @@
+"""The gateway's behaviour, independent of HTTP: model registry, request paths, reloads.
+
+Requests read ``self.models`` once, so a reload (which replaces the whole dict) never
+changes the bundle under a request in flight: it finishes on the old one.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import anyio
+import numpy as np
+
+from export.bundle import BundleError
+from serving import metrics
+from serving.embedded_redis import EmbeddedRedis
+from serving.ranker import Ranked, Ranker, UnknownFieldError, load_ranker
+from serving.settings import GatewaySettings
+from serving.user_store import StoreUnavailable, UserStore, decode_row
+
+log = logging.getLogger("ratingctr.gateway")
+
+# Above this many rows an ONNX call moves off the event loop (ORT releases the GIL).
+THREAD_SCORE_ROWS = 2000
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.models: dict[str, Ranker] = {}
+        self.default_model = ""
+        self.store: UserStore | None = None
+        self.embedded: EmbeddedRedis | None = None
+        self._reload_lock = asyncio.Lock()
+        self._generation = 0
+        self._sync_task: asyncio.Task | None = None
+
+    # ---- lifecycle -----------------------------------------------------------------
+    def _load(self, path: Path) -> Ranker:
+        s = self.settings
+        return load_ranker(path, s.candidates, s.ort_threads, s.device, s.warmup_calls)
+
+    async def start(self) -> None:
+        bundles = self.settings.bundle_map()
+        models = {}
+        for name, path in bundles.items():
+            models[name] = await anyio.to_thread.run_sync(self._load, path)
+            log.info("loaded bundle %s = %s (version %s)", name, path, models[name].version)
+        self.models, self.default_model = models, next(iter(bundles))
+        url = self.settings.redis_url
+        if not url:  # run directly under uvicorn without `ratingctr serve`: start Redis ourselves
+            self.embedded = EmbeddedRedis(self.settings.redis_dir).start()
+            url = self.embedded.url
+        s = self.settings
+        self.store = UserStore(url, s.redis_prefix, s.redis_timeout_s, s.redis_retry_s)
+        if await self.store.ping():
+            try:
+                self._generation = await self.store.reload_generation()
+            except Exception as exc:  # noqa: BLE001 - Redis vanished between calls: serve degraded
+                log.warning("reading the reload generation failed: %s", exc)
+        await self._sync_once()
+        self._sync_task = asyncio.create_task(self._sync_loop())
+
+    async def stop(self) -> None:
+        if self._sync_task:
+            self._sync_task.cancel()
+        if self.store:
+            await self.store.close()
+        if self.embedded:
+            self.embedded.stop()
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sync_interval_s)
+            try:
+                await self._sync_once()
+            except Exception as exc:  # noqa: BLE001 - the loop must survive anything Redis does
+                log.debug("sync pass failed: %s", exc)
+
+    async def _sync_once(self) -> None:
+        """Bulk-load bundles Redis lacks (first start, or a Redis that came back empty) and
+        follow reloads other workers published."""
+        store = self.store
+        if store is None or not store.available or not await store.ping():
+            return
+        for ranker in list(self.models.values()):
+            await store.bulk_load(ranker)
+        generation = await store.reload_generation()
+        if generation != self._generation:
+            published = await store.published_bundles()
+            for name, entry in published.items():
+                current = self.models.get(name)
+                if current is None or current.version != entry["version"]:
+                    try:
+                        await self.reload(name, entry["path"], publish=False)
+                    except ApiError as exc:
+                        log.warning("could not follow the reload of %s to %s: %s", name, entry["path"], exc.message)
+            self._generation = generation
+
+    # ---- helpers -------------------------------------------------------------------
+    def model(self, name: str | None) -> tuple[str, Ranker]:
+        """(registry name, ranker) for a request; the default model when none is named."""
+        models = self.models
+        name = name or self.default_model
+        ranker = models.get(name)
+        if ranker is None:
+            raise ApiError(404, f"unknown model {name!r}; loaded models: {', '.join(models)}")
+        return name, ranker
+
+    async def _user_context(self, ranker: Ranker, user_id: str, user_fields: dict | None,
+                            timings: dict[str, float]) -> tuple[int, np.ndarray, np.ndarray, str | None]:
+        """(user index, field row, seen item indices, fallback) for one request."""
+        user = ranker.user_index.get(user_id, 0)
+        start = time.perf_counter()
+        record = await self.store.read_user(user_id, ranker.version) if self.store else None
+        timings["redis"] = time.perf_counter() - start
+        if record is None:  # Redis unavailable: the bundle's own row and training history
+            fallback = "degraded"
+            seen = ranker.history(user) if user else np.zeros(0, np.int64)
+            row = ranker.user_fields[user] if user else self._cold_row(ranker, user_fields)
+            return user, row, seen, fallback
+        seen = ranker.item_indices(record.seen) if record.seen else np.zeros(0, np.int64)
+        if user:
+            row = decode_row(record.fields, ranker.user_fields.shape[1])
+            return user, (row if row is not None else ranker.user_fields[user]), seen, None
+        return 0, self._cold_row(ranker, user_fields), seen, "cold_start"
+
+    @staticmethod
+    def _cold_row(ranker: Ranker, user_fields: dict | None) -> np.ndarray:
+        try:
+            return ranker.cold_start_row(user_fields)
+        except UnknownFieldError as exc:
+            raise ApiError(422, str(exc)) from exc
+
+    @staticmethod
+    def _observe(model: str, endpoint: str, started: float, timings: dict[str, float],
+                 fallback: str | None) -> None:
+        metrics.REQUEST_SECONDS.labels(endpoint, model).observe(time.perf_counter() - started)
+        for stage, seconds in timings.items():
+            metrics.STAGE_SECONDS.labels(stage, model).observe(seconds)
+        if fallback:
+            metrics.FALLBACKS.labels(fallback, model).inc()
+
+    @staticmethod
+    def _items(ranker: Ranker, ranked: Ranked) -> list[dict]:
+        ids = ranker.item_ids_array[ranked.items].tolist()
+        p = ranked.p_click.tolist()
+        if ranked.rating_probs is None:
+            return [{"item_id": i, "p_click": pc, "rating_probs": None, "expected_rating": None}
+                    for i, pc in zip(ids, p)]
+        probs, expected = ranked.rating_probs.tolist(), ranked.expected_rating.tolist()
+        return [{"item_id": i, "p_click": pc, "rating_probs": rp, "expected_rating": er}
+                for i, pc, rp, er in zip(ids, p, probs, expected)]
+
+    # ---- endpoints -----------------------------------------------------------------
+    async def recommend(self, user_id: str, k: int, exclude_seen: bool, model: str | None,
+                        user_fields: dict | None) -> dict:
+        started = time.perf_counter()
+        name, ranker = self.model(model)
+        timings: dict[str, float] = {}
+        user, row, seen, fallback = await self._user_context(ranker, user_id, user_fields, timings)
+        if not exclude_seen:
+            seen = np.zeros(0, np.int64)
+        n = max(ranker.candidates, k)
+        start = time.perf_counter()
+        items = ranker.retrieve(user, seen, n) if user else ranker.popular_items(seen, n)
+        timings["faiss"] = time.perf_counter() - start
+        ranked = ranker.rank(row, items, min(k, len(items)) if len(items) else 1, timings)
+        body = {"user_id": user_id, "items": self._items(ranker, ranked),
+                "model": {"name": name, "version": ranker.version}, "fallback": fallback}
+        self._observe(name, "recommend", started, timings, fallback)
+        return body
+
+    async def score(self, user_id: str, item_ids: list[str], model: str | None, user_fields: dict | None) -> dict:
+        started = time.perf_counter()
+        name, ranker = self.model(model)
+        timings: dict[str, float] = {}
+        _, row, _, fallback = await self._user_context(ranker, user_id, user_fields, timings)
+        indices = ranker.item_indices(item_ids)
+        known = indices > 0
+        items = indices[known]
+        if len(items) > THREAD_SCORE_ROWS:
+            ranked = await anyio.to_thread.run_sync(ranker.score_items, row, items)
+        elif len(items):
+            ranked = ranker.score_items(row, items)
+        else:
+            ranked = Ranked(items, np.zeros(0, np.float32), None, None, {})
+        timings.update(ranked.timings)
+        unknown = [item_ids[i] for i in np.flatnonzero(~known).tolist()]
+        body = {"user_id": user_id, "items": self._items(ranker, ranked), "unknown_item_ids": unknown,
+                "model": {"name": name, "version": ranker.version}, "fallback": fallback}
+        self._observe(name, "score", started, timings, fallback)
+        return body
+
+    async def events(self, events: list[dict]) -> dict:
+        levels = max((r.levels or 5) for r in self.models.values())
+        bad = [i for i, e in enumerate(events) if not 1 <= e["rating"] <= levels]
+        if bad:
+            raise ApiError(422, f"events {bad[:10]} have a rating outside 1..{levels}")
+        if self.store is None:
+            raise ApiError(503, "Redis is not configured; events cannot be stored")
+        try:
+            ids = await self.store.append_events(events)
+        except StoreUnavailable as exc:
+            raise ApiError(503, f"Redis cannot take events right now ({exc}); nothing was stored, retry") from exc
+        metrics.EVENTS.inc(len(events))
+        return {"accepted": len(events), "ids": ids}
+
+    async def reload(self, name: str, path: str, publish: bool = True) -> dict:
+        """Load, verify and warm up off the event loop, then swap the registry in one step."""
+        async with self._reload_lock:
+            started = time.perf_counter()
+            try:
+                ranker = await anyio.to_thread.run_sync(self._load, Path(path))
+            except (BundleError, OSError, ValueError) as exc:
+                metrics.RELOADS.labels("rejected").inc()
+                raise ApiError(422, f"bundle rejected, {name!r} keeps serving its current version: {exc}") from exc
+            current = self.models.get(name)
+            if current is not None and current.user_fields.shape[1] + current.item_fields.shape[1] != \
+                    ranker.user_fields.shape[1] + ranker.item_fields.shape[1]:
+                log.info("reload of %s changes the field schema", name)
+            if self.store is not None and self.store.available:
+                try:
+                    await self.store.bulk_load(ranker)
+                except Exception as exc:  # noqa: BLE001 - the sync loop retries the bulk load
+                    log.warning("bulk load of %s deferred: %s", name, exc)
+            self.models = {**self.models, name: ranker}
+            if publish and self.store is not None:
+                try:
+                    await self.store.publish_reload(name, str(Path(path).resolve()), ranker.version)
+                    self._generation = await self.store.reload_generation()
+                except Exception as exc:  # noqa: BLE001 - other workers follow once Redis is back
+                    log.warning("could not publish the reload to other workers: %s", exc)
+            metrics.RELOADS.labels("ok").inc()
+            return {"name": name, "version": ranker.version, "path": str(path),
+                    "previous_version": current.version if current else None,
+                    "seconds": round(time.perf_counter() - started, 4)}
+
+    async def readiness(self) -> dict:
+        redis_ok = bool(self.store) and self.store.available and await self.store.ping()
+        return {"status": "ready" if self.models else "loading",
+                "redis": "ok" if redis_ok else "degraded",
+                "models": {n: {"version": r.version, "path": str(r.path), "head": r.served.bundle.manifest["model"]["head"]}
+                           for n, r in self.models.items()},
+                "default_model": self.default_model}

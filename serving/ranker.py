@@ -1,0 +1,171 @@
+"""The request path's array work for one loaded bundle: retrieve, build features, score, top-K.
+
+Everything per-request is whole-array numpy; the only Python loops run over the K items
+of a response.  Built once per bundle (start-up or reload) from a verified ServingBundle.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from export.bundle import BundleError
+from serving.loader import ServingBundle, open_bundle
+
+
+class UnknownFieldError(ValueError):
+    """``user_fields`` names a field the model does not have."""
+
+
+@dataclass
+class Ranked:
+    """Scored items (bundle item indices), best first, plus per-stage timings in seconds."""
+
+    items: np.ndarray
+    p_click: np.ndarray
+    rating_probs: np.ndarray | None
+    expected_rating: np.ndarray | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _sorted_keys(raw_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Byte-string ids sorted for ``searchsorted`` lookups, and their original positions."""
+    keys = np.array([s.encode() for s in raw_ids], dtype=bytes)
+    order = np.argsort(keys, kind="stable")
+    return keys[order], order
+
+
+class Ranker:
+    """One bundle ready to serve.  Immutable after construction, so swapping is atomic."""
+
+    def __init__(self, served: ServingBundle, candidates: int) -> None:
+        self.served = served
+        bundle = served.bundle
+        self.name = bundle.name
+        self.version = bundle.version
+        self.path = bundle.path
+        self.levels = bundle.levels
+        self.candidates = candidates
+        self.user_fields = np.ascontiguousarray(bundle["user_fields.npy"], dtype=np.int64)
+        self.item_fields = np.ascontiguousarray(bundle["item_fields.npy"], dtype=np.int64)
+        self.user_vectors = np.ascontiguousarray(bundle["user_vectors.npy"], dtype=np.float32)
+        self.popular = np.asarray(bundle["popular.npy"], dtype=np.int64)
+        self.history_indptr = bundle["history_indptr.npy"]
+        self.history_items = bundle["history_items.npy"]
+        self.user_ids: list[str] = bundle.vocab["user_id"]
+        self.item_ids: list[str] = bundle.vocab["item_id"]
+        self.item_ids_array = np.array(self.item_ids, dtype=object)
+        self.n_items = len(self.item_ids) - 1
+        self.user_index = served.user_index
+        self._item_keys, self._item_order = _sorted_keys(self.item_ids)
+        # user-side columns in order, for cold-start rows built from request fields
+        self.user_field_slots: list[tuple[str, int]] = [(f["name"], f["slots"]) for f in bundle.manifest["fields"]
+                                                        if f["side"] == "user"]
+        self._field_vocab = {name: {v: i for i, v in enumerate(bundle.vocab[name]) if i}
+                             for name, _ in self.user_field_slots if name != "user_id" and name in bundle.vocab}
+
+    # ---- lookups -------------------------------------------------------------------
+    def item_indices(self, raw_ids: list[str] | list[bytes] | np.ndarray) -> np.ndarray:
+        """Raw item ids → bundle item indices, 0 where unknown (vectorised)."""
+        if len(raw_ids) == 0:
+            return np.zeros(0, dtype=np.int64)
+        keys = np.asarray(raw_ids)
+        if keys.dtype.kind == "U":
+            keys = np.char.encode(keys, "utf-8")
+        elif keys.dtype.kind == "O":
+            keys = np.array([k if isinstance(k, bytes) else str(k).encode() for k in raw_ids], dtype=bytes)
+        pos = np.searchsorted(self._item_keys, keys).clip(max=len(self._item_keys) - 1)
+        found = self._item_keys[pos] == keys
+        return np.where(found, self._item_order[pos], 0).astype(np.int64)
+
+    def history(self, user: int) -> np.ndarray:
+        """Training-history item indices of a known user (the bundle's own seen set)."""
+        return self.history_items[self.history_indptr[user]:self.history_indptr[user + 1]]
+
+    def cold_start_row(self, fields: dict[str, object] | None) -> np.ndarray:
+        """A user row for an unknown user: supplied fields mapped through the vocabulary, else 0."""
+        row = np.zeros(self.user_fields.shape[1], dtype=np.int64)
+        fields = fields or {}
+        allowed = {name for name, _ in self.user_field_slots if name != "user_id"}
+        unknown = sorted(set(fields) - allowed)
+        if unknown:
+            raise UnknownFieldError(f"user_fields has unknown field(s) {', '.join(unknown)}; "
+                                    f"this model's user fields are: {', '.join(sorted(allowed)) or 'none'}")
+        col = 0
+        for name, slots in self.user_field_slots:
+            value = fields.get(name)
+            if value is not None and name in self._field_vocab:
+                values = value if isinstance(value, list) else [value]
+                indices = [self._field_vocab[name].get(str(v), 0) for v in values[:slots]]
+                row[col:col + len(indices)] = indices
+            col += slots
+        return row
+
+    # ---- the request path ----------------------------------------------------------
+    def retrieve(self, user: int, seen: np.ndarray, n: int) -> np.ndarray:
+        """Top-``n`` item indices for a known user from FAISS, seen items and padding removed."""
+        query = self.user_vectors[user:user + 1]
+        fetch = min(self.n_items, n + len(seen))
+        _, ids = self.served.index.search(query, fetch)
+        items = ids[0] + 1  # FAISS id = item index - 1; its -1 padding becomes 0 (unknown)
+        keep = items > 0
+        if len(seen):
+            keep &= ~np.isin(items, seen, assume_unique=False)
+        return items[keep][:n]
+
+    def popular_items(self, seen: np.ndarray, n: int) -> np.ndarray:
+        items = self.popular
+        if len(seen):
+            items = items[~np.isin(items, seen)]
+        return items[:n]
+
+    def score(self, user_row: np.ndarray, items: np.ndarray) -> dict[str, np.ndarray]:
+        """One ONNX Runtime call over the user row broadcast against the items' rows."""
+        features = np.empty((len(items), self.user_fields.shape[1] + self.item_fields.shape[1]), dtype=np.int64)
+        features[:, :self.user_fields.shape[1]] = user_row
+        features[:, self.user_fields.shape[1]:] = self.item_fields[items]
+        return self.served.score(features)
+
+    def rank(self, user_row: np.ndarray, items: np.ndarray, k: int, timings: dict[str, float]) -> Ranked:
+        start = time.perf_counter()
+        out = self.score(user_row, items) if len(items) else None
+        timings["onnx"] = time.perf_counter() - start
+        if out is None:
+            return Ranked(items, np.zeros(0, np.float32), None, None, timings)
+        p = out["p_click"]
+        top = np.argpartition(-p, k - 1)[:k] if k < len(p) else np.arange(len(p))
+        top = top[np.argsort(-p[top], kind="stable")]
+        probs = out.get("rating_probs")
+        expected = out.get("expected_rating")
+        return Ranked(items[top], p[top], probs[top] if probs is not None else None,
+                      expected[top] if expected is not None else None, timings)
+
+    def score_items(self, user_row: np.ndarray, items: np.ndarray) -> Ranked:
+        """Scores in the given order (``/v1/score``)."""
+        start = time.perf_counter()
+        out = self.score(user_row, items)
+        timings = {"onnx": time.perf_counter() - start}
+        return Ranked(items, out["p_click"], out.get("rating_probs"), out.get("expected_rating"), timings)
+
+    def warm_up(self, calls: int) -> None:
+        """A few realistic scoring calls, so the first request after a (re)load pays no set-up."""
+        if calls <= 0 or self.n_items == 0:
+            return
+        rng = np.random.default_rng(0)
+        for i in range(calls):
+            user = int(rng.integers(1, len(self.user_ids))) if len(self.user_ids) > 1 else 0
+            items = self.retrieve(user, self.history(user), self.candidates)
+            self.rank(self.user_fields[user], items, min(10, max(1, len(items))), {})
+
+
+def load_ranker(path: Path, candidates: int, threads: int = 1, device: str | None = None,
+                warmup_calls: int = 5) -> Ranker:
+    """Open, verify and warm up a bundle; raises BundleError for anything unusable."""
+    served = open_bundle(Path(path), threads, device)
+    if "p_click" not in served.output_names:
+        raise BundleError(f"{path}: ranker.onnx has no p_click output")
+    ranker = Ranker(served, candidates)
+    ranker.warm_up(warmup_calls)
+    return ranker

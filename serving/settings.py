@@ -1,0 +1,75 @@
+"""Gateway settings: one pydantic-settings model, filled from CLI flags and environment.
+
+``ratingctr serve`` writes its flags into the environment before uvicorn starts, so every
+worker process (``--workers N``) builds the same settings from the same source.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def parse_bundle_specs(specs: list[str] | str) -> dict[str, Path]:
+    """``["rating=bundles/a", "bundles/b"]`` or ``"rating=bundles/a,bundles/b"`` → {name: path}.
+
+    A spec without ``NAME=`` is named after its folder.  Order is kept: the first bundle
+    is the default model.
+    """
+    if isinstance(specs, str):
+        specs = [s for s in specs.split(",") if s.strip()]
+    bundles: dict[str, Path] = {}
+    for spec in specs:
+        spec = spec.strip()
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = Path(spec).name, spec
+        name = name.strip()
+        if not name or not path.strip():
+            raise ValueError(f"bundle spec {spec!r} must be PATH or NAME=PATH")
+        if name in bundles:
+            raise ValueError(f"bundle name {name!r} is given twice")
+        bundles[name] = Path(path.strip())
+    return bundles
+
+
+class GatewaySettings(BaseSettings):
+    """Everything the gateway reads at start-up.  Environment names are ``RATINGCTR_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="RATINGCTR_", extra="ignore", populate_by_name=True)
+
+    bundles: str = Field("", description="comma-separated NAME=PATH bundle specs; the first is the default model")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "RATINGCTR_REDIS_URL"),
+                                  description="external Redis; unset: an embedded redis-server is started")
+    redis_dir: Path = Field(Path.home() / ".cache" / "ratingctr" / "redis",
+                            description="data directory of the embedded Redis (append-only file)")
+    redis_prefix: str = Field("rc", description="key prefix, so several deployments can share one Redis")
+    redis_timeout_s: float = Field(0.25, gt=0, description="socket timeout of every Redis call")
+    redis_retry_s: float = Field(1.0, gt=0, description="after a Redis failure, serve degraded this long before retrying")
+    admin_token: str | None = Field(None, description="bearer token for /v1/admin/*; unset disables admin endpoints")
+    device: str = Field("auto", description="auto | cpu | cuda for ONNX Runtime and FAISS")
+    ort_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads per worker")
+    candidates: int = Field(200, ge=1, le=10_000, description="FAISS candidates scored per /v1/recommend")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="larger request bodies are refused with 413")
+    max_k: int = Field(1000, ge=1)
+    max_item_ids: int = Field(10_000, ge=1)
+    max_events: int = Field(1000, ge=1, description="events per /v1/events request")
+    warmup_calls: int = Field(5, ge=0, description="scoring calls on a freshly loaded bundle before it serves")
+    sync_interval_s: float = Field(1.0, gt=0, description="how often a worker checks Redis for reloads and bulk loads")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value.lower() not in ("auto", "cpu", "cuda"):
+            raise ValueError("device must be auto, cpu or cuda")
+        return value.lower()
+
+    def bundle_map(self) -> dict[str, Path]:
+        bundles = parse_bundle_specs(self.bundles)
+        if not bundles:
+            raise ValueError("no bundle given: pass --bundle PATH or set RATINGCTR_BUNDLES")
+        return bundles
