@@ -1,0 +1,215 @@
+"""Failure behaviour against real processes: Redis dying, reloads under load, a SIGKILLed gateway."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import redis
+
+from export.bundle import load_bundle
+from serving.embedded_redis import EmbeddedRedis
+from serving.process import running_gateway
+
+TOKEN = "reload-secret"
+
+
+class Traffic:
+    """Client threads sending /v1/recommend until stopped; every outcome is counted."""
+
+    def __init__(self, url: str, threads: int = 4, users: tuple[str, ...] = ("u1", "u2", "u3", "stranger")) -> None:
+        self.url, self.users = url, users
+        self.outcomes: Counter = Counter()
+        self.versions: Counter = Counter()
+        self.fallbacks: Counter = Counter()
+        self.failures: list[str] = []
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def _run(self, i: int) -> None:
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            n = 0
+            while not self._stop.is_set():
+                user = self.users[(i + n) % len(self.users)]
+                n += 1
+                start = time.perf_counter()
+                try:
+                    r = client.post("/v1/recommend", json={"user_id": user, "k": 5})
+                    ok = r.status_code == 200 and len(r.json()["items"]) == 5
+                    body = r.json()
+                except Exception as exc:  # noqa: BLE001 - a transport error is a failed request
+                    with self._lock:
+                        self.failures.append(repr(exc))
+                    continue
+                with self._lock:
+                    self.latencies.append(time.perf_counter() - start)
+                    self.outcomes[r.status_code] += 1
+                    if not ok:
+                        self.failures.append(f"{r.status_code} {r.text[:200]}")
+                    else:
+                        self.versions[body["model"]["version"]] += 1
+                        self.fallbacks[body["fallback"]] += 1
+
+    def __enter__(self) -> "Traffic":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+
+    def snapshot(self) -> Counter:
+        with self._lock:
+            return Counter(self.fallbacks)
+
+
+def _wait_for(predicate, timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
+
+
+def test_redis_killed_mid_traffic_degrades_then_recovers_with_zero_5xx(tiny_bundles, tmp_path) -> None:
+    server = EmbeddedRedis(tmp_path / "redis").start()
+    try:
+        with running_gateway({"rating": tiny_bundles["rating"]}, redis_url=server.url,
+                             env={"RATINGCTR_REDIS_RETRY_S": "0.3"}) as gw, Traffic(gw.url) as traffic:
+            _wait_for(lambda: traffic.snapshot()[None] > 20, 30, "no healthy traffic before the kill")
+            server.kill()
+            before = traffic.snapshot()["degraded"]
+            _wait_for(lambda: traffic.snapshot()["degraded"] > before + 20, 30, "never served degraded")
+            with httpx.Client(base_url=gw.url, timeout=10) as client:
+                r = client.post("/v1/events", json={"events": [{"user_id": "u1", "item_id": "i1", "rating": 5}]})
+                assert r.status_code == 503 and "nothing was stored" in r.json()["error"]
+                assert client.get("/readyz").json()["redis"] == "degraded"
+                degraded = client.post("/v1/recommend", json={"user_id": "u2", "k": 50}).json()
+                seen = _history(tiny_bundles["rating"], "u2")
+                assert degraded["fallback"] == "degraded" and not seen & {i["item_id"] for i in degraded["items"]}
+                server = EmbeddedRedis(tmp_path / "redis", port=server.port).start()  # same port, same data
+                healthy = traffic.snapshot()[None]
+                _wait_for(lambda: traffic.snapshot()[None] > healthy + 20, 30, "never recovered after Redis returned")
+                assert client.post("/v1/events", json={"events": [{"user_id": "u1", "item_id": "i1",
+                                                                   "rating": 5}]}).status_code == 202
+    finally:
+        server.stop()
+    assert traffic.failures == [], traffic.failures[:5]
+    assert not [code for code in traffic.outcomes if code >= 500]
+
+
+def _history(bundle_path: Path, user_id: str) -> set[str]:
+    bundle = load_bundle(bundle_path)
+    u = bundle.vocab["user_id"].index(user_id)
+    indptr, items = bundle["history_indptr.npy"], bundle["history_items.npy"]
+    return {bundle.vocab["item_id"][i] for i in items[indptr[u]:indptr[u + 1]]}
+
+
+def test_twenty_reloads_under_concurrent_traffic_fail_no_request(tiny_bundles, redis_server, tmp_path) -> None:
+    versions = {head: load_bundle(path).version for head, path in tiny_bundles.items()}
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_bundles["rating"], broken)
+    (broken / "ranker.onnx").write_bytes(b"not an onnx model")
+    with running_gateway({"main": tiny_bundles["rating"]}, redis_url=redis_server.url,
+                         env={"RATINGCTR_ADMIN_TOKEN": TOKEN}) as gw, \
+            httpx.Client(base_url=gw.url, timeout=60, headers={"Authorization": f"Bearer {TOKEN}"}) as admin:
+        with Traffic(gw.url) as traffic:
+            _wait_for(lambda: sum(traffic.versions.values()) > 20, 30, "no traffic")
+            for i in range(20):
+                head = "binary" if i % 2 == 0 else "rating"
+                r = admin.post("/v1/admin/reload", json={"name": "main", "path": str(tiny_bundles[head])})
+                assert r.status_code == 200, r.text
+                assert r.json()["version"] == versions[head]
+                time.sleep(0.1)
+            r = admin.post("/v1/admin/reload", json={"name": "main", "path": str(broken)})
+            assert r.status_code == 422 and "keeps serving" in r.json()["error"]
+            time.sleep(0.3)
+        final = admin.post("/v1/recommend", json={"user_id": "u1", "k": 3}).json()
+        assert final["model"]["version"] == versions["rating"]  # the bad bundle changed nothing
+        assert admin.post("/v1/admin/reload", json={"name": "main", "path": str(tmp_path / "missing")}).status_code == 422
+        metrics = admin.get("/metrics").text
+        assert 'ratingctr_reloads_total{result="ok"} 20.0' in metrics
+    assert traffic.failures == [], traffic.failures[:5]
+    assert set(traffic.versions) == set(versions.values())  # both bundles served during the reloads
+
+
+def test_a_reload_reaches_every_worker(tiny_bundles, redis_server) -> None:
+    versions = {head: load_bundle(path).version for head, path in tiny_bundles.items()}
+    with running_gateway({"main": tiny_bundles["rating"]}, redis_url=redis_server.url, workers=2,
+                         env={"RATINGCTR_ADMIN_TOKEN": TOKEN, "RATINGCTR_REDIS_PREFIX": "workers",
+                              "RATINGCTR_SYNC_INTERVAL_S": "0.2"}) as gw:
+        r = httpx.post(f"{gw.url}/v1/admin/reload", json={"name": "main", "path": str(tiny_bundles["binary"])},
+                       headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+        assert r.status_code == 200, r.text
+        time.sleep(2.0)  # ten sync intervals
+        pids, seen_versions = set(), Counter()
+        for _ in range(40):  # a new connection each time, so both workers answer
+            body = httpx.post(f"{gw.url}/v1/recommend", json={"user_id": "u1", "k": 2}, timeout=10).json()
+            seen_versions[body["model"]["version"]] += 1
+        assert seen_versions == Counter({versions["binary"]: 40})
+
+
+def test_acknowledged_events_survive_a_sigkilled_gateway(tiny_bundles, tmp_path) -> None:
+    redis_dir = tmp_path / "embedded-redis"
+    acked: list[str] = []
+    errors: list[str] = []
+    with running_gateway({"rating": tiny_bundles["rating"]}, env={"RATINGCTR_REDIS_DIR": str(redis_dir)}) as gw:
+        stop = threading.Event()
+
+        def send(worker: int) -> None:
+            with httpx.Client(base_url=gw.url, timeout=5) as client:
+                n = 0
+                while not stop.is_set():
+                    events = [{"user_id": f"u{worker}", "item_id": f"i{(n + j) % 80}", "rating": 1 + (n + j) % 5}
+                              for j in range(3)]
+                    n += 3
+                    try:
+                        r = client.post("/v1/events", json={"events": events})
+                    except httpx.HTTPError as exc:
+                        errors.append(repr(exc))
+                        return  # the gateway is gone
+                    if r.status_code == 202:
+                        acked.extend(r.json()["ids"])
+
+        threads = [threading.Thread(target=send, args=(w,), daemon=True) for w in range(3)]
+        for t in threads:
+            t.start()
+        _wait_for(lambda: len(acked) > 150, 60, "events were not acknowledged")
+        os.killpg(gw.process.pid, signal.SIGKILL)  # the gateway and its embedded Redis, no shutdown
+        gw.process.wait(timeout=10)
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+    time.sleep(0.5)
+    with EmbeddedRedis(redis_dir) as restarted:
+        stored = {entry_id.decode() for entry_id, _ in redis.Redis.from_url(restarted.url).xrange("rc:events")}
+    assert len(acked) > 150
+    missing = [i for i in acked if i not in stored]
+    assert missing == [], f"{len(missing)} acknowledged events lost"
+
+
+def test_serve_refuses_a_missing_bundle_with_one_error_line(tmp_path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "training.cli", "serve", "--bundle", str(tmp_path / "nope")],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: bundle 'nope': bundle directory not found: {tmp_path / 'nope'}"]
+
+
+def test_the_gateway_process_never_imports_torch(tiny_bundles) -> None:
+    probe = ("import sys; from serving.app import create_app; from serving.settings import GatewaySettings;"
+             f"create_app(GatewaySettings(bundles='r={tiny_bundles['rating']}'));"
+             "import serving.commands, serving.process, serving.gateway;"
+             "print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
