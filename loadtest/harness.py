@@ -1,0 +1,306 @@
+"""``ratingctr loadtest``: A/B latency of two bundles under the same Locust traffic.
+
+One gateway process serves both bundles (so the model is the only difference between A
+and B); Locust runs headless against A, then B, then A again … for ``rounds`` rounds of
+``duration`` seconds each, after an unrecorded warm-up of each.  Every Locust run is a
+fresh process that stops by itself (``-t``).  Per run we keep Locust's CSV stats
+(requests, failures, req/s, its percentiles) and the exact response times the locustfile
+recorded; the report's percentiles are exact order statistics of the primary request
+(``/v1/recommend``; ``/predictions`` with ``--target torchserve``), computed the way
+Locust computes them, so they agree with Locust's CSV after its whole-millisecond rounding.
+
+``--target torchserve`` serves each bundle's ``ranker.mar`` from a local TorchServe and
+drives the same traffic shape at it (user → its retrieved candidate rows).
+``--host URL`` skips starting anything and loads an already running gateway that serves
+both models under the given names (e.g. a remote fleet; see the README's scale-out notes).
+"""
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from training.errors import UserError
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+PERCENTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
+CSV_PERCENTILES = {"p50": "50%", "p95": "95%", "p99": "99%"}
+PRIMARY = {"gateway": "/v1/recommend", "torchserve": "/predictions"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str  # "A" or "B"
+    name: str   # model name served by the gateway
+    path: Path  # bundle directory
+
+
+@dataclass
+class HarnessConfig:
+    a: Variant
+    b: Variant
+    out: Path
+    users: int = 32
+    spawn_rate: float = 32.0
+    duration: float = 60.0
+    rounds: int = 3
+    warmup: float = 10.0
+    target: str = "gateway"
+    host: str | None = None
+    redis_url: str | None = None
+    gateway_workers: int = 1
+    locust_processes: int = 1
+    k_values: str = "5,10,20,50"
+    unknown_share: float = 0.05
+    events_share: float = 0.05
+    candidates: int = 200
+    think_ms: float = 0.0
+    command: list[str] = field(default_factory=list)
+
+
+def parse_variant(label: str, spec: str) -> Variant:
+    """``NAME=PATH`` (or ``PATH``: the name is the folder name, as ``ratingctr serve`` does)."""
+    name, sep, path = spec.partition("=")
+    if not sep:
+        name, path = Path(spec).name, spec
+    if not name or not path:
+        raise UserError(f"--{label.lower()} must be NAME=PATH, got {spec!r}")
+    return Variant(label, name, Path(path))
+
+
+def exact_percentile(values: np.ndarray, q: float) -> float:
+    """Locust's order statistic (the value at ascending index ``int(n*q)``), without its rounding."""
+    if values.size == 0:
+        return float("nan")
+    return float(np.sort(values)[min(values.size - 1, int(values.size * q))])
+
+
+def locust_rounded(ms: float) -> int:
+    """How Locust buckets one response time before computing its percentiles."""
+    if ms < 100:
+        return round(ms)
+    if ms < 1000:
+        return int(round(ms, -1))
+    if ms < 10000:
+        return int(round(ms, -2))
+    return int(round(ms, -3))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _read_stats(prefix: Path) -> dict[str, dict[str, str]]:
+    path = Path(f"{prefix}_stats.csv")
+    if not path.is_file():
+        raise UserError(f"Locust wrote no stats ({path} missing); see {prefix}.log")
+    with open(path, newline="") as fh:
+        return {row["Name"]: row for row in csv.DictReader(fh)}
+
+
+def _read_failures(prefix: Path) -> list[dict]:
+    path = Path(f"{prefix}_failures.csv")
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return [{"name": r["Name"], "error": r["Error"], "occurrences": int(r["Occurrences"])} for r in csv.DictReader(fh)]
+
+
+def _read_samples(directory: Path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    times: dict[str, list[float]] = {}
+    failed: dict[str, int] = {}
+    for file in sorted(directory.glob("samples-*.json")):
+        payload = json.loads(file.read_text())
+        for name, values in payload["response_times_ms"].items():
+            times.setdefault(name, []).extend(values)
+        for name, n in payload["failures"].items():
+            failed[name] = failed.get(name, 0) + n
+    return {name: np.asarray(v, dtype=np.float64) for name, v in times.items()}, failed
+
+
+def run_locust(config: HarnessConfig, variant: Variant, host: str, model: str, seconds: float,
+               run_dir: Path) -> dict:
+    """One headless Locust process for ``seconds``; returns the run's figures."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prefix = run_dir / "locust"
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
+           "-u", str(config.users), "-r", str(config.spawn_rate), "-t", f"{max(1, round(seconds))}s",
+           "--host", host, "--csv", str(prefix), "--exit-code-on-error", "0", "--loglevel", "WARNING",
+           "--bundle", str(variant.path), "--model", model, "--target", config.target,
+           "--unknown-share", str(config.unknown_share), "--events-share", str(config.events_share),
+           "--k-values", config.k_values, "--candidates", str(config.candidates),
+           "--think-ms", str(config.think_ms), "--samples-dir", str(run_dir / "samples")]
+    if config.locust_processes > 1:  # forked workers; keep the master's socket on loopback
+        cmd += ["--processes", str(config.locust_processes), "--master-bind-host", "127.0.0.1",
+                "--master-bind-port", str(_free_port())]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(LOCUSTFILE.parent.parent),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    started = time.time()
+    with open(f"{prefix}.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True)
+        try:
+            proc.wait(timeout=seconds + 120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise UserError(f"Locust did not stop within {seconds + 120:.0f} s; see {prefix}.log")
+    elapsed = time.time() - started
+    if proc.returncode != 0:
+        raise UserError(f"Locust exited with status {proc.returncode}: "
+                        + Path(f"{prefix}.log").read_text()[-1500:])
+    stats = _read_stats(prefix)
+    samples, failed = _read_samples(run_dir / "samples")
+    primary = PRIMARY[config.target]
+    total = stats.get("Aggregated")
+    if total is None or primary not in stats:
+        raise UserError(f"Locust made no {primary} request against {host}; see {prefix}.log")
+    times = samples.get(primary, np.empty(0))
+    row = stats[primary]
+    result = {
+        "variant": variant.label, "model": variant.name, "host": host,
+        "requests": int(total["Request Count"]), "failures": int(total["Failure Count"]),
+        "rps": float(total["Requests/s"]),
+        "primary": primary, "primary_requests": int(times.size),
+        **{key: exact_percentile(times, q) for key, q in PERCENTILES.items()},
+        "mean": float(times.mean()) if times.size else float("nan"),
+        "csv": {"requests": int(row["Request Count"]), "failures": int(row["Failure Count"]),
+                "rps": float(row["Requests/s"]),
+                **{key: float(row[col]) for key, col in CSV_PERCENTILES.items()}},
+        "by_name": {name: {"requests": int(r["Request Count"]), "failures": int(r["Failure Count"])}
+                    for name, r in stats.items() if name != "Aggregated"},
+        "sample_failures": int(sum(failed.values())),
+        "failure_messages": _read_failures(prefix),
+        "wall_s": elapsed,
+    }
+    np.save(run_dir / "primary_ms.npy", times)
+    return result
+
+
+def _ratio(rounds: list[dict], key: str) -> dict:
+    by_round: dict[int, dict[str, float]] = {}
+    for r in rounds:
+        by_round.setdefault(r["round"], {})[r["variant"]] = r[key]
+    values = [v["B"] / v["A"] for _, v in sorted(by_round.items()) if "A" in v and "B" in v and v["A"] > 0]
+    return {"median": float(np.median(values)), "min": float(min(values)), "max": float(max(values)),
+            "rounds": values}
+
+
+@contextmanager
+def _targets(config: HarnessConfig) -> Iterator[dict[str, tuple[str, str]]]:
+    """{label: (host URL, model name to request)} for the run, with whatever must be started."""
+    variants = (config.a, config.b)
+    if config.host:
+        yield {v.label: (config.host.rstrip("/"), v.name) for v in variants}
+        return
+    if config.target == "torchserve":
+        from export.bundle import read_manifest
+        from export.torchserve_process import local_torchserve
+
+        with ExitStack() as stack:
+            urls = {v.label: (stack.enter_context(local_torchserve(v.path, read_manifest(v.path)["num_columns"])),
+                              "ranker") for v in variants}
+            yield urls
+        return
+    try:
+        from serving.process import running_gateway
+    except ImportError as exc:  # the gateway is part of this package; this only guards a broken install
+        raise UserError(f"the gateway is not available: {exc}") from exc
+    bundles = {v.name: v.path for v in variants}
+    with running_gateway(bundles, redis_url=config.redis_url, workers=config.gateway_workers) as gateway:
+        yield {v.label: (gateway.url, v.name) for v in variants}
+
+
+def _describe(variant: Variant) -> dict:
+    from export.bundle import read_manifest
+
+    manifest = read_manifest(variant.path)
+    model = manifest["model"]
+    return {"name": variant.name, "path": str(variant.path), "bundle_name": manifest["name"],
+            "version": manifest["version"], "arch": model.get("arch"), "head": model.get("head"),
+            "levels": model.get("levels") if model.get("head") == "rating" else None}
+
+
+def validate(config: HarnessConfig) -> None:
+    if config.a.name == config.b.name:
+        raise UserError(f"--a and --b need different model names (both are {config.a.name!r})")
+    for v in (config.a, config.b):
+        if not (v.path / "manifest.json").is_file():
+            raise UserError(f"--{v.label.lower()}: {v.path} is not a bundle directory (no manifest.json)")
+        if config.target == "torchserve" and not config.host and not (v.path / "ranker.mar").is_file():
+            raise UserError(f"--target torchserve: {v.path} has no ranker.mar (export it with --torchserve)")
+    if config.users < 1 or config.spawn_rate <= 0 or config.duration < 1 or config.rounds < 1 or config.warmup < 0:
+        raise UserError("--users, --spawn-rate, --rounds must be positive, --duration at least 1 s, --warmup >= 0")
+    if config.host and not config.host.startswith(("http://", "https://")):
+        raise UserError(f"--host must be an http(s) URL, got {config.host!r}")
+    if config.target not in PRIMARY:
+        raise UserError(f"--target must be one of {', '.join(PRIMARY)}")
+    from loadtest.traffic import TrafficConfig
+
+    try:
+        k_values = tuple(int(k) for k in config.k_values.split(","))
+        TrafficConfig(config.a.path, "", config.unknown_share, config.events_share, k_values, config.candidates)
+    except ValueError as exc:
+        raise UserError(f"bad traffic settings (--k-values, --unknown-share, --events-share, --candidates): {exc}")
+
+
+def run_loadtest(config: HarnessConfig) -> dict:
+    """Warm up, run the interleaved rounds, write report.md/json and latency.png; return the report."""
+    from loadtest.report import write_report
+
+    validate(config)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = out / "runs"
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    rounds: list[dict] = []
+    warmup: list[dict] = []
+    samples: dict[str, list[np.ndarray]] = {"A": [], "B": []}
+    with _targets(config) as targets:
+        if config.warmup > 0:
+            for v in (config.a, config.b):
+                host, model = targets[v.label]
+                warmup.append(run_locust(config, v, host, model, config.warmup, runs / f"warmup-{v.label}"))
+        for r in range(1, config.rounds + 1):
+            for v in (config.a, config.b):
+                host, model = targets[v.label]
+                result = run_locust(config, v, host, model, config.duration, runs / f"round{r}-{v.label}")
+                result["round"] = r
+                rounds.append(result)
+                samples[v.label].append(np.load(runs / f"round{r}-{v.label}" / "primary_ms.npy"))
+                print(f"round {r} {v.label} ({v.name}): {result['requests']} requests, {result['failures']} failed, "
+                      f"{result['rps']:.1f} req/s, p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms",
+                      flush=True)
+    report = {
+        "target": config.target,
+        "variants": {"A": _describe(config.a), "B": _describe(config.b)},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()
+                     if k not in ("a", "b", "out", "command")},
+        "command": config.command,
+        "environment": {"python": platform.python_version(), "platform": platform.platform(),
+                        "cpus": os.cpu_count(), "locust": importlib.metadata.version("locust"),
+                        "started_at": started, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        "latency": "exact response times of the primary request, Locust's order statistic (index int(n*q)), ms",
+        "rounds": rounds,
+        "ratio": {key: _ratio(rounds, key) for key in (*PERCENTILES, "mean", "rps")},
+        "failures": int(sum(r["failures"] for r in rounds)),
+        "requests": int(sum(r["requests"] for r in rounds)),
+        "warmup": [{k: w[k] for k in ("variant", "model", "requests", "failures", "rps", "p50", "p99")} for w in warmup],
+    }
+    write_report(report, {label: np.concatenate(v) if v else np.empty(0) for label, v in samples.items()}, out)
+    return report
