@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 from training.errors import UserError
 
 # Modules exposing ``register(subparsers)``; each folder owns its verbs.
-COMMAND_MODULES = ("training.commands", "export.commands", "serving.commands", "loadtest.commands")
+COMMAND_MODULES = ("training.commands", "training.experiments.commands", "export.commands", "serving.commands", "loadtest.commands")
 
 
 class _Parser(argparse.ArgumentParser):

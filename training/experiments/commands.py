@@ -1,0 +1,181 @@
+"""``ratingctr experiment supervision|connectivity``: plan, run (cached, resumable, parallel), report.
+
+Every run's configuration is built by the same code as ``ratingctr train``
+(``training.commands.build_run_config``), so ``--key=value`` overrides, YAML defaults and
+validation behave identically; an override applies to every architecture of the run.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from training.errors import UserError
+
+DEFAULT_RUNS_DIR = "runs/experiments"
+
+
+def _csv(value: str, kind=str) -> tuple:
+    try:
+        items = tuple(kind(v.strip()) for v in value.split(",") if v.strip())
+    except ValueError as exc:
+        raise UserError(f"cannot parse list {value!r}: {exc}") from exc
+    if not items:
+        raise UserError(f"empty list {value!r}")
+    return items
+
+
+def _models(value: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    if value == "all":
+        return default
+    if value == "none":
+        return ()
+    return _csv(value)
+
+
+def _config_factory(args: argparse.Namespace, extra: list[str]):
+    from training.commands import build_run_config
+
+    def make(model: str, seed: int, **changes):
+        namespace = argparse.Namespace(**{**vars(args), "model": model, "seed": seed, **changes})
+        return build_run_config(namespace, extra)
+
+    return make
+
+
+def _seeds(args: argparse.Namespace) -> tuple[int, ...]:
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    return tuple(range(args.seed, args.seed + args.seeds))
+
+
+def _write(out: Path, results: dict, report: str) -> None:
+    from training.run import write_json
+
+    write_json(out / "results.json", results)
+    (out / "report.md").write_text(report)
+    print(f"report: {out / 'report.md'}", file=sys.stderr)
+
+
+def cmd_supervision(args: argparse.Namespace, extra: list[str]) -> int:
+    from training.experiments import plots
+    from training.experiments.runner import Plan, run_plan
+    from training.experiments.supervision import (SupervisionSpec, collect_supervision, plan_supervision,
+                                                  render_supervision)
+
+    models = _csv(args.models)
+    spec = SupervisionSpec(models=models, seeds=_seeds(args), ratio=args.ratio, ratios=_csv(args.ratios, float),
+                           ratio_models=_models(args.ratio_models, models),
+                           trace_models=tuple(m for m in _models(args.trace_models, models)),
+                           noise_stds=_csv(args.noise_stds, float) if args.noise_models != "none" else (),
+                           noise_models=_models(args.noise_models, models))
+    for name, subset in (("--ratio-models", spec.ratio_models), ("--trace-models", spec.trace_models),
+                         ("--noise-models", spec.noise_models)):
+        unknown = [m for m in subset if m not in models]
+        if unknown:
+            raise UserError(f"{name} names {', '.join(unknown)}, which are not in --models")
+    if any(not 0.0 <= r <= 1.0 for r in spec.ratios) or any(s < 0 for s in spec.noise_stds):
+        raise UserError("--ratios must lie in [0, 1] and --noise-stds must be >= 0")
+    plan = Plan(Path(args.runs_dir))
+    index = plan_supervision(spec, _config_factory(args, extra), plan)
+    run_plan(plan, jobs=args.jobs)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = collect_supervision(spec, plan, index)
+    results["command"] = _command_line(args, extra)
+    figures = {}
+    if spec.trace_models:
+        figures["figure2"] = plots.figure2(results, out)
+    if spec.noise_models:
+        figures["figure3"] = plots.figure3(results, out)
+    if spec.ratio_models:
+        figures["figure4"] = plots.figure4(results, out)
+    _write(out, results, render_supervision(results, figures, results["command"]))
+    return 0
+
+
+def cmd_connectivity(args: argparse.Namespace, extra: list[str]) -> int:
+    from training.experiments import plots
+    from training.experiments.connectivity import (ConnectivitySpec, collect_connectivity, plan_connectivity,
+                                                   render_connectivity)
+    from training.experiments.runner import Plan, run_plan
+
+    if args.gcn_layers < 1:
+        raise UserError(f"--gcn-layers must be >= 1, got {args.gcn_layers}")
+    spec = ConnectivitySpec(models=_csv(args.models), k_cores=_csv(args.k_cores, int), seeds=_seeds(args),
+                            head=args.head, gcn_layers=args.gcn_layers)
+    plan = Plan(Path(args.runs_dir))
+    index = plan_connectivity(spec, _config_factory(args, extra), plan)
+    run_plan(plan, jobs=args.jobs)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = collect_connectivity(spec, plan, index)
+    results["command"] = _command_line(args, extra)
+    figures = {"auc_by_k": plots.connectivity_auc(results, out), "figure5": plots.figure5(results, out)}
+    _write(out, results, render_connectivity(results, figures, results["command"]))
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    from training.commands import add_data_arguments
+
+    add_data_arguments(parser)
+    parser.add_argument("--seeds", type=int, default=5, help="number of seeds (each fixes split, init and batch order)")
+    parser.add_argument("--seed", type=int, default=2020, help="first seed; the others follow it")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--lr", type=float, default=None, help="default: each model's YAML value")
+    parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--aggregate", choices=["logit_sum", "prob_sum"], default="logit_sum")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    parser.add_argument("--jobs", type=int, default=1, help="runs executed in parallel processes")
+    parser.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR,
+                        help="cache of finished runs, keyed by configuration (shared by experiments)")
+    parser.add_argument("--out", required=True, help="report folder: report.md, results.json, PNGs")
+    parser.set_defaults(no_progress=True, encoder="table", gcn_layers=2, layer_weights=None, init_from=None,
+                        accepts_overrides=True)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    experiment = subparsers.add_parser("experiment", help="the papers' tables and figures: cached, resumable runs")
+    verbs = experiment.add_subparsers(dest="experiment_verb", required=True, parser_class=type(experiment))
+
+    sup = verbs.add_parser("supervision", help="binary vs rating head: Tables 1-3, Figures 2-4 (paper 1)")
+    sup.add_argument("--models", default="WideDeep,NFM,xDeepFM,AutoInt,FiGNN,DCNV2,EulerNet")
+    _common(sup)
+    sup.add_argument("--ratio", type=float, default=0.5, help="λr of the rating head in Tables 1-3")
+    sup.add_argument("--ratios", default="0.1,0.3,0.5,0.7,0.9", help="λr grid of Figure 4")
+    sup.add_argument("--ratio-models", default="all", help="architectures of Figure 4 (all, none or a list)")
+    sup.add_argument("--trace-models", default="DCNV2,AutoInt,FiGNN",
+                     help="architectures whose embedding gradient norms are recorded (Figure 2; all, none, list)")
+    sup.add_argument("--noise-stds", default="0.01,0.03,0.05,0.07,0.09",
+                     help="Figure 3 noise grid (paper: 0.01..0.09 dense data, 0.006..0.014 sparse)")
+    sup.add_argument("--noise-models", default="all", help="architectures of Figure 3 (all, none or a list)")
+    sup.set_defaults(handler=cmd_supervision, head="rating")
+    sup.set_defaults(option_dests=_option_dests(sup))
+
+    con = verbs.add_parser("connectivity", help="Base vs LightGCN TS vs FT per k-core and activity group (paper 2)")
+    con.add_argument("--models", default="DCNV2,AutoInt,FinalMLP,EulerNet,AFN,GDCN")
+    _common(con)
+    con.add_argument("--k-cores", default="3,6,10", help="k-core filters to compare (replaces --k-core)")
+    con.add_argument("--head", choices=["binary", "rating"], default="rating")
+    con.add_argument("--ratio", type=float, default=0.5, help="λr of the rating head")
+    con.add_argument("--gcn-layers", type=int, default=2)
+    con.set_defaults(handler=cmd_connectivity)
+    con.set_defaults(option_dests=_option_dests(con))
+
+
+def _option_dests(parser: argparse.ArgumentParser) -> list[str]:
+    return [a.dest for a in parser._actions if a.option_strings and a.dest != "help"]
+
+
+def _command_line(args: argparse.Namespace, extra: list[str]) -> str:
+    """The effective command, every option spelled out (defaults included), for the report."""
+    words = ["ratingctr", "experiment", args.experiment_verb]
+    for dest in args.option_dests:
+        value = getattr(args, dest)
+        if value is not None and value is not False:
+            words += [f"--{dest.replace('_', '-')}"] + ([] if value is True else [str(value)])
+    return " ".join(shlex.quote(w) for w in words + list(extra))

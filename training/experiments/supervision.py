@@ -1,0 +1,328 @@
+"""``ratingctr experiment supervision``: binary ("Original") vs rating ("Smooth") heads (paper 1).
+
+Per architecture and seed, one binary-head and one rating-head run with identical
+hyper-parameters, data split, initialisation seed and batch order.  From them:
+
+* Table 1: test AUC and logloss, mean ± std over seeds, relative Δ, paired t-test;
+* Table 2: NDCG@10/20 and Recall@10/20 (uni100), same layout;
+* Table 3: seconds per training epoch, total training and evaluation, both heads;
+* Figure 2: L2 norms of the user-id / item-id embedding gradients during training and
+  of their weights after training (``trace_models``);
+* Figure 3: test AUC and logloss with Gaussian noise on the embeddings (``noise_stds``);
+* Figure 4: rating-head AUC across λr (``ratios``) against the binary baseline.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from training.config import RunConfig
+from training.experiments.runner import Plan, noise_name
+from training.experiments.stats import mean_std, paired_p_value, relative
+from training.experiments.tables import fmt, md_table, p_value, pct, pm
+
+RANKING_METRICS = ("ndcg@10", "ndcg@20", "recall@10", "recall@20")
+HEADS = ("binary", "rating")
+
+
+@dataclass(frozen=True)
+class SupervisionSpec:
+    models: tuple[str, ...]
+    seeds: tuple[int, ...]
+    ratio: float = 0.5
+    ratios: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
+    ratio_models: tuple[str, ...] = ()
+    trace_models: tuple[str, ...] = ("DCNV2", "AutoInt", "FiGNN")
+    noise_stds: tuple[float, ...] = (0.01, 0.03, 0.05, 0.07, 0.09)
+    noise_models: tuple[str, ...] = ()
+
+
+# make_config(model, seed, head=..., ratio=...) -> RunConfig
+ConfigFactory = Callable[..., RunConfig]
+
+
+def plan_supervision(spec: SupervisionSpec, make_config: ConfigFactory, plan: Plan) -> dict:
+    """Add every run the tables and figures need; returns the index of run keys."""
+    index: dict = {"main": {}, "ratio": {}}
+    for model in spec.models:
+        for seed in spec.seeds:
+            for head in HEADS:
+                config = make_config(model, seed, head=head, ratio=spec.ratio)
+                label = f"{model}-{head}-s{seed}"
+                index["main"][(model, head, seed)] = plan.add(
+                    config, label, trace=model in spec.trace_models,
+                    noise_stds=spec.noise_stds if model in spec.noise_models else ())
+    for model in spec.ratio_models:
+        for ratio in spec.ratios:
+            for seed in spec.seeds:
+                config = make_config(model, seed, head="rating", ratio=ratio)
+                index["ratio"][(model, ratio, seed)] = plan.add(config, f"{model}-rating-r{ratio:g}-s{seed}")
+    return index
+
+
+def _median(values: list[float | None]) -> float | None:
+    finite = [v for v in values if v is not None]
+    return float(np.median(finite)) if finite else None
+
+
+def _per_epoch(steps: list[float], epochs: int) -> list[float]:
+    if not steps or epochs == 0:
+        return []
+    per = len(steps) // epochs
+    return np.asarray(steps[:per * epochs], dtype=np.float64).reshape(epochs, per).mean(axis=1).tolist()
+
+
+def _curve(curves: list[list[float]]) -> dict:
+    """Mean and std per epoch over the seeds that reached it (early stopping ends runs at different epochs)."""
+    length = max((len(c) for c in curves), default=0)
+    mean, std, n = [], [], []
+    for e in range(length):
+        m, s = mean_std([c[e] for c in curves if len(c) > e])
+        mean.append(m)
+        std.append(s)
+        n.append(sum(len(c) > e for c in curves))
+    return {"mean": mean, "std": std, "seeds": n}
+
+
+def _hyper_parameters(spec: SupervisionSpec, plan: Plan, index: dict) -> list[dict]:
+    rows = []
+    for model in spec.models:
+        configs = {head: [plan.metrics(index["main"][(model, head, s)]).get("config") for s in spec.seeds]
+                   for head in HEADS}
+        first = configs["binary"][0] or {}
+
+        def comparable(cfg: dict | None) -> tuple:
+            if cfg is None:
+                return ()
+            return (cfg["model"], {k: v for k, v in cfg["train"].items() if k not in ("seed", "progress")},
+                    {k: v for k, v in cfg["data"].items() if k not in ("seed", "data_dir")}, cfg["encoder"])
+
+        identical = len({repr(comparable(c)) for head in HEADS for c in configs[head]}) == 1
+        rows.append({"model": model, "params": first.get("model", {}).get("params"),
+                     "embedding_dim": first.get("model", {}).get("embedding_dim"),
+                     "lr": first.get("train", {}).get("lr"), "batch_size": first.get("train", {}).get("batch_size"),
+                     "epochs": first.get("train", {}).get("epochs"), "patience": first.get("train", {}).get("patience"),
+                     "ratio": spec.ratio, "identical_for_both_heads": identical})
+    return rows
+
+
+def collect_supervision(spec: SupervisionSpec, plan: Plan, index: dict) -> dict:
+    """Read every run's artifacts into the numbers the report shows."""
+    main = {k: plan.metrics(key) for k, key in index["main"].items()}
+
+    def values(model: str, head: str, part: str, metric: str) -> list[float | None]:
+        return [(main[(model, head, s)].get(part) or {}).get(metric) for s in spec.seeds]
+
+    table1, table2, table3 = [], [], []
+    for model in spec.models:
+        row: dict = {"model": model, "seeds": len(spec.seeds)}
+        for metric in ("auc", "logloss"):
+            b, r = values(model, "binary", "test", metric), values(model, "rating", "test", metric)
+            bm, bs = mean_std(b)
+            rm, rs = mean_std(r)
+            row.update({f"binary_{metric}_mean": bm, f"binary_{metric}_std": bs, f"rating_{metric}_mean": rm,
+                        f"rating_{metric}_std": rs, f"{metric}_relative": relative(bm, rm),
+                        f"binary_{metric}_per_seed": b, f"rating_{metric}_per_seed": r})
+        row["p_value"] = paired_p_value(row["binary_auc_per_seed"], row["rating_auc_per_seed"])
+        row["logloss_p_value"] = paired_p_value(row["binary_logloss_per_seed"], row["rating_logloss_per_seed"])
+        table1.append(row)
+        row2: dict = {"model": model, "seeds": len(spec.seeds)}
+        for metric in RANKING_METRICS:
+            b, r = values(model, "binary", "test", metric), values(model, "rating", "test", metric)
+            bm, bs = mean_std(b)
+            rm, rs = mean_std(r)
+            row2[metric] = {"binary_mean": bm, "binary_std": bs, "rating_mean": rm, "rating_std": rs,
+                            "relative": relative(bm, rm), "p_value": paired_p_value(b, r)}
+        table2.append(row2)
+        row3: dict = {"model": model}
+        for head in HEADS:
+            runs = [main[(model, head, s)] for s in spec.seeds]
+            row3[head] = {  # medians: a process's first run also pays its warm-up
+                "epoch_seconds": _median([float(np.median(m["epoch_seconds"])) if m.get("epoch_seconds") else None
+                                          for m in runs]),
+                "train_seconds": _median([m.get("train_seconds") for m in runs]),
+                "eval_seconds": _median([m.get("eval_seconds") for m in runs]),
+                "epochs": mean_std([len(m.get("epoch_seconds") or []) for m in runs])[0],
+                "device": runs[0].get("device"), "precision": runs[0].get("precision"),
+            }
+        row3["epoch_ratio"] = (row3["rating"]["epoch_seconds"] / row3["binary"]["epoch_seconds"]
+                               if row3["binary"]["epoch_seconds"] and row3["rating"]["epoch_seconds"] else None)
+        table3.append(row3)
+
+    figure2 = {}
+    for model in spec.trace_models:
+        figure2[model] = {}
+        for head in HEADS:
+            traces = [plan.artifact(index["main"][(model, head, s)], "trace.json") for s in spec.seeds]
+            figure2[model][head] = {
+                "user_grad_norm": _curve([_per_epoch(t.get("user_grad_norm", []), t.get("epochs", 0)) for t in traces]),
+                "item_grad_norm": _curve([_per_epoch(t.get("item_grad_norm", []), t.get("epochs", 0)) for t in traces]),
+                "user_weight_norm": mean_std([t.get("user_weight_norm") for t in traces]),
+                "item_weight_norm": mean_std([t.get("item_weight_norm") for t in traces]),
+            }
+
+    figure3 = {}
+    for model in spec.noise_models:
+        figure3[model] = {}
+        for head in HEADS:
+            keys = [index["main"][(model, head, s)] for s in spec.seeds]
+            noisy = [plan.artifact(k, "noise.json") for k in keys]
+            points = [{"std": 0.0, "auc": mean_std(values(model, head, "test", "auc")),
+                       "logloss": mean_std(values(model, head, "test", "logloss"))}]
+            for std in sorted(spec.noise_stds):
+                name = noise_name(std)
+                points.append({"std": std, "auc": mean_std([n.get(name, {}).get("auc") for n in noisy]),
+                               "logloss": mean_std([n.get(name, {}).get("logloss") for n in noisy])})
+            figure3[model][head] = points
+
+    figure4 = {}
+    for model in spec.ratio_models:
+        binary = values(model, "binary", "test", "auc")
+        points = []
+        for ratio in spec.ratios:
+            aucs = [(plan.metrics(index["ratio"][(model, ratio, s)]).get("test") or {}).get("auc") for s in spec.seeds]
+            m, s = mean_std(aucs)
+            points.append({"ratio": ratio, "auc_mean": m, "auc_std": s, "p_value": paired_p_value(binary, aucs)})
+        figure4[model] = {"binary": mean_std(binary), "rating": points}
+
+    first = main[(spec.models[0], "binary", spec.seeds[0])]
+    return {"experiment": "supervision", "models": list(spec.models), "seeds": list(spec.seeds),
+            "ratio": spec.ratio, "dataset": first.get("dataset"), "device": first.get("device"),
+            "precision": first.get("precision"), "table1": table1, "table2": table2, "table3": table3,
+            "figure2": figure2, "figure3": figure3, "figure4": figure4,
+            "hyperparameters": _hyper_parameters(spec, plan, index)}
+
+
+def _findings(results: dict) -> list[str]:
+    """Computed statements against the paper's direction (rating head ≥ binary head)."""
+    out = []
+    t1 = results["table1"]
+    better = [r["model"] for r in t1 if (r["auc_relative"] or 0) > 0]
+    significant = [r["model"] for r in t1 if (r["auc_relative"] or 0) > 0 and r["p_value"] is not None
+                   and r["p_value"] < 0.05]
+    worse_sig = [r["model"] for r in t1 if (r["auc_relative"] or 0) < 0 and r["p_value"] is not None
+                 and r["p_value"] < 0.05]
+    out.append(f"Table 1, AUC: the rating head has the higher mean test AUC for {len(better)} of {len(t1)} "
+               f"architectures ({', '.join(better) or 'none'}); the paired t-test puts {len(significant)} of "
+               f"them below p = 0.05 ({', '.join(significant) or 'none'}). Significantly worse: "
+               f"{', '.join(worse_sig) or 'none'}.")
+    lower_ll = [r["model"] for r in t1 if (r["logloss_relative"] or 0) < 0]
+    out.append(f"Table 1, logloss: lower with the rating head for {len(lower_ll)} of {len(t1)} "
+               f"({', '.join(lower_ll) or 'none'}).")
+    t2 = results["table2"]
+    ndcg = [r["model"] for r in t2 if (r["ndcg@10"]["relative"] or 0) > 0]
+    out.append(f"Table 2: NDCG@10 is higher with the rating head for {len(ndcg)} of {len(t2)} "
+               f"({', '.join(ndcg) or 'none'}).")
+    ratios = [r["epoch_ratio"] for r in results["table3"] if r["epoch_ratio"]]
+    if ratios:
+        out.append(f"Table 3: a rating-head epoch costs {min(ratios):.2f}× to {max(ratios):.2f}× a binary-head epoch "
+                   f"(median {float(np.median(ratios)):.2f}×).")
+    for model, heads in results["figure2"].items():
+        b, r = heads["binary"]["user_grad_norm"]["mean"], heads["rating"]["user_grad_norm"]["mean"]
+        if b and r and b[0] and r[0]:
+            bw, rw = heads["binary"]["user_weight_norm"][0], heads["rating"]["user_weight_norm"][0]
+            out.append(f"Figure 2, {model}: first-epoch user-embedding gradient norm rating/binary = "
+                       f"{r[0] / b[0]:.2f}×, last common epoch {r[min(len(b), len(r)) - 1] / b[min(len(b), len(r)) - 1]:.2f}×; "
+                       f"user weight norm after training {fmt(bw, 2)} (binary) vs {fmt(rw, 2)} (rating).")
+    drops = []
+    for model, heads in results["figure3"].items():
+        b, r = heads["binary"], heads["rating"]
+        if b[-1]["auc"][0] is not None and r[-1]["auc"][0] is not None:
+            drops.append((model, b[0]["auc"][0] - b[-1]["auc"][0], r[0]["auc"][0] - r[-1]["auc"][0]))
+    if drops:
+        robust = [m for m, db, dr in drops if dr < db]
+        out.append(f"Figure 3: at the largest noise std the rating head loses less AUC than the binary head for "
+                   f"{len(robust)} of {len(drops)} architectures ({', '.join(robust) or 'none'}).")
+    above = []
+    for model, fig in results["figure4"].items():
+        base = fig["binary"][0]
+        wins = sum(1 for p in fig["rating"] if p["auc_mean"] is not None and base is not None and p["auc_mean"] > base)
+        above.append(f"{model} {wins}/{len(fig['rating'])}")
+    if above:
+        out.append("Figure 4: λr values whose mean rating-head AUC beats the binary mean: " + ", ".join(above) + ".")
+    return out
+
+
+def render_supervision(results: dict, figures: dict[str, str], command: str) -> str:
+    """``report.md`` text; ``figures`` maps figure id → PNG file name."""
+    ds = results.get("dataset") or {}
+    seeds = results["seeds"]
+    lines = [f"# Scaled supervision: binary vs rating head on {ds.get('dataset', '?')} "
+             f"({len(seeds)} seeds)", "",
+             "Produced by", "", "```bash", command, "```", "",
+             f"Seeds {', '.join(map(str, seeds))}: each seed fixes the split, the initialisation and the batch order "
+             f"of both heads, so the heads are compared seed by seed (paired t-test, two-sided). "
+             f"λr = {results['ratio']}, device {results.get('device')}, precision {results.get('precision')}. "
+             f"Dataset after filtering (first seed): {ds.get('users')} users, {ds.get('items')} items, "
+             f"{ds.get('interactions')} interactions, density {fmt(ds.get('density'))}. "
+             "Mean ± sample std over seeds; Δ is relative (rating − binary) / binary. Raw numbers: `results.json`.",
+             "", "## Table 1: test AUC and logloss", ""]
+    rows = [[r["model"], pm(r["binary_auc_mean"], r["binary_auc_std"]), pm(r["rating_auc_mean"], r["rating_auc_std"]),
+             pct(r["auc_relative"]), p_value(r["p_value"]),
+             pm(r["binary_logloss_mean"], r["binary_logloss_std"]), pm(r["rating_logloss_mean"], r["rating_logloss_std"]),
+             pct(r["logloss_relative"]), p_value(r["logloss_p_value"])] for r in results["table1"]]
+    lines += [md_table(["model", "AUC Original (binary)", "AUC Smooth (rating)", "Δ AUC", "p",
+                        "logloss Original", "logloss Smooth", "Δ logloss", "p"], rows), "",
+              "## Table 2: ranking (uni100: every test row a positive against 100 untouched items)", ""]
+    rows = []
+    for r in results["table2"]:
+        cells = [r["model"]]
+        for metric in RANKING_METRICS:
+            m = r[metric]
+            cells += [f"{fmt(m['binary_mean'])} / {fmt(m['rating_mean'])}", f"{pct(m['relative'], 1)} (p {p_value(m['p_value'])})"]
+        rows.append(cells)
+    headers = ["model"]
+    for metric in RANKING_METRICS:
+        headers += [f"{metric} Original / Smooth", "Δ (p)"]
+    lines += [md_table(headers, rows), "", "## Table 3: cost", "",
+              "Medians over seeds (of each run's median epoch; a worker process's first run pays its warm-up). "
+              "Epochs: mean number trained before early stopping. Runs executed concurrently (`--jobs`) share the machine, so absolute seconds are "
+              "inflated by the concurrency; the binary and rating runs were interleaved under the same load, so "
+              "their ratio is the comparable figure. `ratingctr bench train` times epochs on an idle machine.", ""]
+    rows = [[r["model"], fmt(r["binary"]["epoch_seconds"], 3), fmt(r["rating"]["epoch_seconds"], 3),
+             fmt(r["epoch_ratio"], 2) + "×" if r["epoch_ratio"] else "n/a",
+             fmt(r["binary"]["epochs"], 1), fmt(r["rating"]["epochs"], 1),
+             fmt(r["binary"]["train_seconds"], 1), fmt(r["rating"]["train_seconds"], 1),
+             fmt(r["binary"]["eval_seconds"], 2), fmt(r["rating"]["eval_seconds"], 2)] for r in results["table3"]]
+    lines += [md_table(["model", "s/epoch binary", "s/epoch rating", "rating/binary", "epochs binary",
+                        "epochs rating", "train s binary", "train s rating", "eval s binary", "eval s rating"], rows), ""]
+    if "figure2" in figures:
+        lines += ["## Figure 2: embedding gradient and weight norms", "",
+                  "L2 norm of the gradient of the user-id and item-id embedding rows at each step, averaged per "
+                  "epoch (mean ± std over the seeds that reached the epoch; early stopping ends runs at different "
+                  "epochs), and the L2 norm of those rows after training (best-validation weights).", "",
+                  f"![Figure 2]({figures['figure2']})", ""]
+        rows = [[m, h, pm(*v[h]["user_weight_norm"], 3), pm(*v[h]["item_weight_norm"], 3)]
+                for m, v in results["figure2"].items() for h in HEADS]
+        lines += [md_table(["model", "head", "user weight norm", "item weight norm"], rows), ""]
+    if "figure3" in figures:
+        stds = [p["std"] for p in next(iter(results["figure3"].values()))["binary"]]
+        lines += ["## Figure 3: robustness to Gaussian noise on the embeddings", "",
+                  "Test AUC / logloss when N(0, std²) noise is added to every field embedding at evaluation "
+                  f"(std grid {', '.join(f'{s:g}' for s in stds[1:])}; std 0 is Table 1).", "",
+                  f"![Figure 3]({figures['figure3']})", ""]
+        rows = []
+        for model, heads in results["figure3"].items():
+            for head in HEADS:
+                rows.append([model, head] + [fmt(p["auc"][0]) for p in heads[head]])
+        lines += [md_table(["model", "head"] + [f"AUC std={s:g}" for s in stds], rows), ""]
+    if "figure4" in figures:
+        lines += ["## Figure 4: AUC vs λr", "",
+                  "Rating-head test AUC for each λr (mean ± std over seeds) against the binary head (dashed, band = "
+                  "± std); p is the paired test against the binary head.", "", f"![Figure 4]({figures['figure4']})", ""]
+        ratios = [p["ratio"] for p in next(iter(results["figure4"].values()))["rating"]]
+        rows = [[m, pm(*fig["binary"])] + [f"{pm(p['auc_mean'], p['auc_std'])} (p {p_value(p['p_value'])})"
+                                            for p in fig["rating"]] for m, fig in results["figure4"].items()]
+        lines += [md_table(["model", "binary"] + [f"λr={r:g}" for r in ratios], rows), ""]
+    lines += ["## Hyper-parameters", "",
+              "Each architecture ran with the same configuration for both heads (checked from every run's recorded "
+              "config: model, training, data and encoder settings equal up to the seed). Values: "
+              "`training/configs/models/<Model>.yaml` plus the command's overrides.", ""]
+    rows = [[h["model"], f"`{h['params']}`", h["embedding_dim"], h["lr"], h["batch_size"], h["epochs"], h["patience"],
+             "yes" if h["identical_for_both_heads"] else "**NO**"] for h in results["hyperparameters"]]
+    lines += [md_table(["model", "params", "d", "lr", "batch", "max epochs", "patience", "identical"], rows), "",
+              "## Findings (computed from the numbers above)", ""]
+    lines += [f"* {f}" for f in _findings(results)]
+    return "\n".join(lines) + "\n"
