@@ -4,7 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test clean
+RATINGCTR := $(VENV)/bin/ratingctr
+# `make serve` trains and exports this bundle on first use (MovieLens-100k, DCNV2, rating head).
+BUNDLE ?= bundles/dcnv2-rating
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install test serve clean
 
 install: $(STAMP)
 
@@ -17,6 +23,15 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+serve: $(BUNDLE)/manifest.json
+	$(RATINGCTR) serve --bundle $(BUNDLE) --host $(HOST) --port $(PORT)
+
+# Order-only on the venv: a dependency change must not retrain an existing bundle.
+$(BUNDLE)/manifest.json: | $(STAMP)
+	$(RATINGCTR) train-retriever --dataset ml-100k --out runs/retriever
+	$(RATINGCTR) train --model DCNV2 --dataset ml-100k --head rating --out runs/dcnv2-rating
+	$(RATINGCTR) export --ranker runs/dcnv2-rating --retriever runs/retriever --out $(BUNDLE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

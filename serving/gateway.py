@@ -69,6 +69,10 @@ class Gateway:
                 log.warning("reading the reload generation failed: %s", exc)
         await self._sync_once()
         self._sync_task = asyncio.create_task(self._sync_loop())
+        host = "127.0.0.1" if s.host in ("0.0.0.0", "::") else s.host
+        example_user = self.models[self.default_model].user_ids[1:2] or ["new-user"]
+        log.info("ready; try: curl -s -X POST http://%s:%d/v1/recommend -H 'Content-Type: application/json' "
+                 "-d '{\"user_id\": \"%s\", \"k\": 10}'", host, s.port, example_user[0])
 
     async def stop(self) -> None:
         if self._sync_task:

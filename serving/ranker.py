@@ -121,12 +121,16 @@ class Ranker:
             items = items[~np.isin(items, seen)]
         return items[:n]
 
-    def score(self, user_row: np.ndarray, items: np.ndarray) -> dict[str, np.ndarray]:
-        """One ONNX Runtime call over the user row broadcast against the items' rows."""
+    def features(self, user_row: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The ``[N, C]`` int64 model input: the user row broadcast against the items' rows."""
         features = np.empty((len(items), self.user_fields.shape[1] + self.item_fields.shape[1]), dtype=np.int64)
         features[:, :self.user_fields.shape[1]] = user_row
         features[:, self.user_fields.shape[1]:] = self.item_fields[items]
-        return self.served.score(features)
+        return features
+
+    def score(self, user_row: np.ndarray, items: np.ndarray) -> dict[str, np.ndarray]:
+        """One ONNX Runtime call over the candidates' feature matrix."""
+        return self.served.score(self.features(user_row, items))
 
     def rank(self, user_row: np.ndarray, items: np.ndarray, k: int, timings: dict[str, float]) -> Ranked:
         start = time.perf_counter()

@@ -1,0 +1,218 @@
+"""``ratingctr bench gateway``: /v1/recommend latency and throughput against bare TorchServe.
+
+The gateway runs as a real ``ratingctr serve`` process (own embedded Redis) and TorchServe
+serves the same bundle's ``ranker.mar``.  Both are driven by the same closed-loop client
+(loadtest/http_load.py) in interleaved rounds (gateway, TorchServe, gateway, …) at each
+concurrency, so machine drift hits both alike; every figure is the median over rounds.
+TorchServe gets the exact candidate matrices the gateway scores for the same users (its
+FAISS top-200 after removing seen items), so the comparison is "our whole request path"
+against "their model call alone".  A last phase measures p99 while the bundle is reloaded
+20 times under load, against a steady phase of the same length just before it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from loadtest.http_load import encode_post, run_load
+from training.errors import UserError
+
+ADMIN_TOKEN = "bench-gateway-token"
+
+
+def _recommend_bodies(user_ids: list[str], k: int) -> list[bytes]:
+    return [json.dumps({"user_id": u, "k": k}).encode() for u in user_ids]
+
+
+def _torchserve_bodies(bundle_path: Path, users: np.ndarray, candidates: int) -> list[bytes]:
+    from serving.ranker import load_ranker
+
+    ranker = load_ranker(bundle_path, candidates, warmup_calls=0)
+    bodies = []
+    for u in users.tolist():
+        items = ranker.retrieve(u, ranker.history(u), candidates)
+        bodies.append(json.dumps({"fields": ranker.features(ranker.user_fields[u], items).tolist()}).encode())
+    return bodies
+
+
+def _median_summary(rounds: list[dict]) -> dict:
+    keys = ("p50_ms", "p95_ms", "p99_ms", "req_per_s")
+    out = {key: statistics.median(r[key] for r in rounds) for key in keys}
+    out["p50_ms_min"] = min(r["p50_ms"] for r in rounds)
+    out["p50_ms_max"] = max(r["p50_ms"] for r in rounds)
+    out["requests"] = sum(r["requests"] for r in rounds)
+    out["failed"] = sum(r["errors"] + r["non_2xx"] for r in rounds)
+    return out
+
+
+def _reload(url: str, name: str, path: Path) -> None:
+    request = urllib.request.Request(f"{url}/v1/admin/reload", method="POST",
+                                     data=json.dumps({"name": name, "path": str(path)}).encode(),
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {ADMIN_TOKEN}"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        if response.status != 200:
+            raise UserError(f"reload failed with HTTP {response.status}")
+
+
+def run_bench_gateway(args: argparse.Namespace) -> int:
+    from export.bundle import BundleError, load_bundle
+    from serving.process import running_gateway
+
+    bundle_path = Path(args.bundle)
+    reload_path = Path(args.reload_bundle) if args.reload_bundle else bundle_path
+    try:
+        bundle = load_bundle(bundle_path)
+        load_bundle(reload_path)
+    except BundleError as exc:
+        raise UserError(str(exc)) from exc
+    clients = [int(c) for c in args.clients.split(",")]
+    rng = np.random.default_rng(0)
+    users = rng.integers(1, len(bundle.vocab["user_id"]), size=args.distinct_users)
+    user_ids = [bundle.vocab["user_id"][u] for u in users.tolist()]
+    gateway_requests = [encode_post("127.0.0.1", "/v1/recommend", b) for b in _recommend_bodies(user_ids, args.k)]
+    results: dict = {"config": {"bundle": str(bundle_path), "version": bundle.version, "k": args.k,
+                                "candidates": args.candidates, "clients": clients, "seconds": args.seconds,
+                                "rounds": args.rounds, "workers": args.workers, "reloads": args.reloads},
+                     "gateway": {}, "torchserve": {}}
+    env = {"RATINGCTR_CANDIDATES": str(args.candidates), "RATINGCTR_ADMIN_TOKEN": ADMIN_TOKEN}
+    stack = []
+    with running_gateway({"main": bundle_path}, workers=args.workers, env=env) as gw:
+        host, port = "127.0.0.1", int(gw.url.rsplit(":", 1)[1])
+        targets = {"gateway": (port, gateway_requests)}
+        ts_context = None
+        if args.torchserve:
+            from export.torchserve_process import local_torchserve
+
+            ts_requests = [encode_post("127.0.0.1", "/predictions/ranker", b)
+                           for b in _torchserve_bodies(bundle_path, users, args.candidates)]
+            ts_context = local_torchserve(bundle_path, bundle.manifest["num_columns"])
+            ts_url = ts_context.__enter__()
+            stack.append(ts_context)
+            targets["torchserve"] = (int(ts_url.rsplit(":", 1)[1]), ts_requests)
+        try:
+            for name, (target_port, requests) in targets.items():  # warm-up both
+                run_load(host, target_port, requests, max(clients), args.warmup)
+            per_round: dict = {name: {c: [] for c in clients} for name in targets}
+            for r in range(args.rounds):
+                for c in clients:
+                    for name, (target_port, requests) in targets.items():
+                        summary = run_load(host, target_port, requests, c, args.seconds).summary()
+                        per_round[name][c].append(summary)
+                        print(f"round {r + 1}/{args.rounds} clients={c:>3} {name:<10} p50 {summary['p50_ms']:.3f} ms "
+                              f"p99 {summary['p99_ms']:.3f} ms {summary['req_per_s']:.0f} req/s", flush=True)
+            for name in targets:
+                results[name] = {str(c): {**_median_summary(per_round[name][c]), "rounds": per_round[name][c]}
+                                 for c in clients}
+            if args.reloads:
+                results["reload"] = _reload_phase(host, port, gw.url, gateway_requests, args, bundle_path, reload_path)
+        finally:
+            for context in stack:
+                context.__exit__(None, None, None)
+    _verdicts(results, clients)
+    _write(results, args.out)
+    return 0
+
+
+def _reload_phase(host: str, port: int, url: str, requests: list[bytes], args: argparse.Namespace,
+                  bundle_path: Path, reload_path: Path) -> dict:
+    """Steady phase, then the same load while ``reloads`` reloads alternate two bundles."""
+    clients = args.reload_clients
+    duration = args.reloads * args.reload_interval + 1.0
+    steady = run_load(host, port, requests, clients, duration).summary()
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.update(r=run_load(host, port, requests, clients, duration)))
+    thread.start()
+    time.sleep(0.5)
+    seconds = []
+    for i in range(args.reloads):
+        start = time.perf_counter()
+        _reload(url, "main", reload_path if i % 2 == 0 else bundle_path)
+        seconds.append(time.perf_counter() - start)
+        time.sleep(max(0.0, args.reload_interval - seconds[-1]))
+    thread.join()
+    during = box["r"].summary()
+    print(f"reloads: steady p99 {steady['p99_ms']:.3f} ms, during {args.reloads} reloads p99 {during['p99_ms']:.3f} ms, "
+          f"failed {during['errors'] + during['non_2xx']}", flush=True)
+    return {"clients": clients, "steady": steady, "during": during, "reload_seconds_median": statistics.median(seconds),
+            "p99_ratio": during["p99_ms"] / steady["p99_ms"]}
+
+
+def _verdicts(results: dict, clients: list[int]) -> None:
+    verdicts = {}
+    if "1" in results["gateway"]:
+        verdicts["p50_at_1_client_ms"] = {"value": results["gateway"]["1"]["p50_ms"], "target": 2.0,
+                                          "met": results["gateway"]["1"]["p50_ms"] <= 2.0}
+    if results.get("torchserve") and "1" in results["torchserve"]:
+        ratio = results["gateway"]["1"]["p50_ms"] / results["torchserve"]["1"]["p50_ms"]
+        verdicts["gateway_over_torchserve_p50"] = {"value": ratio, "target": 0.5, "met": ratio <= 0.5}
+    if "reload" in results:
+        verdicts["reload_p99_ratio"] = {"value": results["reload"]["p99_ratio"], "target": 2.0,
+                                        "met": results["reload"]["p99_ratio"] <= 2.0}
+        verdicts["failed_requests_during_reloads"] = {
+            "value": results["reload"]["during"]["errors"] + results["reload"]["during"]["non_2xx"], "target": 0,
+            "met": results["reload"]["during"]["errors"] + results["reload"]["during"]["non_2xx"] == 0}
+    results["verdicts"] = verdicts
+
+
+def render_markdown(results: dict) -> str:
+    cfg = results["config"]
+    lines = [f"# bench gateway: /v1/recommend (k={cfg['k']}, {cfg['candidates']} candidates) vs bare TorchServe",
+             "", f"Bundle `{cfg['bundle']}` (version {cfg['version']}), gateway workers: {cfg['workers']}, "
+             f"{cfg['rounds']} interleaved rounds of {cfg['seconds']} s per concurrency; medians over rounds.", "",
+             "| clients | gateway p50 ms | p95 ms | p99 ms | req/s | TorchServe p50 ms | p95 ms | p99 ms | req/s "
+             "| gateway/TorchServe p50 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in cfg["clients"]:
+        g = results["gateway"][str(c)]
+        t = results.get("torchserve", {}).get(str(c))
+        ts = (f"{t['p50_ms']:.3f} | {t['p95_ms']:.3f} | {t['p99_ms']:.3f} | {t['req_per_s']:.0f} | "
+              f"{g['p50_ms'] / t['p50_ms']:.3f}") if t else "– | – | – | – | –"
+        lines.append(f"| {c} | {g['p50_ms']:.3f} | {g['p95_ms']:.3f} | {g['p99_ms']:.3f} | {g['req_per_s']:.0f} | {ts} |")
+    if "reload" in results:
+        r = results["reload"]
+        lines += ["", f"Reloads ({cfg['reloads']}, alternating two bundles, {r['clients']} clients): steady p99 "
+                  f"{r['steady']['p99_ms']:.3f} ms, during reloads p99 {r['during']['p99_ms']:.3f} ms "
+                  f"(ratio {r['p99_ratio']:.2f}), failed requests {r['during']['errors'] + r['during']['non_2xx']}, "
+                  f"median reload {r['reload_seconds_median'] * 1000:.0f} ms."]
+    lines += ["", "| target | measured | met |", "|---|---|---|"]
+    for name, v in results.get("verdicts", {}).items():
+        value = f"{v['value']:.3f}" if isinstance(v["value"], float) else str(v["value"])
+        lines.append(f"| {name} ≤ {v['target']} | {value} | {'yes' if v['met'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write(results: dict, out: str | None) -> None:
+    text = render_markdown(results)
+    print(text)
+    if out:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+        path.with_suffix(".md").write_text(text)
+
+
+def register_bench(bench_verbs: argparse._SubParsersAction) -> None:
+    bench = bench_verbs.add_parser("gateway", help="/v1/recommend p50/p95/p99 and req/s vs bare TorchServe")
+    bench.add_argument("--bundle", default="bundles/dcnv2-rating", help="bundle to serve (needs ranker.mar for TorchServe)")
+    bench.add_argument("--reload-bundle", default=None, help="second bundle the reload phase alternates with")
+    bench.add_argument("--clients", default="1,8,32", help="concurrent closed-loop clients")
+    bench.add_argument("--seconds", type=float, default=10.0, help="measured seconds per target, concurrency and round")
+    bench.add_argument("--warmup", type=float, default=3.0)
+    bench.add_argument("--rounds", type=int, default=3)
+    bench.add_argument("--k", type=int, default=10)
+    bench.add_argument("--candidates", type=int, default=200)
+    bench.add_argument("--workers", type=int, default=1, help="gateway worker processes")
+    bench.add_argument("--distinct-users", type=int, default=500)
+    bench.add_argument("--reloads", type=int, default=20, help="reloads under load in the last phase (0: skip)")
+    bench.add_argument("--reload-clients", type=int, default=8)
+    bench.add_argument("--reload-interval", type=float, default=0.25, help="seconds between reload starts")
+    bench.add_argument("--no-torchserve", dest="torchserve", action="store_false")
+    bench.add_argument("--out", default=None, help="write OUT.json and OUT.md")
+    bench.set_defaults(handler=lambda args, extra: run_bench_gateway(args))
