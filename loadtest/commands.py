@@ -47,3 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--candidates", type=int, default=200, help="candidate rows per TorchServe call")
     p.add_argument("--think-ms", type=float, default=0.0, help="mean think time per Locust user (0: closed loop)")
     p.set_defaults(handler=cmd_loadtest)
+
+
+def register_bench(bench_verbs: argparse._SubParsersAction) -> None:
+    """``bench gateway`` (loadtest/gateway_bench.py): the gateway against bare TorchServe."""
+    from loadtest.gateway_bench import register_bench as register_gateway_bench
+
+    register_gateway_bench(bench_verbs)
