@@ -16,11 +16,13 @@ both models under the given names (e.g. a remote fleet; see the README's scale-o
 """
 from __future__ import annotations
 
+import ast
 import csv
 import importlib.metadata
 import json
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -118,7 +120,19 @@ def _read_failures(prefix: Path) -> list[dict]:
     if not path.is_file():
         return []
     with open(path, newline="") as fh:
-        return [{"name": r["Name"], "error": r["Error"], "occurrences": int(r["Occurrences"])} for r in csv.DictReader(fh)]
+        return [{"name": r["Name"], "error": _unwrap(r["Error"]), "occurrences": int(r["Occurrences"])}
+                for r in csv.DictReader(fh)]
+
+
+def _unwrap(error: str) -> str:
+    """Locust stores ``response.failure(msg)`` as ``CatchResponseError('msg')``: keep the message."""
+    match = re.fullmatch(r"CatchResponseError\((.*)\)", error, flags=re.S)
+    if match:
+        try:
+            return str(ast.literal_eval(match.group(1)))
+        except (ValueError, SyntaxError):
+            return match.group(1)
+    return error
 
 
 def _read_samples(directory: Path) -> tuple[dict[str, np.ndarray], dict[str, int]]:

@@ -128,23 +128,28 @@ class Traffic:
                 return item
         return self.item_ids[int(rng.integers(1, self.n_items + 1))]
 
-    def candidate_rows(self, index: int) -> np.ndarray:
-        """``[N, C]`` int64 rows for TorchServe: the user's row against their top-N retrieved unseen items.
+    def candidate_items(self, index: int) -> np.ndarray:
+        """Item indices the user's request scores: their top-N retrieved unseen items.
 
         The same retrieval the gateway does (inner product of retriever vectors, seen items
         removed); unknown users get the most popular items, as the gateway's cold start.
         """
-        n = min(self.config.candidates, self.n_items)
         if index not in self._candidate_cache:
+            n = min(self.config.candidates, self.n_items)
             if index == 0:
                 items = self.popular[self.popular > 0][:n]
             else:
                 scores = self.item_vectors[1:] @ self.user_vectors[index]
                 seen = self.history[self.indptr[index]:self.indptr[index + 1]]
                 scores[seen[seen > 0] - 1] = -np.inf
-                items = np.argsort(-scores, kind="stable")[:n] + 1
+                order = np.argsort(-scores, kind="stable")
+                items = order[np.isfinite(scores[order])][:n] + 1
             self._candidate_cache[index] = items
-        items = self._candidate_cache[index]
+        return self._candidate_cache[index]
+
+    def candidate_rows(self, index: int) -> np.ndarray:
+        """``[N, C]`` int64 TorchServe input: the user's field row against each candidate's item row."""
+        items = self.candidate_items(index)
         user = np.broadcast_to(self.user_fields[index], (items.size, self.user_fields.shape[1]))
         return np.concatenate([user, self.item_fields[items]], axis=1).astype(np.int64)
 
