@@ -125,7 +125,7 @@ class Gateway:
         """(user index, field row, seen item indices, fallback) for one request."""
         user = ranker.user_index.get(user_id, 0)
         start = time.perf_counter()
-        record = await self.store.read_user(user_id, ranker.version) if self.store else None
+        record = self.store.read_user(user_id, ranker.version) if self.store else None
         timings["redis"] = time.perf_counter() - start
         if record is None:  # Redis unavailable: the bundle's own row and training history
             fallback = "degraded"

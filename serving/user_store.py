@@ -11,6 +11,11 @@ Keys (``P`` is the configured prefix, so deployments can share a Redis):
 * ``P:events``               STREAM of every accepted event, never trimmed.
 * ``P:admin:bundles`` / ``P:admin:generation``  the reloads other workers must follow.
 
+The request path reads with a *blocking* client on the event loop: its pipeline round trip
+costs about a third of redis.asyncio's (median 119 µs against 321 µs for the same HGET +
+SMEMBERS pipeline on this machine), and the socket timeout bounds the stall if Redis
+hangs.  Writes (events with their fsync, bulk loads, reload notices) stay asynchronous.
+
 A failing Redis never fails a request: reads report ``None`` (the caller serves degraded)
 and, for ``retry_s`` after a failure, are not even attempted, so a dead Redis costs no
 connect timeouts; the first read after that window probes it again.
@@ -46,8 +51,11 @@ class UserStore:
         self.url = url
         self.prefix = prefix
         self.retry_s = retry_s
-        self.client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+        # writes wait for the append-only file's fsync: a longer timeout, off the event loop
+        self.client = aioredis.Redis.from_url(url, socket_timeout=max(timeout_s, 2.0), socket_connect_timeout=timeout_s,
                                               retry_on_timeout=False, health_check_interval=0)
+        self.reader = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                           retry_on_timeout=False, health_check_interval=0)
         self._down_until = 0.0
         self._was_down = False
 
@@ -80,15 +88,15 @@ class UserStore:
         return True
 
     # ---- request path --------------------------------------------------------------
-    async def read_user(self, user_id: str, bundle_version: str) -> UserRecord | None:
+    def read_user(self, user_id: str, bundle_version: str) -> UserRecord | None:
         """Field row and seen set in one round trip; ``None`` when Redis is unavailable."""
         if not self.available:
             return None
         try:
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.reader.pipeline(transaction=False)
             pipe.hget(self.key("b", bundle_version, "fields"), user_id)
             pipe.smembers(self.key("seen", user_id))
-            fields, seen = await pipe.execute()
+            fields, seen = pipe.execute()
         except (redis.RedisError, OSError) as exc:
             self._failed(exc)
             return None
@@ -178,6 +186,7 @@ class UserStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+        self.reader.close()
 
 
 def decode_row(raw: bytes | None, width: int) -> np.ndarray | None:

@@ -213,3 +213,28 @@ def test_the_gateway_process_never_imports_torch(tiny_bundles) -> None:
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
+
+
+def test_a_hung_redis_costs_one_timeout_not_a_hang(tiny_bundles, tmp_path) -> None:
+    """SIGSTOP leaves Redis's socket open but silent: requests must still answer, degraded."""
+    with EmbeddedRedis(tmp_path / "redis") as server, \
+            running_gateway({"rating": tiny_bundles["rating"]}, redis_url=server.url,
+                            env={"RATINGCTR_REDIS_TIMEOUT_S": "0.1", "RATINGCTR_REDIS_RETRY_S": "0.5"}) as gw, \
+            httpx.Client(base_url=gw.url, timeout=10) as client:
+        assert client.post("/v1/recommend", json={"user_id": "u1", "k": 3}).json()["fallback"] is None
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            slowest, fallbacks = 0.0, Counter()
+            for _ in range(30):
+                start = time.perf_counter()
+                r = client.post("/v1/recommend", json={"user_id": "u1", "k": 3})
+                slowest = max(slowest, time.perf_counter() - start)
+                assert r.status_code == 200
+                fallbacks[r.json()["fallback"]] += 1
+                time.sleep(0.05)
+            assert fallbacks["degraded"] == 30
+            assert slowest < 1.0  # one 0.1 s timeout per 0.5 s retry window, never a hang
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        _wait_for(lambda: client.post("/v1/recommend", json={"user_id": "u1", "k": 3}).json()["fallback"] is None,
+                  10, "did not recover after SIGCONT")
