@@ -7,6 +7,7 @@ validation behave identically; an override applies to every architecture of the 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -51,11 +52,27 @@ def _seeds(args: argparse.Namespace) -> tuple[int, ...]:
 
 
 def _write(out: Path, results: dict, report: str) -> None:
+    """``results.json`` and ``report.md``; a hand-written ``discussion.md`` beside them is appended."""
     from training.run import write_json
 
     write_json(out / "results.json", results)
+    discussion = out / "discussion.md"
+    if discussion.is_file():
+        report += "\n## Discussion\n\n" + discussion.read_text().strip() + "\n"
     (out / "report.md").write_text(report)
     print(f"report: {out / 'report.md'}", file=sys.stderr)
+
+
+def _stored_results(out: Path, experiment: str) -> dict:
+    """``--report-only``: the numbers of an earlier run of this experiment, without its run cache."""
+    path = out / "results.json"
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"--report-only needs {path} from an earlier run: {exc}") from exc
+    if results.get("experiment") != experiment:
+        raise UserError(f"{path} holds a {results.get('experiment')!r} experiment, not {experiment!r}")
+    return results
 
 
 def cmd_supervision(args: argparse.Namespace, extra: list[str]) -> int:
@@ -77,19 +94,22 @@ def cmd_supervision(args: argparse.Namespace, extra: list[str]) -> int:
             raise UserError(f"{name} names {', '.join(unknown)}, which are not in --models")
     if any(not 0.0 <= r <= 1.0 for r in spec.ratios) or any(s < 0 for s in spec.noise_stds):
         raise UserError("--ratios must lie in [0, 1] and --noise-stds must be >= 0")
-    plan = Plan(Path(args.runs_dir))
-    index = plan_supervision(spec, _config_factory(args, extra), plan)
-    run_plan(plan, jobs=args.jobs)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = collect_supervision(spec, plan, index)
-    results["command"] = _command_line(args, extra)
+    if args.report_only:
+        results = _stored_results(out, "supervision")
+    else:
+        plan = Plan(Path(args.runs_dir))
+        index = plan_supervision(spec, _config_factory(args, extra), plan)
+        run_plan(plan, jobs=args.jobs)
+        out.mkdir(parents=True, exist_ok=True)
+        results = collect_supervision(spec, plan, index)
+        results["command"] = _command_line(args, extra)
     figures = {}
-    if spec.trace_models:
+    if results["figure2"]:
         figures["figure2"] = plots.figure2(results, out)
-    if spec.noise_models:
+    if results["figure3"]:
         figures["figure3"] = plots.figure3(results, out)
-    if spec.ratio_models:
+    if results["figure4"]:
         figures["figure4"] = plots.figure4(results, out)
     _write(out, results, render_supervision(results, figures, results["command"]))
     return 0
@@ -105,13 +125,16 @@ def cmd_connectivity(args: argparse.Namespace, extra: list[str]) -> int:
         raise UserError(f"--gcn-layers must be >= 1, got {args.gcn_layers}")
     spec = ConnectivitySpec(models=_csv(args.models), k_cores=_csv(args.k_cores, int), seeds=_seeds(args),
                             head=args.head, gcn_layers=args.gcn_layers)
-    plan = Plan(Path(args.runs_dir))
-    index = plan_connectivity(spec, _config_factory(args, extra), plan)
-    run_plan(plan, jobs=args.jobs)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = collect_connectivity(spec, plan, index)
-    results["command"] = _command_line(args, extra)
+    if args.report_only:
+        results = _stored_results(out, "connectivity")
+    else:
+        plan = Plan(Path(args.runs_dir))
+        index = plan_connectivity(spec, _config_factory(args, extra), plan)
+        run_plan(plan, jobs=args.jobs)
+        out.mkdir(parents=True, exist_ok=True)
+        results = collect_connectivity(spec, plan, index)
+        results["command"] = _command_line(args, extra)
     figures = {"auc_by_k": plots.connectivity_auc(results, out), "figure5": plots.figure5(results, out)}
     _write(out, results, render_connectivity(results, figures, results["command"]))
     return 0
@@ -134,6 +157,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR,
                         help="cache of finished runs, keyed by configuration (shared by experiments)")
     parser.add_argument("--out", required=True, help="report folder: report.md, results.json, PNGs")
+    parser.add_argument("--report-only", action="store_true",
+                        help="re-render report.md and the PNGs from OUT/results.json without touching runs")
     parser.set_defaults(no_progress=True, encoder="table", gcn_layers=2, layer_weights=None, init_from=None,
                         accepts_overrides=True)
 
@@ -164,7 +189,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     con.add_argument("--ratio", type=float, default=0.5, help="λr of the rating head")
     con.add_argument("--gcn-layers", type=int, default=2)
     con.set_defaults(handler=cmd_connectivity)
-    con.set_defaults(option_dests=_option_dests(con))
+    con.set_defaults(option_dests=[d for d in _option_dests(con) if d != "k_core"])
 
 
 def _option_dests(parser: argparse.ArgumentParser) -> list[str]:
@@ -176,6 +201,6 @@ def _command_line(args: argparse.Namespace, extra: list[str]) -> str:
     words = ["ratingctr", "experiment", args.experiment_verb]
     for dest in args.option_dests:
         value = getattr(args, dest)
-        if value is not None and value is not False:
+        if value is not None and value is not False and dest != "report_only":
             words += [f"--{dest.replace('_', '-')}"] + ([] if value is True else [str(value)])
     return " ".join(shlex.quote(w) for w in words + list(extra))
