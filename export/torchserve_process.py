@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,30 +13,15 @@ from pathlib import Path
 from typing import Iterator
 
 from export.torchserve import config_properties, venv_tool
+from serving.embedded_redis import free_port
+from serving.process import stop_process
 from training.errors import UserError
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post_json(url: str, payload: dict, timeout: float = 30) -> dict:
     request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 @contextmanager
@@ -78,4 +61,4 @@ def local_torchserve(bundle_dir: Path, num_columns: int, disable_token_auth: boo
                         time.sleep(1)
                 yield url
             finally:
-                _stop_group(proc)
+                stop_process(proc)
