@@ -15,6 +15,7 @@ from pathlib import Path
 from training.errors import UserError
 
 DEFAULT_RUNS_DIR = "runs/experiments"
+PAPER_TRACE_MODELS = ("DCNV2", "AutoInt", "FiGNN")  # the architectures of paper 1's Figure 2
 
 
 def _csv(value: str, kind=str) -> tuple:
@@ -84,7 +85,8 @@ def cmd_supervision(args: argparse.Namespace, extra: list[str]) -> int:
     models = _csv(args.models)
     spec = SupervisionSpec(models=models, seeds=_seeds(args), ratio=args.ratio, ratios=_csv(args.ratios, float),
                            ratio_models=_models(args.ratio_models, models),
-                           trace_models=tuple(m for m in _models(args.trace_models, models)),
+                           trace_models=tuple(m for m in PAPER_TRACE_MODELS if m in models)
+                           if args.trace_models is None else _models(args.trace_models, models),
                            noise_stds=_csv(args.noise_stds, float) if args.noise_models != "none" else (),
                            noise_models=_models(args.noise_models, models))
     for name, subset in (("--ratio-models", spec.ratio_models), ("--trace-models", spec.trace_models),
@@ -173,8 +175,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sup.add_argument("--ratio", type=float, default=0.5, help="λr of the rating head in Tables 1-3")
     sup.add_argument("--ratios", default="0.1,0.3,0.5,0.7,0.9", help="λr grid of Figure 4")
     sup.add_argument("--ratio-models", default="all", help="architectures of Figure 4 (all, none or a list)")
-    sup.add_argument("--trace-models", default="DCNV2,AutoInt,FiGNN",
-                     help="architectures whose embedding gradient norms are recorded (Figure 2; all, none, list)")
+    sup.add_argument("--trace-models", default=None,
+                     help="architectures whose embedding gradient norms are recorded (Figure 2; all, none or a "
+                          "list; default: those of DCNV2, AutoInt, FiGNN in --models)")
     sup.add_argument("--noise-stds", default="0.01,0.03,0.05,0.07,0.09",
                      help="Figure 3 noise grid (paper: 0.01..0.09 dense data, 0.006..0.014 sparse)")
     sup.add_argument("--noise-models", default="all", help="architectures of Figure 3 (all, none or a list)")

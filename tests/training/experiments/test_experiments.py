@@ -1,0 +1,179 @@
+"""The experiment plumbing on the tiny synthetic dataset: tables render, the cache skips, runs resume."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.cli import main
+from training.config import DataConfig, EncoderConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
+from training.experiments.runner import Plan, run_key, run_plan, traced_train_run
+from training.experiments.stats import mean_std, paired_p_value
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FAST = ["--epochs", "2", "--batch-size", "512", "--k-core", "3", "--precision", "fp32", "--device", "cpu",
+        "--seeds", "2", "--mlp_hidden_size=[16]"]
+
+
+def _supervision_args(tiny: Path, runs: Path, out: Path) -> list[str]:
+    return ["experiment", "supervision", "--dataset", "atomic", "--data-dir", str(tiny), "--models", "WideDeep,DCNV2",
+            "--trace-models", "DCNV2", "--ratio-models", "WideDeep", "--ratios", "0.3,0.5",
+            "--noise-models", "DCNV2", "--noise-stds", "0.05,0.1", "--runs-dir", str(runs), "--out", str(out)] + FAST
+
+
+@pytest.fixture(scope="module")
+def supervision(tiny_atomic: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], Path, Path]:
+    root = tmp_path_factory.mktemp("supervision")
+    args = _supervision_args(tiny_atomic, root / "runs", root / "report")
+    assert main(args) == 0
+    return args, root / "runs", root / "report"
+
+
+def test_supervision_report_has_every_table_and_figure(supervision) -> None:
+    _, runs, out = supervision
+    report = (out / "report.md").read_text()
+    for heading in ("Table 1", "Table 2", "Table 3", "Figure 2", "Figure 3", "Figure 4", "Hyper-parameters",
+                    "Findings"):
+        assert f"## {heading}" in report, heading
+    results = json.loads((out / "results.json").read_text())
+    row = results["table1"][0]
+    assert {"model", "binary_auc_mean", "binary_auc_std", "rating_auc_mean", "rating_auc_std", "p_value",
+            "seeds"} <= set(row)
+    assert [r["model"] for r in results["table1"]] == ["WideDeep", "DCNV2"] and row["seeds"] == 2
+    assert 0.0 < row["binary_auc_mean"] < 1.0 and 0.0 < row["rating_auc_mean"] < 1.0
+    assert row["p_value"] is None or 0.0 <= row["p_value"] <= 1.0
+    assert "| WideDeep | " in report and "| DCNV2 | " in report
+    assert all(h["identical_for_both_heads"] for h in results["hyperparameters"])
+    fig2 = results["figure2"]["DCNV2"]["rating"]
+    assert fig2["user_grad_norm"]["mean"] and all(v > 0 for v in fig2["user_grad_norm"]["mean"])
+    assert [p["std"] for p in results["figure3"]["DCNV2"]["binary"]] == [0.0, 0.05, 0.1]
+    assert [p["ratio"] for p in results["figure4"]["WideDeep"]["rating"]] == [0.3, 0.5]
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["figure2_embedding_norms.png", "figure3_noise.png", "figure4_ratio.png"]
+    assert all((out / p).read_bytes()[:8] == PNG_MAGIC for p in pngs)
+    # λr = 0.5 of Figure 4 is Table 1's rating run: one run, not two
+    assert len(list(runs.iterdir())) == 2 * 2 * 2 + 2
+
+
+def test_rerun_skips_finished_runs_and_report_only_rerenders(supervision, capsys: pytest.CaptureFixture) -> None:
+    args, runs, out = supervision
+    stamps = {p: p.stat().st_mtime_ns for p in runs.glob("*/metrics.json")}
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "10 runs: 10 cached, 0 to run" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in runs.glob("*/metrics.json")} == stamps
+    (out / "discussion.md").write_text("Hand-written notes.")
+    before = json.loads((out / "results.json").read_text())
+    assert main(["experiment", "supervision", "--out", str(out), "--report-only"]) == 0
+    assert "## Discussion\n\nHand-written notes." in (out / "report.md").read_text()
+    assert json.loads((out / "results.json").read_text()) == before
+
+
+def test_connectivity_parallel_jobs_render(tiny_atomic: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    args = ["experiment", "connectivity", "--dataset", "atomic", "--data-dir", str(tiny_atomic), "--models", "DCNV2",
+            "--k-cores", "3", "--jobs", "2", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)] + FAST
+    assert main(args) == 0
+    report = (out / "report.md").read_text()
+    for heading in ("Table 2: EvalRM off", "Table 3: EvalRM on", "Table 4", "Figure 5", "Hyper-parameters"):
+        assert f"## {heading}" in report, heading
+    results = json.loads((out / "results.json").read_text())
+    cell = results["cells"]["DCNV2|3"]
+    for mode in ("Base", "TS", "FT"):
+        assert 0.0 < cell[mode]["auc"][0] < 1.0 and 0.0 < cell[mode]["auc_rm"][0] < 1.0
+    assert set(cell["mci"]["FT"]) == {"low", "mid", "high"}
+    assert (out / "figure5_mci.png").read_bytes()[:8] == PNG_MAGIC
+    ft_dirs = list((tmp_path / "runs").glob("DCNV2-rating-k3-s2020-ft-*"))
+    config = json.loads((ft_dirs[0] / "metrics.json").read_text())["config"]
+    assert "DCNV2-rating-k3-s2020-base-" in config["encoder"]["init_from"]
+
+
+def _tiny_config(tiny: Path, head: str = "rating", **train) -> RunConfig:
+    return RunConfig(data=DataConfig(dataset="atomic", data_dir=str(tiny), k_core=3),
+                     model=ModelConfig("WideDeep", 8, {"mlp_hidden_size": [16]}), head=HeadConfig(head, 0.5),
+                     train=TrainConfig(**{"epochs": 2, "batch_size": 512, "lr": 3e-3, "progress": False,
+                                          "precision": "fp32", "device": "cpu", **train}))
+
+
+def test_interrupted_plan_resumes_where_it_stopped(tiny_atomic: Path, tmp_path: Path) -> None:
+    def plan() -> Plan:
+        p = Plan(tmp_path / "runs")
+        for seed in (1, 2):
+            cfg = replace(_tiny_config(tiny_atomic), data=replace(_tiny_config(tiny_atomic).data, seed=seed),
+                          train=replace(_tiny_config(tiny_atomic).train, seed=seed))
+            base = p.add(cfg, f"base-s{seed}", rm_eval=True)
+            p.add(replace(cfg, encoder=EncoderConfig("lightgcn", 1)), f"ft-s{seed}", base=base)
+        return p
+
+    done: list[str] = []
+
+    def interrupt_after_two(job, result) -> None:
+        done.append(job.label)
+        if len(done) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_plan(plan(), on_done=interrupt_after_two)
+    assert done == ["base-s1", "ft-s1"]
+    resumed: list[str] = []
+    counts = run_plan(plan(), on_done=lambda job, result: resumed.append(job.label))
+    assert resumed == ["base-s2", "ft-s2"] and counts == {"total": 4, "cached": 2, "executed": 2}
+    # a run killed mid-way (no metrics.json yet) counts as not finished
+    again = plan()
+    victim = next(k for k, j in again.jobs.items() if j.label == "base-s1")
+    (again.run_dir(victim) / "metrics.json").unlink()
+    assert run_plan(again)["executed"] == 1
+
+
+def test_run_key_covers_the_configuration(tiny_atomic: Path) -> None:
+    config = _tiny_config(tiny_atomic)
+    assert run_key(config) == run_key(replace(config, train=replace(config.train, progress=True)))
+    assert run_key(config) != run_key(replace(config, head=replace(config.head, ratio=0.3)))
+    assert run_key(config) != run_key(replace(config, train=replace(config.train, seed=7)))
+    ft = replace(config, encoder=EncoderConfig("lightgcn", 2, init_from="/somewhere"))
+    assert run_key(ft, "aaa") != run_key(ft, "bbb")
+    with pytest.raises(ValueError):
+        run_key(ft)
+
+
+def test_traced_run_matches_train_run(tiny_atomic: Path, tmp_path: Path) -> None:
+    from training.data.encode import load_dataset
+    from training.run import train_run
+
+    config = _tiny_config(tiny_atomic)
+    data = load_dataset(config.data)
+    plain = train_run(config, tmp_path / "plain", data)
+    traced = traced_train_run(config, tmp_path / "traced", data)
+    assert set(traced) == set(plain)
+    assert traced["test"]["auc"] == pytest.approx(plain["test"]["auc"], abs=1e-6)
+    assert traced["history"][-1]["train_loss"] == pytest.approx(plain["history"][-1]["train_loss"], rel=1e-6)
+    trace = json.loads((tmp_path / "traced" / "trace.json").read_text())
+    steps = -(-data.stats["train"] // config.train.batch_size) * trace["epochs"]
+    assert len(trace["user_grad_norm"]) == len(trace["item_grad_norm"]) == steps
+    assert trace["user_weight_norm"] > 0 and trace["item_weight_norm"] > 0
+
+
+def test_paired_test_and_summaries() -> None:
+    from scipy.stats import ttest_rel
+
+    a, b = [0.70, 0.72, 0.71, 0.69], [0.71, 0.74, 0.715, 0.70]
+    assert paired_p_value(a, b) == pytest.approx(ttest_rel(b, a).pvalue)
+    assert paired_p_value([0.7], [0.8]) is None
+    assert paired_p_value([0.7, 0.8], [0.71, 0.81]) is None  # constant difference: t undefined
+    mean, std = mean_std([1.0, 2.0, None, 3.0])
+    assert mean == 2.0 and std == pytest.approx(np.std([1, 2, 3], ddof=1))
+    assert mean_std([None]) == (None, None)
+
+
+def test_bad_arguments_are_one_line_errors(tiny_atomic: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = ["experiment", "supervision", "--dataset", "atomic", "--data-dir", str(tiny_atomic), "--models", "DCNV2",
+            "--runs-dir", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main(base + ["--trace-models", "AutoInt"]) == 2
+    assert "not in --models" in capsys.readouterr().err
+    assert main(base + ["--models", "Nope"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    assert main(["experiment", "connectivity", "--out", str(tmp_path / "none"), "--report-only"]) == 2
+    assert "--report-only needs" in capsys.readouterr().err
