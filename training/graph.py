@@ -69,11 +69,17 @@ class _SymmetricSpMM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         ctx.adjacency = adjacency
-        return adjacency @ x
+        return _spmm(adjacency, x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return None, ctx.adjacency @ grad
+        return None, _spmm(ctx.adjacency, grad)
+
+
+def _spmm(adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Sparse × dense in fp32 even under bf16 autocast (the CPU sparse kernels have no bf16)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return adjacency @ x.float()
 
 
 def propagate(adjacency: torch.Tensor, embeddings: torch.Tensor, weights: list[float]) -> torch.Tensor:
@@ -81,6 +87,6 @@ def propagate(adjacency: torch.Tensor, embeddings: torch.Tensor, weights: list[f
     out = embeddings * weights[0]
     current = embeddings
     for weight in weights[1:]:
-        current = _SymmetricSpMM.apply(adjacency, current) if current.requires_grad else adjacency @ current
+        current = _SymmetricSpMM.apply(adjacency, current) if current.requires_grad else _spmm(adjacency, current)
         out = out + current * weight
     return out

@@ -80,3 +80,20 @@ def test_propagate_gradient_matches_the_dense_reference() -> None:
     (out * target).sum().backward()
     assert torch.allclose(sparse_in.grad, dense_in.grad, atol=1e-6)
     assert sparse_in.grad.abs().sum() > 0
+
+
+def test_propagate_runs_under_bf16_autocast() -> None:
+    """Sparse CPU kernels have no bf16: propagation must stay fp32 inside an autocast region."""
+    import numpy as np
+    import torch
+
+    from training.graph import normalized_adjacency, propagate
+
+    rng = np.random.default_rng(1)
+    adjacency = normalized_adjacency(rng.integers(1, 8, 40), rng.integers(1, 11, 40), 7, 10)
+    x = torch.randn(adjacency.shape[0], 4, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = propagate(adjacency, x, [0.5, 0.5])
+    out.sum().backward()
+    expected = 0.5 * x.detach() + 0.5 * (adjacency.to_dense() @ x.detach())
+    assert out.dtype == torch.float32 and torch.allclose(out, expected, atol=1e-6)
