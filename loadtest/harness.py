@@ -8,6 +8,9 @@ fresh process that stops by itself (``-t``).  Per run we keep Locust's CSV stats
 recorded; the report's percentiles are exact order statistics of the primary request
 (``/v1/recommend``; ``/predictions`` with ``--target torchserve``), computed the way
 Locust computes them, so they agree with Locust's CSV after its whole-millisecond rounding.
+Against a gateway, ``/metrics`` is scraped before and after every run: the gateway's own
+mean handling time and ONNX Runtime stage time for the model (Prometheus sum/count) separate
+the model's cost from HTTP, JSON and queueing on the machine.
 
 ``--target torchserve`` serves each bundle's ``ranker.mar`` from a local TorchServe and
 drives the same traffic shape at it (user → its retrieved candidate rows).
@@ -41,6 +44,8 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 PERCENTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
 CSV_PERCENTILES = {"p50": "50%", "p95": "95%", "p99": "99%"}
 PRIMARY = {"gateway": "/v1/recommend", "torchserve": "/predictions"}
+# Server-side ratios from the gateway's Prometheus histograms (sum/count: exact means).
+SERVER_RATIOS = ("server_mean", "server_onnx")
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,54 @@ def _read_samples(directory: Path) -> tuple[dict[str, np.ndarray], dict[str, int
     return {name: np.asarray(v, dtype=np.float64) for name, v in times.items()}, failed
 
 
+def scrape_server_times(host: str) -> dict[tuple[str, ...], float] | None:
+    """The gateway's Prometheus latency sums and counts: {(metric, label values...): value}.
+
+    ``None`` when there is no ratingctr gateway ``/metrics`` at ``host`` (e.g. TorchServe).
+    Behind a load balancer this sees one replica only.
+    """
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"{host}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    values: dict[tuple[str, ...], float] = {}
+    gateway = False
+    for family in text_string_to_metric_families(text):
+        if family.name not in ("ratingctr_request_seconds", "ratingctr_stage_seconds"):
+            continue
+        gateway = True  # a fresh gateway lists the families before it has any sample
+        for sample in family.samples:
+            if sample.name.endswith(("_sum", "_count")):
+                key = (sample.name, sample.labels.get("endpoint") or sample.labels.get("stage", ""),
+                       sample.labels.get("model", ""))
+                values[key] = values.get(key, 0.0) + sample.value
+    return values if gateway else None
+
+
+def server_delta(before: dict | None, after: dict | None, model: str) -> dict | None:
+    """Server-side figures of one run for ``model``: recommend count, mean request and stage times (ms)."""
+    if before is None or after is None:
+        return None
+
+    def delta(name: str, label: str) -> float:
+        key = (name, label, model)
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    count = delta("ratingctr_request_seconds_count", "recommend")
+    if count <= 0:
+        return None
+    stages = sorted({k[1] for k in after if k[0] == "ratingctr_stage_seconds_count" and k[2] == model})
+    return {"requests": int(round(count)),
+            "mean_ms": 1000.0 * delta("ratingctr_request_seconds_sum", "recommend") / count,
+            "stages_ms": {stage: 1000.0 * delta("ratingctr_stage_seconds_sum", stage)
+                          / max(1.0, delta("ratingctr_stage_seconds_count", stage)) for stage in stages}}
+
+
 def run_locust(config: HarnessConfig, variant: Variant, host: str, model: str, seconds: float,
                run_dir: Path) -> dict:
     """One headless Locust process for ``seconds``; returns the run's figures."""
@@ -164,6 +217,7 @@ def run_locust(config: HarnessConfig, variant: Variant, host: str, model: str, s
                 "--master-bind-port", str(_free_port())]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(LOCUSTFILE.parent.parent),
                                                                      os.environ.get("PYTHONPATH")]))}
+    before = scrape_server_times(host) if config.target == "gateway" else None
     started = time.time()
     with open(f"{prefix}.log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -175,6 +229,7 @@ def run_locust(config: HarnessConfig, variant: Variant, host: str, model: str, s
             proc.wait()
             raise UserError(f"Locust did not stop within {seconds + 120:.0f} s; see {prefix}.log")
     elapsed = time.time() - started
+    server = server_delta(before, scrape_server_times(host), model) if before is not None else None
     if proc.returncode != 0:
         raise UserError(f"Locust exited with status {proc.returncode}: "
                         + Path(f"{prefix}.log").read_text()[-1500:])
@@ -198,6 +253,7 @@ def run_locust(config: HarnessConfig, variant: Variant, host: str, model: str, s
                 **{key: float(row[col]) for key, col in CSV_PERCENTILES.items()}},
         "by_name": {name: {"requests": int(r["Request Count"]), "failures": int(r["Failure Count"])}
                     for name, r in stats.items() if name != "Aggregated"},
+        "server": server,
         "sample_failures": int(sum(failed.values())),
         "failure_messages": _read_failures(prefix),
         "wall_s": elapsed,
@@ -206,11 +262,22 @@ def run_locust(config: HarnessConfig, variant: Variant, host: str, model: str, s
     return result
 
 
-def _ratio(rounds: list[dict], key: str) -> dict:
+def _server_figure(r: dict, key: str) -> float | None:
+    server = r.get("server")
+    if not server:
+        return None
+    return server["mean_ms"] if key == "server_mean" else server["stages_ms"].get(key.removeprefix("server_"))
+
+
+def _ratio(rounds: list[dict], key: str) -> dict | None:
     by_round: dict[int, dict[str, float]] = {}
     for r in rounds:
-        by_round.setdefault(r["round"], {})[r["variant"]] = r[key]
+        value = _server_figure(r, key) if key.startswith("server_") else r[key]
+        if value is not None:
+            by_round.setdefault(r["round"], {})[r["variant"]] = value
     values = [v["B"] / v["A"] for _, v in sorted(by_round.items()) if "A" in v and "B" in v and v["A"] > 0]
+    if not values:
+        return None
     return {"median": float(np.median(values)), "min": float(min(values)), "max": float(max(values)),
             "rounds": values}
 
@@ -311,7 +378,8 @@ def run_loadtest(config: HarnessConfig) -> dict:
                         "started_at": started, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
         "latency": "exact response times of the primary request, Locust's order statistic (index int(n*q)), ms",
         "rounds": rounds,
-        "ratio": {key: _ratio(rounds, key) for key in (*PERCENTILES, "mean", "rps")},
+        "ratio": {key: ratio for key in (*PERCENTILES, "mean", "rps", *SERVER_RATIOS)
+                  if (ratio := _ratio(rounds, key)) is not None},
         "failures": int(sum(r["failures"] for r in rounds)),
         "requests": int(sum(r["requests"] for r in rounds)),
         "warmup": [{k: w[k] for k in ("variant", "model", "requests", "failures", "rps", "p50", "p99")} for w in warmup],

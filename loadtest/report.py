@@ -45,15 +45,26 @@ def markdown(report: dict) -> str:
         "to whole ms, is kept in report.json under `csv`). Requests, failures and req/s are Locust's totals "
         "over all endpoints.",
         "",
-        "| round | variant | model | requests | failures | req/s | p50 ms | p95 ms | p99 ms |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    server = all(r.get("server") for r in report["rounds"])
+    if server:
+        lines += ["Server ms / ONNX ms: the gateway's own mean `/v1/recommend` handling time and ONNX Runtime stage "
+                  "time for the model (Prometheus sum/count over the run; excludes HTTP, JSON encoding and queueing).",
+                  ""]
+    header = "| round | variant | model | requests | failures | req/s | p50 ms | p95 ms | p99 ms |"
+    lines += [header + (" server ms | ONNX ms |" if server else ""),
+              "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if server else "")]
     for r in report["rounds"]:
-        lines.append(f"| {r['round']} | {r['variant']} | {r['model']} | {r['requests']} | {r['failures']} | "
-                     f"{r['rps']:.1f} | {_fmt(r['p50'])} | {_fmt(r['p95'])} | {_fmt(r['p99'])} |")
+        row = (f"| {r['round']} | {r['variant']} | {r['model']} | {r['requests']} | {r['failures']} | "
+               f"{r['rps']:.1f} | {_fmt(r['p50'])} | {_fmt(r['p95'])} | {_fmt(r['p99'])} |")
+        if server:
+            row += f" {r['server']['mean_ms']:.3f} | {r['server']['stages_ms'].get('onnx', float('nan')):.3f} |"
+        lines.append(row)
     lines += ["", "B/A per round (latency: > 1 means B is slower; req/s: < 1 means B serves less):", "",
               "| ratio B/A | median | min | max | per round |", "|---|---|---|---|---|"]
-    for key in ("p50", "p95", "p99", "rps"):
+    for key in ("p50", "p95", "p99", "rps", "server_mean", "server_onnx"):
+        if key not in report["ratio"]:
+            continue
         ratio = report["ratio"][key]
         per_round = ", ".join(f"{x:.3f}" for x in ratio["rounds"])
         lines.append(f"| {key} | {ratio['median']:.3f} | {ratio['min']:.3f} | {ratio['max']:.3f} | {per_round} |")

@@ -60,6 +60,10 @@ def test_round_figures_agree_with_locust_csv_and_samples(ab_report) -> None:
             assert r[key] == exact_percentile(times, q)
             assert r["csv"][key] == _locust_percentile(times, q), (r["round"], r["variant"], key)
         assert r["p50"] <= r["p95"] <= r["p99"]
+        # The gateway's own histograms saw the same requests (plus those in flight when Locust stopped).
+        assert r["csv"]["requests"] <= r["server"]["requests"] <= r["csv"]["requests"] + 4
+        assert set(r["server"]["stages_ms"]) >= {"redis", "faiss", "onnx"}
+        assert 0 < r["server"]["stages_ms"]["onnx"] < r["server"]["mean_ms"] < r["p99"]
         # Locust's req/s is requests over the span between the first and the last request.
         assert 0.5 * r["requests"] / 3 <= r["rps"] <= 1.6 * r["requests"] / 3
 
@@ -67,8 +71,10 @@ def test_round_figures_agree_with_locust_csv_and_samples(ab_report) -> None:
 def test_ratios_are_b_over_a_per_round(ab_report) -> None:
     _, report, _ = ab_report
     rounds = {(r["round"], r["variant"]): r for r in report["rounds"]}
-    for key in ("p50", "p95", "p99", "rps"):
-        per_round = [rounds[(i, "B")][key] / rounds[(i, "A")][key] for i in (1, 2)]
+    figure = {"server_mean": lambda r: r["server"]["mean_ms"], "server_onnx": lambda r: r["server"]["stages_ms"]["onnx"]}
+    for key in ("p50", "p95", "p99", "rps", "server_mean", "server_onnx"):
+        get = figure.get(key, lambda r: r[key])
+        per_round = [get(rounds[(i, "B")]) / get(rounds[(i, "A")]) for i in (1, 2)]
         ratio = report["ratio"][key]
         assert ratio["rounds"] == pytest.approx(per_round)
         assert ratio["min"] == min(per_round) and ratio["max"] == max(per_round)
@@ -83,7 +89,8 @@ def test_markdown_and_plot_show_the_same_numbers(ab_report) -> None:
     md = (out / "report.md").read_text()
     for r in report["rounds"]:
         assert (f"| {r['round']} | {r['variant']} | {r['model']} | {r['requests']} | {r['failures']} | "
-                f"{r['rps']:.1f} | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} |") in md
+                f"{r['rps']:.1f} | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | "
+                f"{r['server']['mean_ms']:.3f} | {r['server']['stages_ms']['onnx']:.3f} |") in md
     p50 = report["ratio"]["p50"]
     assert f"| p50 | {p50['median']:.3f} | {p50['min']:.3f} | {p50['max']:.3f} |" in md
     assert f"B/A = {p50['median']:.3f} at p50 (range {p50['min']:.3f}–{p50['max']:.3f})" in md
@@ -102,7 +109,8 @@ def test_a_wrong_answer_is_a_counted_failure_against_a_running_host(tiny_bundles
                   "--rounds", "1", "--warmup", "0", "--out", str(tmp_path))
     report = json.loads((tmp_path / "report.json").read_text())
     a, b = report["rounds"]
-    assert a["failures"] == 0 and a["host"] == gateway.url
+    assert a["failures"] == 0 and a["host"] == gateway.url and a["server"]["requests"] >= a["csv"]["requests"]
+    assert b["server"] is None  # the gateway served no recommendation for the absent model
     assert b["by_name"]["/v1/recommend"]["failures"] == b["by_name"]["/v1/recommend"]["requests"] > 0
     assert report["failures"] == b["failures"] and report["verdict"]["met"] is False
     assert any(m["error"].startswith("status 4") for m in b["failure_messages"])
@@ -120,6 +128,7 @@ def test_torchserve_target_drives_the_same_traffic_at_predictions(tiny_bundles: 
     assert [r["primary"] for r in report["rounds"]] == ["/predictions", "/predictions"]
     assert all(r["primary_requests"] > 0 for r in report["rounds"])
     assert report["rounds"][0]["host"] != report["rounds"][1]["host"]  # one TorchServe per bundle
+    assert all(r["server"] is None for r in report["rounds"]) and "server_mean" not in report["ratio"]
 
 
 def test_bad_arguments_are_one_error_line(tiny_bundles: dict, tmp_path: Path) -> None:
