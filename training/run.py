@@ -11,7 +11,7 @@ import platform
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -22,7 +22,7 @@ from training.errors import UserError
 from training.evaluation import full_eval
 from training.graph import cached_adjacency, layer_weights
 from training.models.ctr import CTRModel, build_model
-from training.trainer import fit, seed_everything, select_device
+from training.trainer import TrainResult, fit, seed_everything, select_device
 
 CHECKPOINT_FORMAT = 1
 
@@ -139,8 +139,13 @@ def restore_model(payload: dict, config: RunConfig, data: EncodedData | None = N
     return model
 
 
-def train_run(config: RunConfig, out_dir: Path, data: EncodedData | None = None) -> dict:
-    """Train, evaluate and write ``out_dir/model.pt`` and ``out_dir/metrics.json``."""
+def train_run(config: RunConfig, out_dir: Path, data: EncodedData | None = None,
+              trace: Callable[[torch.nn.Module], Callable[[TrainResult], dict]] | None = None) -> dict:
+    """Train, evaluate and write ``out_dir/model.pt`` and ``out_dir/metrics.json`` (last).
+
+    ``trace(model)`` is called on the built model before training (to hook it); the
+    function it returns gets the fit result and returns what goes into ``trace.json``.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.train.seed)
@@ -150,8 +155,10 @@ def train_run(config: RunConfig, out_dir: Path, data: EncodedData | None = None)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     seed_everything(config.train.seed)
-    model = make_model(config, data)
+    model = make_model(config, data).to(device)
+    finish_trace = trace(model) if trace is not None else None
     result = fit(model, data, config.train, device)
+    traced = finish_trace(result) if finish_trace is not None else None
     eval_start = time.perf_counter()
     metrics = full_eval(model, data, config.train.num_negatives, config.train.ranking_positives == "clicks",
                         seed=config.data.seed, batch_size=config.train.eval_batch_size, device=device)
@@ -169,7 +176,9 @@ def train_run(config: RunConfig, out_dir: Path, data: EncodedData | None = None)
         "config": config.to_dict(),
     }
     save_checkpoint(out_dir / "model.pt", model, config, data)
-    write_json(out_dir / "metrics.json", payload)
+    if traced is not None:
+        write_json(out_dir / "trace.json", traced)
+    write_json(out_dir / "metrics.json", payload)  # last: its presence marks the run finished
     return payload
 
 

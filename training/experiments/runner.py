@@ -139,61 +139,33 @@ def _dataset(config: DataConfig):
 
 
 def traced_train_run(config: RunConfig, out_dir: Path, data) -> dict:
-    """``train_run`` with the L2 norms of the user-id and item-id embedding gradients at every step.
+    """``train_run`` that also writes ``trace.json``: the L2 norms of the user-id and item-id
+    embedding gradients at every step, and their weight norms after training.
 
-    ``train_run`` builds its model internally, so this mirrors its steps (same seeding,
-    ``make_model``, ``fit``, ``full_eval``, checkpoint and the same ``metrics.json``
-    payload; a test checks the two agree) and adds a gradient hook on the embedding
-    table.  The norms stay on the device until training ends: no per-step sync.
+    The norms stay on the device until training ends: no per-step sync.
     """
-    import platform
-
     import torch
 
-    from training.evaluation import full_eval
     from training.models.ctr import id_rows
-    from training.run import make_model, save_checkpoint, write_json
-    from training.trainer import fit, seed_everything, select_device
+    from training.run import train_run
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(config.train.seed)
-    device = select_device(config.train.device)
-    seed_everything(config.train.seed)
-    model = make_model(config, data).to(device)  # hook the parameter that fit will train
     (us, ue), (is_, ie) = id_rows(data.schema, "user_id"), id_rows(data.schema, "item_id")
-    norms: list[torch.Tensor] = []
-    table = model.encoder.embedding.weight
-    handle = table.register_hook(lambda g: norms.append(torch.stack([g[us:ue].norm(), g[is_:ie].norm()])))
-    try:
-        result = fit(model, data, config.train, device)
-    finally:
-        handle.remove()
-    eval_start = time.perf_counter()
-    metrics = full_eval(model, data, config.train.num_negatives, config.train.ranking_positives == "clicks",
-                        seed=config.data.seed, batch_size=config.train.eval_batch_size, device=device)
-    eval_seconds = time.perf_counter() - eval_start
-    payload = {
-        "model": config.model.name, "head": config.head.kind, "aggregate": config.head.aggregate,
-        "encoder": config.encoder.kind, "mode": "base" if config.encoder.kind == "table" else
-        ("FT" if config.encoder.init_from else "TS"),
-        "ratio": config.head.ratio, "dataset": data.stats,
-        "test": metrics["test"], "valid": metrics["valid"], "groups": metrics["groups"],
-        "best_epoch": result.best_epoch, "epoch_seconds": result.epoch_seconds,
-        "train_seconds": sum(result.epoch_seconds), "eval_seconds": eval_seconds,
-        "history": result.history, "parameters": sum(p.numel() for p in model.parameters()),
-        "device": str(device), "precision": result.precision, "torch": torch.__version__,
-        "python": platform.python_version(), "config": config.to_dict(),
-    }
-    steps = torch.stack(norms).float().cpu().numpy() if norms else np.zeros((0, 2))
-    weights = table.detach()
-    trace = {"user_grad_norm": steps[:, 0].tolist(), "item_grad_norm": steps[:, 1].tolist(),
-             "epochs": len(result.history), "best_epoch": result.best_epoch,
-             "user_weight_norm": float(weights[us:ue].norm()), "item_weight_norm": float(weights[is_:ie].norm())}
-    save_checkpoint(out_dir / "model.pt", model, config, data)
-    write_json(out_dir / "trace.json", trace)
-    write_json(out_dir / "metrics.json", payload)  # last: its presence marks the run finished
-    return payload
+
+    def hook(model):
+        norms: list[torch.Tensor] = []
+        table = model.encoder.embedding.weight
+        handle = table.register_hook(lambda g: norms.append(torch.stack([g[us:ue].norm(), g[is_:ie].norm()])))
+
+        def finish(result) -> dict:
+            handle.remove()
+            steps = torch.stack(norms).float().cpu().numpy() if norms else np.zeros((0, 2))
+            weights = table.detach()
+            return {"user_grad_norm": steps[:, 0].tolist(), "item_grad_norm": steps[:, 1].tolist(),
+                    "epochs": len(result.history), "best_epoch": result.best_epoch,
+                    "user_weight_norm": float(weights[us:ue].norm()), "item_weight_norm": float(weights[is_:ie].norm())}
+        return finish
+
+    return train_run(config, out_dir, data, trace=hook)
 
 
 def _evaluate_extras(job: Job, run_dir: Path, data, missing: list[str]) -> None:
