@@ -213,8 +213,9 @@ def run_locust(config: HarnessConfig, variant: Variant, host: str, model: str, s
            "--k-values", config.k_values, "--candidates", str(config.candidates),
            "--think-ms", str(config.think_ms), "--samples-dir", str(run_dir / "samples")]
     if config.locust_processes > 1:  # forked workers; keep the master's socket on loopback
+        port = str(_free_port())
         cmd += ["--processes", str(config.locust_processes), "--master-bind-host", "127.0.0.1",
-                "--master-bind-port", str(_free_port())]
+                "--master-bind-port", port, "--master-host", "127.0.0.1", "--master-port", port]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(LOCUSTFILE.parent.parent),
                                                                      os.environ.get("PYTHONPATH")]))}
     before = scrape_server_times(host) if config.target == "gateway" else None

@@ -29,10 +29,11 @@ def _locust_percentile(times: np.ndarray, q: float) -> float:
 
 @pytest.fixture(scope="module")
 def ab_report(tiny_bundles: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
+    """Two interleaved rounds of 3 s, with two forked Locust processes (their samples must add up)."""
     out = tmp_path_factory.mktemp("loadtest") / "report"
     proc = _loadtest("--a", f"binary={tiny_bundles['binary']}", "--b", f"rating={tiny_bundles['rating']}",
                      "--users", "4", "--spawn-rate", "4", "--duration", "3", "--rounds", "2", "--warmup", "1",
-                     "--k-values", "5,10,20", "--events-share", "0.1", "--out", str(out))
+                     "--k-values", "5,10,20", "--events-share", "0.1", "--locust-processes", "2", "--out", str(out))
     return out, json.loads((out / "report.json").read_text()), proc.stdout
 
 
@@ -53,7 +54,9 @@ def test_rounds_are_interleaved_and_error_free(ab_report) -> None:
 def test_round_figures_agree_with_locust_csv_and_samples(ab_report) -> None:
     out, report, _ = ab_report
     for r in report["rounds"]:
-        times = np.load(out / "runs" / f"round{r['round']}-{r['variant']}" / "primary_ms.npy")
+        run = out / "runs" / f"round{r['round']}-{r['variant']}"
+        assert len(list((run / "samples").glob("samples-*.json"))) == 2  # one file per Locust worker process
+        times = np.load(run / "primary_ms.npy")
         assert times.size == r["primary_requests"] == r["csv"]["requests"] == r["by_name"]["/v1/recommend"]["requests"]
         assert sum(v["requests"] for v in r["by_name"].values()) == r["requests"]
         for key, q in PERCENTILES.items():
