@@ -38,7 +38,13 @@ class CTRModel(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         ids, weights = self.indexer(x)
-        out = self.body(self.indexer.pool(self.encoder(ids), weights))
+        emb = self.indexer.pool(self.encoder(ids), weights)
+        if torch.is_autocast_enabled(emb.device.type):
+            # One cast of [B, F, d] here, so the body's element-wise ops (cross products,
+            # interactions) run in the autocast dtype instead of promoting back to fp32
+            # next to every autocast matmul output.
+            emb = emb.to(torch.get_autocast_dtype(emb.device.type))
+        out = self.body(emb)
         if self.linear is not None:
             out = out + self.linear(ids, weights)
         return out

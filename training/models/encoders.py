@@ -48,6 +48,16 @@ class FieldIndexer(nn.Module):
         self.has_multi = any(multi)
         self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.long), persistent=False)
         self.register_buffer("multi", torch.tensor(multi, dtype=torch.bool), persistent=False)
+        # Column spans for ``pool``: runs of single-slot fields pass through as one slice,
+        # each multi-slot field is a weighted sum over its columns.
+        self.spans: list[tuple[int, int, bool]] = []
+        col = 0
+        for spec in schema.fields:
+            if spec.slots == 1 and self.spans and not self.spans[-1][2] and self.spans[-1][1] == col:
+                self.spans[-1] = (self.spans[-1][0], col + 1, False)
+            else:
+                self.spans.append((col, col + spec.slots, spec.slots > 1))
+            col += spec.slots
         assign = torch.zeros(len(offsets), schema.num_fields)
         assign[torch.arange(len(offsets)), torch.tensor(field_of_column)] = 1.0
         self.register_buffer("assign", assign, persistent=False)
@@ -65,7 +75,13 @@ class FieldIndexer(nn.Module):
         """``[B, C, d]`` column embeddings → ``[B, F, d]`` field embeddings."""
         if not self.has_multi:
             return per_column
-        return torch.einsum("bcd,cf->bfd", per_column * weights.unsqueeze(-1), self.assign)
+        # Slices + one weighted sum per multi-valued field.  (An einsum with the assignment
+        # matrix did the same as a bmm, but under bf16 autocast it cast and permuted the
+        # whole [B, C, d] tensor forth and back: ~5 ms a step on this CPU.)
+        parts = [per_column[:, a:b] if not multi else
+                 (per_column[:, a:b] * weights[:, a:b, None].to(per_column.dtype)).sum(1, keepdim=True)
+                 for a, b, multi in self.spans]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
 class TableEncoder(nn.Module):

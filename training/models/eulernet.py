@@ -48,19 +48,29 @@ class EulerInteractionLayer(nn.Module):
         self.norm_r = nn.LayerNorm(embedding_dim) if apply_norm else None
         self.norm_p = nn.LayerNorm(embedding_dim) if apply_norm else None
 
-    def forward(self, r: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, rp: torch.Tensor) -> torch.Tensor:
+        """``rp`` = the real and imaginary parts stacked, ``[2, B, F, d]`` → ``[2, B, O, d]``.
+
+        Stacked so the implicit part (the same dropout rate and the same Linear on r and on
+        p) is one dropout and one GEMM over 2B rows instead of two of each.
+        """
+        r, p = rp[0], rp[1]
         b = r.shape[0]
         lam = 0.5 * torch.log(r ** 2 + p ** 2 + 1e-8)  # log-modulus, [B, F, d]
         theta = torch.atan2(p, r)  # phase
         lam, theta = self.drop_ex(lam.transpose(1, 2)), self.drop_ex(theta.transpose(1, 2))  # [B, d, F]
-        lam = torch.exp(lam @ self.inter_orders + self.bias_lam).transpose(1, 2)  # explicit modulus, [B, O, d]
-        theta = (theta @ self.inter_orders + self.bias_theta).transpose(1, 2)  # explicit phase
-        r_im = torch.relu(self.im(self.drop_im(r).reshape(b, -1))).reshape(b, -1, self.dim)  # implicit
-        p_im = torch.relu(self.im(self.drop_im(p).reshape(b, -1))).reshape(b, -1, self.dim)
-        o_r, o_p = r_im + lam * torch.cos(theta), p_im + lam * torch.sin(theta)
+        # Biases in the matmul's output dtype, as autocast treats a Linear's bias: adding an
+        # fp32 bias to a bf16 product would run this and every later element-wise op as
+        # mixed-dtype kernels, several times slower on CPU.
+        lam = lam @ self.inter_orders
+        lam = torch.exp(lam + self.bias_lam.to(lam.dtype)).transpose(1, 2)  # explicit modulus, [B, O, d]
+        theta = theta @ self.inter_orders
+        theta = (theta + self.bias_theta.to(theta.dtype)).transpose(1, 2)  # explicit phase
+        rp_im = torch.relu(self.im(self.drop_im(rp).reshape(2 * b, -1))).reshape(2, b, -1, self.dim)  # implicit
+        out = rp_im + lam * torch.stack([torch.cos(theta), torch.sin(theta)])
         if self.norm_r is not None and self.norm_p is not None:
-            o_r, o_p = self.norm_r(o_r), self.norm_p(o_p)
-        return o_r, o_p
+            out = torch.stack([self.norm_r(out[0]), self.norm_p(out[1])])
+        return out
 
 
 class EulerNet(Body):
@@ -87,10 +97,11 @@ class EulerNet(Body):
         nn.init.zeros_(self.predict.bias)
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        r, p = self.mu * torch.cos(emb), self.mu * torch.sin(emb)
+        rp = self.mu.to(emb.dtype) * torch.stack([torch.cos(emb), torch.sin(emb)])  # [2, B, F, d]
         for layer in self.layers:
-            r, p = layer(r, p)
-        return self.predict(r.flatten(1)) + self.predict(p.flatten(1))
+            rp = layer(rp)
+        # predict(r) + predict(p) = W (r + p) + 2b: one GEMM, one backward
+        return torch.addmm(2.0 * self.predict.bias, rp.sum(0).flatten(1), self.predict.weight.t())
 
     def regularized_parameters(self) -> list[torch.Tensor]:
         """RecBole's ``RegularLoss``: every interaction-layer parameter, μ and the output layer."""

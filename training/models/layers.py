@@ -12,6 +12,20 @@ import torch
 from torch import nn
 
 
+class _MaskedScale(torch.autograd.Function):
+    """``x * mask`` whose backward is ``grad * mask`` (the mask saved once, already scaled)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(mask)
+        return x * mask
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None
+
+
 class Dropout(nn.Module):
     """Inverted dropout whose mask comes from random bytes, not ``bernoulli_``.
 
@@ -20,6 +34,10 @@ class Dropout(nn.Module):
     probability is quantised to 1/256 (0.2 → 51/256 dropped) and the scale uses the
     quantised value, so the expectation stays exact.  Identity in eval mode, so the
     exported ONNX graph has no trace of it.
+
+    The mask is built as ``{0, 1/(1−p)}`` in the input's dtype once and applied with one
+    multiply forward and one backward (``_MaskedScale``).  The bool → float step goes
+    through a ``uint8`` view: on CPU, casting ``bool`` to bf16 directly is ~10× slower.
     """
 
     def __init__(self, p: float = 0.5) -> None:
@@ -35,7 +53,8 @@ class Dropout(nn.Module):
         n = x.numel()
         bits = torch.randint(-(2 ** 63), 2 ** 63 - 1, ((n + 7) // 8,), dtype=torch.int64, device=x.device)
         keep = bits.view(torch.uint8)[:n].view(x.shape) >= self.cut
-        return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p))
+        mask = keep.view(torch.uint8).to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        return _MaskedScale.apply(x, mask)
 
     def extra_repr(self) -> str:
         return f"p={self.p:.4f}"
@@ -194,6 +213,12 @@ class _SelfAttention(nn.Module):
 
     Spelled out rather than calling ``nn.MultiheadAttention`` so the ONNX graph is plain
     MatMul/Softmax whatever fast path that module would pick in eval mode.
+
+    Works in the *width-major* layout ``[W, F, B]`` (see ``MultiHeadSelfAttention``): with
+    F ≈ 7 fields and 4-wide heads, the per-sample ``[F, hd] @ [hd, F]`` products as a
+    ``bmm`` over B·H tiny matrices (and the transposes/reshapes around them) were most of
+    an AutoInt epoch on CPU; here every projection is one ``addmm`` and the F×F scores
+    are broadcast products vectorised along the contiguous batch axis.
     """
 
     def __init__(self, width: int, heads: int, dropout: float) -> None:
@@ -206,12 +231,16 @@ class _SelfAttention(nn.Module):
         self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, f, width = x.shape
-        qkv = torch.nn.functional.linear(x, self.in_proj_weight, self.in_proj_bias)
-        q, k, v = (t.reshape(b, f, self.heads, self.head_dim).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
-        scores = torch.softmax(q @ k.transpose(-2, -1) * self.head_dim ** -0.5, dim=-1)  # [B, H, F, F]
-        out = (self.dropout(scores) @ v).transpose(1, 2).reshape(b, f, width)
-        return self.out_proj(out)
+        """``[W, F, B]`` → ``[W, F, B]``."""
+        width, f, b = x.shape
+        h, hd = self.heads, self.head_dim
+        qkv = torch.addmm(self.in_proj_bias.unsqueeze(1), self.in_proj_weight, x.reshape(width, f * b))
+        q, k, v = qkv.view(3, h, hd, f, b).unbind(0)  # each [H, hd, F, B]
+        scores = ((q * hd ** -0.5).unsqueeze(3) * k.unsqueeze(2)).sum(1)  # [H, F_i, F_j, B]
+        attn = self.dropout(torch.softmax(scores, dim=2))
+        out = (attn.unsqueeze(1) * v.unsqueeze(2)).sum(3)  # [H, hd, F_i, B]
+        return torch.addmm(self.out_proj.bias.unsqueeze(1), self.out_proj.weight,
+                           out.reshape(width, f * b)).view(width, f, b)
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -223,6 +252,11 @@ class MultiHeadSelfAttention(nn.Module):
 
     Song et al. (2019) put a residual + ReLU in every layer; RecBole's ``AutoInt`` (whose
     runs the reference numbers come from) adds it once after the stack, so we do too.
+
+    Internally everything runs width-major, ``[W, F, B]`` (one transpose in, one view
+    out), so each Linear is a single ``addmm`` over all B·F field vectors and the
+    attention's F×F products vectorise along the batch.  ``forward`` returns the usual
+    ``[B, F, W]`` (a non-contiguous view); ``forward_wfb`` returns the internal layout.
 
     Args:
         input_dim: d, width of each field embedding.
@@ -249,13 +283,20 @@ class MultiHeadSelfAttention(nn.Module):
         self.residual = nn.Linear(input_dim, width) if residual else None
         self.output_dim = width
 
-    def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        h = self.input_dropout(self.project(emb))
+    def forward_wfb(self, emb: torch.Tensor) -> torch.Tensor:
+        """``[B, F, d]`` field embeddings → ``[W, F, B]`` node states."""
+        b, f, d = emb.shape
+        e = emb.permute(2, 1, 0).reshape(d, f * b)  # the one transpose copy
+        h = self.input_dropout(torch.addmm(self.project.bias.unsqueeze(1), self.project.weight, e))
+        h = h.view(-1, f, b)
         for layer in self.layers:
             h = layer(h)
         if self.residual is not None:
-            h = h + self.residual(emb)
+            h = h + torch.addmm(self.residual.bias.unsqueeze(1), self.residual.weight, e).view(-1, f, b)
         return torch.relu(h)
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        return self.forward_wfb(emb).permute(2, 1, 0)
 
 
 class BiInteraction(nn.Module):
