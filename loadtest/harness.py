@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -204,6 +205,7 @@ def run_locust(config: HarnessConfig, variant: Variant, host: str, model: str, s
                run_dir: Path) -> dict:
     """One headless Locust process for ``seconds``; returns the run's figures."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(run_dir / "samples", ignore_errors=True)  # never merge a previous run's samples
     prefix = run_dir / "locust"
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
            "-u", str(config.users), "-r", str(config.spawn_rate), "-t", f"{max(1, round(seconds))}s",
@@ -235,6 +237,7 @@ def run_locust(config: HarnessConfig, variant: Variant, host: str, model: str, s
         raise UserError(f"Locust exited with status {proc.returncode}: "
                         + Path(f"{prefix}.log").read_text()[-1500:])
     stats = _read_stats(prefix)
+    processes = len(list((run_dir / "samples").glob("samples-*.json")))
     samples, failed = _read_samples(run_dir / "samples")
     primary = PRIMARY[config.target]
     total = stats.get("Aggregated")
@@ -256,10 +259,13 @@ def run_locust(config: HarnessConfig, variant: Variant, host: str, model: str, s
                     for name, r in stats.items() if name != "Aggregated"},
         "server": server,
         "sample_failures": int(sum(failed.values())),
+        "locust_processes": processes,
         "failure_messages": _read_failures(prefix),
         "wall_s": elapsed,
     }
+    # Keep the primary request's samples (the report's percentiles and CDF), drop the raw per-process files.
     np.save(run_dir / "primary_ms.npy", times)
+    shutil.rmtree(run_dir / "samples", ignore_errors=True)
     return result
 
 
@@ -328,6 +334,8 @@ def validate(config: HarnessConfig) -> None:
             raise UserError(f"--target torchserve: {v.path} has no ranker.mar (export it with --torchserve)")
     if config.users < 1 or config.spawn_rate <= 0 or config.duration < 1 or config.rounds < 1 or config.warmup < 0:
         raise UserError("--users, --spawn-rate, --rounds must be positive, --duration at least 1 s, --warmup >= 0")
+    if config.gateway_workers < 1 or config.locust_processes < 1 or config.think_ms < 0:
+        raise UserError("--gateway-workers and --locust-processes must be at least 1, --think-ms >= 0")
     if config.host and not config.host.startswith(("http://", "https://")):
         raise UserError(f"--host must be an http(s) URL, got {config.host!r}")
     if config.target not in PRIMARY:

@@ -136,7 +136,8 @@ class RatingCtrUser(FastHttpUser):
         with self.client.post(RECOMMEND, json=payload, name=RECOMMEND, catch_response=True) as response:
             body = _json(response)
             problem = self.traffic.check_recommend(response.status_code, body, user_id, index, k,
-                                                   _ledger.seen_before(user_id, sent), self.options.model)
+                                                   _ledger.seen_before(user_id, sent), self.options.model,
+                                                   in_flight=_ledger.posted(user_id))
             if problem:
                 response.failure(problem)
             else:
@@ -148,6 +149,7 @@ class RatingCtrUser(FastHttpUser):
         user_id, index = self.traffic.sample_user(self.rng, allow_unknown=False)
         item_id = self.traffic.event_item(self.rng, index, _last_recommended.pop(user_id, None))
         event = {"user_id": user_id, "item_id": item_id, "rating": int(self.rng.integers(1, 6)), "ts": time.time()}
+        _ledger.post(user_id, item_id)
         with self.client.post(EVENTS, json={"events": [event]}, name=EVENTS, catch_response=True) as response:
             problem = self.traffic.check_event(response.status_code, _json(response))
             if problem:

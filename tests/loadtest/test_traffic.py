@@ -118,3 +118,20 @@ def test_bad_traffic_settings_are_refused(tiny_bundles: dict) -> None:
         TrafficConfig(Path(tiny_bundles["rating"]), k_values=(0,))
     with pytest.raises(ValueError):
         TrafficConfig(Path(tiny_bundles["rating"]), unknown_share=1.5)
+
+
+def test_events_in_flight_loosen_only_the_item_count(traffic: Traffic) -> None:
+    """An event sent but not yet accepted when the request left may already be excluded by the gateway."""
+    user, index = traffic.user_ids[5], 5
+    unseen = [it for it in traffic.item_ids[1:] if it not in traffic.seen(index)]
+    ledger = EventLedger()
+    ledger.post(user, unseen[0])
+    rest = _response(traffic, unseen[1:])  # everything but the in-flight item
+    k = len(unseen)
+    assert "items for k" in traffic.check_recommend(200, rest, user, index, k, ledger.seen_before(user, 1e18))
+    assert traffic.check_recommend(200, rest, user, index, k, ledger.seen_before(user, 1e18),
+                                   in_flight=ledger.posted(user)) is None
+    # ...but it never licenses a seen item: an accepted event before sending still must be excluded.
+    ledger.record(user, unseen[1], at=0.0)
+    assert "seen items" in traffic.check_recommend(200, rest, user, index, k, ledger.seen_before(user, 1.0),
+                                                   in_flight=ledger.posted(user))
