@@ -170,6 +170,7 @@ def test_redis_persists_an_append_only_file_on_a_volume(compose: dict) -> None:
     redis = compose["services"]["redis"]
     command = redis["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "always"  # an acknowledged event is on disk
     data_dir = command[command.index("--dir") + 1]
     assert f"redis-data:{data_dir}" in redis["volumes"] and "redis-data" in compose["volumes"]
     assert compose["services"]["gateway"]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
