@@ -112,7 +112,7 @@ def plot(report: dict, samples: dict[str, np.ndarray], path: Path) -> None:
     left.set_xticks(rounds)
     left.set_xlabel("round")
     left.set_ylabel("latency (ms)")
-    left.set_title("percentiles per round (bars overlap: p99 behind p95 behind p50)")
+    left.set_title("percentiles per round (dark p50, then p95, light p99)")
     left.legend(fontsize=7, ncol=2)
     for label in ("A", "B"):
         values = np.sort(samples.get(label, np.empty(0)))
