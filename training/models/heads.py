@@ -75,8 +75,13 @@ class RatingHead(nn.Module):
         self.register_buffer("positive", stars >= threshold, persistent=False)
 
     def click_logit(self, logits: torch.Tensor) -> torch.Tensor:
-        """``logit_sum``: Σ_{k≥t} f_k − Σ_{k<t} f_k."""
-        return logits @ self.sign
+        """``logit_sum``: Σ_{k≥t} f_k − Σ_{k<t} f_k.
+
+        A multiply-and-sum, not ``logits @ sign``: when a body's logits end in a transpose
+        (FiGNN), ONNX Runtime 1.32's MatmulTransposeFusion folds Transpose → MatMul(·, 1-D)
+        wrongly and shifts p̂ by up to 0.18 (tests/export/test_parity.py caught it).
+        """
+        return (logits * self.sign).sum(dim=1)
 
     def binary_loss(self, logits: torch.Tensor, click: torch.Tensor) -> torch.Tensor:
         if self.aggregate == "logit_sum":
