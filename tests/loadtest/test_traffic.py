@@ -1,4 +1,5 @@
 """The traffic model and response checks of the locustfile, on a real tiny bundle (no HTTP)."""
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,12 @@ def test_a_correct_answer_passes_and_each_fault_is_named(traffic: Traffic) -> No
     assert traffic.check_recommend(200, good, user, index, 5, model="rating") is None
     assert "for user" in traffic.check_recommend(200, {**good, "user_id": "someone-else"}, user, index, 5)
     assert "seen items" in traffic.check_recommend(200, _response(traffic, [seen[0], *unseen[:4]]), user, index, 5)
-    assert "4 items for k=5" in traffic.check_recommend(200, _response(traffic, unseen[:4]), user, index, 5)
+    # with events in the traffic, other writers may have used candidates up: short lists pass, long never
+    assert traffic.check_recommend(200, _response(traffic, unseen[:4]), user, index, 5, model="rating") is None
+    assert "6 items for k=5" in traffic.check_recommend(200, _response(traffic, unseen[:6]), user, index, 5)
+    # without events the generator knows every seen item, so a short list is a fault
+    exact = Traffic(dataclasses.replace(traffic.config, events_share=0.0))
+    assert "4 items for k=5" in exact.check_recommend(200, _response(exact, unseen[:4]), user, index, 5)
     assert "status 500" in traffic.check_recommend(500, {"error": "boom"}, user, index, 5)
     assert "duplicate" in traffic.check_recommend(200, _response(traffic, [unseen[0]] * 5), user, index, 5)
     assert "asked for 'rating'" in traffic.check_recommend(200, _response(traffic, unseen[:5], model="binary"),
@@ -82,6 +88,7 @@ def test_unknown_users_must_be_cold_start_and_may_get_any_item(traffic: Traffic)
 
 
 def test_fewer_than_k_only_when_candidates_run_out(traffic: Traffic) -> None:
+    traffic = Traffic(dataclasses.replace(traffic.config, events_share=0.0))  # the exact count check
     user, index = traffic.user_ids[3], 3
     unseen = [it for it in traffic.item_ids[1:] if it not in traffic.seen(index)]
     everything = _response(traffic, unseen)
@@ -122,6 +129,7 @@ def test_bad_traffic_settings_are_refused(tiny_bundles: dict) -> None:
 
 def test_events_in_flight_loosen_only_the_item_count(traffic: Traffic) -> None:
     """An event sent but not yet accepted when the request left may already be excluded by the gateway."""
+    traffic = Traffic(dataclasses.replace(traffic.config, events_share=0.0))  # the exact count check
     user, index = traffic.user_ids[5], 5
     unseen = [it for it in traffic.item_ids[1:] if it not in traffic.seen(index)]
     ledger = EventLedger()
