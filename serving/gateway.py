@@ -229,9 +229,6 @@ class Gateway:
                 metrics.RELOADS.labels("rejected").inc()
                 raise ApiError(422, f"bundle rejected, {name!r} keeps serving its current version: {exc}") from exc
             current = self.models.get(name)
-            if current is not None and current.user_fields.shape[1] + current.item_fields.shape[1] != \
-                    ranker.user_fields.shape[1] + ranker.item_fields.shape[1]:
-                log.info("reload of %s changes the field schema", name)
             if self.store is not None and self.store.available:
                 try:
                     await self.store.bulk_load(ranker)

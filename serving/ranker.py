@@ -67,15 +67,13 @@ class Ranker:
                              for name, _ in self.user_field_slots if name != "user_id" and name in bundle.vocab}
 
     # ---- lookups -------------------------------------------------------------------
-    def item_indices(self, raw_ids: list[str] | list[bytes] | np.ndarray) -> np.ndarray:
-        """Raw item ids → bundle item indices, 0 where unknown (vectorised)."""
+    def item_indices(self, raw_ids: list[str] | list[bytes]) -> np.ndarray:
+        """Raw item ids (request strings or Redis bytes) → bundle item indices, 0 where unknown."""
         if len(raw_ids) == 0:
             return np.zeros(0, dtype=np.int64)
         keys = np.asarray(raw_ids)
         if keys.dtype.kind == "U":
             keys = np.char.encode(keys, "utf-8")
-        elif keys.dtype.kind == "O":
-            keys = np.array([k if isinstance(k, bytes) else str(k).encode() for k in raw_ids], dtype=bytes)
         pos = np.searchsorted(self._item_keys, keys).clip(max=len(self._item_keys) - 1)
         found = self._item_keys[pos] == keys
         return np.where(found, self._item_order[pos], 0).astype(np.int64)

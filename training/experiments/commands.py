@@ -78,7 +78,6 @@ def _stored_results(out: Path, experiment: str) -> dict:
 
 def cmd_supervision(args: argparse.Namespace, extra: list[str]) -> int:
     from training.experiments import plots
-    from training.experiments.runner import Plan, run_plan
     from training.experiments.supervision import (SupervisionSpec, collect_supervision, plan_supervision,
                                                   render_supervision)
 
@@ -97,15 +96,7 @@ def cmd_supervision(args: argparse.Namespace, extra: list[str]) -> int:
     if any(not 0.0 <= r <= 1.0 for r in spec.ratios) or any(s < 0 for s in spec.noise_stds):
         raise UserError("--ratios must lie in [0, 1] and --noise-stds must be >= 0")
     out = Path(args.out)
-    if args.report_only:
-        results = _stored_results(out, "supervision")
-    else:
-        plan = Plan(Path(args.runs_dir))
-        index = plan_supervision(spec, _config_factory(args, extra), plan)
-        run_plan(plan, jobs=args.jobs)
-        out.mkdir(parents=True, exist_ok=True)
-        results = collect_supervision(spec, plan, index)
-        results["command"] = _command_line(args, extra)
+    results = _run_or_load(args, extra, "supervision", spec, plan_supervision, collect_supervision)
     figures = {}
     if results["figure2"]:
         figures["figure2"] = plots.figure2(results, out)
@@ -117,26 +108,32 @@ def cmd_supervision(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _run_or_load(args: argparse.Namespace, extra: list[str], kind: str, spec, plan_runs, collect) -> dict:
+    """Stored results for ``--report-only``; otherwise plan, run (cached) and collect the runs."""
+    from training.experiments.runner import Plan, run_plan
+
+    out = Path(args.out)
+    if args.report_only:
+        return _stored_results(out, kind)
+    plan = Plan(Path(args.runs_dir))
+    index = plan_runs(spec, _config_factory(args, extra), plan)
+    run_plan(plan, jobs=args.jobs)
+    out.mkdir(parents=True, exist_ok=True)
+    results = collect(spec, plan, index)
+    results["command"] = _command_line(args, extra)
+    return results
+
+
 def cmd_connectivity(args: argparse.Namespace, extra: list[str]) -> int:
     from training.experiments import plots
     from training.experiments.connectivity import (ConnectivitySpec, collect_connectivity, plan_connectivity,
                                                    render_connectivity)
-    from training.experiments.runner import Plan, run_plan
-
     if args.gcn_layers < 1:
         raise UserError(f"--gcn-layers must be >= 1, got {args.gcn_layers}")
     spec = ConnectivitySpec(models=_csv(args.models), k_cores=_csv(args.k_cores, int), seeds=_seeds(args),
                             head=args.head, gcn_layers=args.gcn_layers)
     out = Path(args.out)
-    if args.report_only:
-        results = _stored_results(out, "connectivity")
-    else:
-        plan = Plan(Path(args.runs_dir))
-        index = plan_connectivity(spec, _config_factory(args, extra), plan)
-        run_plan(plan, jobs=args.jobs)
-        out.mkdir(parents=True, exist_ok=True)
-        results = collect_connectivity(spec, plan, index)
-        results["command"] = _command_line(args, extra)
+    results = _run_or_load(args, extra, "connectivity", spec, plan_connectivity, collect_connectivity)
     figures = {"auc_by_k": plots.connectivity_auc(results, out), "figure5": plots.figure5(results, out)}
     _write(out, results, render_connectivity(results, figures, results["command"]))
     return 0
