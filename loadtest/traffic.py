@@ -211,14 +211,27 @@ class Traffic:
             return "p_click missing or outside [0, 1]"
         if any(a < b - 1e-6 for a, b in zip(p, p[1:])):
             return "items are not ordered by p_click"
-        if self.levels:
-            for it in items:
-                probs = it.get("rating_probs")
-                if not isinstance(probs, list) or len(probs) != self.levels or abs(sum(probs) - 1.0) > 1e-3:
-                    return f"rating_probs is not a distribution over {self.levels} levels"
-                rating = it.get("expected_rating")
-                if not isinstance(rating, (int, float)) or not 1.0 - 1e-4 <= rating <= self.levels + 1e-4:
-                    return "expected_rating missing or off the scale"
+        if self.levels and items:
+            return self._check_ratings(items)
+        return None
+
+    def _check_ratings(self, items: list[dict]) -> str | None:
+        """Every item carries a distribution over the levels and an on-scale expected rating.
+
+        One numpy check over the ``[k, levels]`` matrix: the generator shares the machine
+        with the gateway, so per-item Python here would tax the rating variant only.
+        """
+        try:
+            probs = np.array([it["rating_probs"] for it in items], dtype=np.float64)
+            rating = np.array([it["expected_rating"] for it in items], dtype=np.float64)
+        except (KeyError, TypeError, ValueError):
+            return f"rating_probs or expected_rating missing or malformed (expected {self.levels} levels)"
+        # None becomes NaN in a float array, hence the finiteness test
+        if (probs.shape != (len(items), self.levels) or not np.isfinite(probs).all()
+                or (np.abs(probs.sum(axis=1) - 1.0) > 1e-3).any()):
+            return f"rating_probs is not a distribution over {self.levels} levels"
+        if rating.shape != (len(items),) or not ((rating >= 1.0 - 1e-4) & (rating <= self.levels + 1e-4)).all():
+            return "expected_rating missing or off the scale"
         return None
 
     def check_event(self, status: int, body: Any, count: int = 1) -> str | None:

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import metrics
 from serving.gateway import ApiError, Gateway
+from serving.responses import FastJSONResponse
 from serving.schemas import (ErrorResponse, EventsRequest, EventsResponse, RecommendRequest, RecommendResponse,
                              ReloadRequest, ScoreRequest, ScoreResponse)
 from serving.settings import GatewaySettings
@@ -91,9 +92,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                   description="Top-K recommendations ranked by the rating-aware click probability p̂.")
     app.state.gateway = gateway
 
-    def error(status: int, message: str, endpoint: str) -> JSONResponse:
+    def error(status: int, message: str, endpoint: str) -> FastJSONResponse:
         metrics.ERRORS.labels(endpoint, str(status)).inc()
-        return JSONResponse({"error": message}, status_code=status)
+        return FastJSONResponse({"error": message}, status_code=status)
 
     def endpoint_of(request: Request) -> str:
         return request.url.path.rsplit("/", 1)[-1] or "root"
@@ -117,21 +118,21 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @app.post("/v1/recommend", response_model=RecommendResponse, responses=_ERRORS)
     async def recommend(body: RecommendRequest):
-        return JSONResponse(await gateway.recommend(body.user_id, body.k, body.exclude_seen, body.model,
+        return FastJSONResponse(await gateway.recommend(body.user_id, body.k, body.exclude_seen, body.model,
                                                     body.user_fields))
 
     @app.post("/v1/score", response_model=ScoreResponse, responses=_ERRORS)
     async def score(body: ScoreRequest):
         if len(body.item_ids) > settings.max_item_ids:
             raise ApiError(422, f"item_ids holds {len(body.item_ids)} ids; the limit is {settings.max_item_ids}")
-        return JSONResponse(await gateway.score(body.user_id, body.item_ids, body.model, body.user_fields))
+        return FastJSONResponse(await gateway.score(body.user_id, body.item_ids, body.model, body.user_fields))
 
     @app.post("/v1/events", status_code=202, response_model=EventsResponse, responses=_ERRORS)
     async def events(body: EventsRequest):
         if len(body.events) > settings.max_events:
             raise ApiError(422, f"{len(body.events)} events in one request; the limit is {settings.max_events}")
         result = await gateway.events([e.model_dump() for e in body.events])
-        return JSONResponse(result, status_code=202)
+        return FastJSONResponse(result, status_code=202)
 
     @app.post("/v1/admin/reload", responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, **_ERRORS})
     async def reload(body: ReloadRequest, request: Request):
@@ -140,7 +141,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         given = request.headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {settings.admin_token}".encode()):
             raise ApiError(401, "missing or wrong bearer token")
-        return JSONResponse(await gateway.reload(body.name, body.path))
+        return FastJSONResponse(await gateway.reload(body.name, body.path))
 
     @app.get("/healthz")
     async def healthz():
@@ -149,7 +150,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @app.get("/readyz")
     async def readyz():
         state = await gateway.readiness()
-        return JSONResponse(state, status_code=200 if state["status"] == "ready" else 503)
+        return FastJSONResponse(state, status_code=200 if state["status"] == "ready" else 503)
 
     @app.get("/metrics")
     async def prometheus():

@@ -156,14 +156,13 @@ class Gateway:
 
     @staticmethod
     def _items(ranker: Ranker, ranked: Ranked) -> list[dict]:
+        """One object per item; the scores stay numpy float32 (``serving.responses`` writes them)."""
         ids = ranker.item_ids_array[ranked.items].tolist()
-        p = ranked.p_click.tolist()
         if ranked.rating_probs is None:
             return [{"item_id": i, "p_click": pc, "rating_probs": None, "expected_rating": None}
-                    for i, pc in zip(ids, p)]
-        probs, expected = ranked.rating_probs.tolist(), ranked.expected_rating.tolist()
+                    for i, pc in zip(ids, ranked.p_click)]
         return [{"item_id": i, "p_click": pc, "rating_probs": rp, "expected_rating": er}
-                for i, pc, rp, er in zip(ids, p, probs, expected)]
+                for i, pc, rp, er in zip(ids, ranked.p_click, ranked.rating_probs, ranked.expected_rating)]
 
     # ---- endpoints -----------------------------------------------------------------
     async def recommend(self, user_id: str, k: int, exclude_seen: bool, model: str | None,

@@ -127,8 +127,15 @@ class Ranker:
         return features
 
     def score(self, user_row: np.ndarray, items: np.ndarray) -> dict[str, np.ndarray]:
-        """One ONNX Runtime call over the candidates' feature matrix."""
-        return self.served.score(self.features(user_row, items))
+        """One ONNX Runtime call over the candidates' feature matrix.
+
+        Non-finite scores raise: a broken model must fail loudly (a 500), never rank on NaN
+        or reach the client as the ``null`` a JSON encoder would write for it.
+        """
+        out = self.served.score(self.features(user_row, items))
+        if not np.isfinite(out["p_click"]).all():
+            raise FloatingPointError(f"bundle {self.version} produced non-finite scores")
+        return out
 
     def rank(self, user_row: np.ndarray, items: np.ndarray, k: int, timings: dict[str, float]) -> Ranked:
         start = time.perf_counter()

@@ -66,6 +66,15 @@ def test_a_correct_answer_passes_and_each_fault_is_named(traffic: Traffic) -> No
     bad_probs = _response(traffic, unseen[:5])
     bad_probs["items"][0]["rating_probs"] = [0.5, 0.5]
     assert "rating_probs" in traffic.check_recommend(200, bad_probs, user, index, 5)
+    bad_probs["items"][0]["rating_probs"] = [0.2, 0.2, None, 0.2, 0.4]  # None would pass as NaN
+    assert "rating_probs" in traffic.check_recommend(200, bad_probs, user, index, 5)
+    del bad_probs["items"][0]["rating_probs"]
+    assert "rating_probs" in traffic.check_recommend(200, bad_probs, user, index, 5)
+    off_scale = _response(traffic, unseen[:5])
+    off_scale["items"][3]["expected_rating"] = 5.5
+    assert "expected_rating" in traffic.check_recommend(200, off_scale, user, index, 5)
+    off_scale["items"][3]["expected_rating"] = None
+    assert "expected_rating" in traffic.check_recommend(200, off_scale, user, index, 5)
     assert "fallback" in traffic.check_recommend(200, _response(traffic, unseen[:5], fallback="degraded"),
                                                  user, index, 5)
 
