@@ -70,3 +70,30 @@ def test_lightgcn_model_is_materialised_and_matches(tiny, tiny_atomic: Path, tmp
     import onnxruntime as ort
     onnx_p = ort.InferenceSession(str(tmp_path / "g.onnx")).run(["p_click"], {"fields": x})[0]
     assert np.max(np.abs(onnx_p - graph_p)) <= PARITY_BOUND  # same as the graph encoder itself
+
+
+def test_batch_norm_is_folded_and_the_rating_head_adds_no_matmul(tiny, tmp_path: Path) -> None:
+    ops = {}
+    for head in ("binary", "rating"):
+        torch.manual_seed(0)
+        model = prepare_for_export(build_model(tiny.schema, "DCNV2", 8, {"mlp_hidden_size": [16, 16]}, head,
+                                               5, 4, 0.5, "logit_sum"))
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+        assert len(norms) == 2
+        with torch.no_grad():  # running statistics and affine terms far from the identity
+            for bn in norms:
+                bn.running_mean.uniform_(-2.0, 2.0)
+                bn.running_var.uniform_(0.2, 5.0)
+                bn.weight.uniform_(0.5, 2.0)
+                bn.bias.uniform_(-1.0, 1.0)
+        x = _rows(tiny)
+        path = tmp_path / f"{head}.onnx"
+        export_onnx(model, x[:4], path)
+        ops[head] = [n.op_type for n in onnx.load(str(path)).graph.node]
+        assert "BatchNormalization" not in ops[head]
+        assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()) == 2  # caller's model untouched
+        report = parity(model, path, x)  # against the unfolded model
+        assert report["max_abs_diff_p_click"] <= PARITY_BOUND, report
+    # the rating head's extra work is element-wise (softmax, sums), no extra MatMul/Gemm kernels
+    for op in ("MatMul", "Gemm"):
+        assert ops["rating"].count(op) == ops["binary"].count(op), op

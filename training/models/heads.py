@@ -105,7 +105,9 @@ class RatingHead(nn.Module):
             p_click = torch.sigmoid(self.click_logit(logits))
         else:
             p_click = (probs * self.positive.to(probs.dtype)).sum(dim=1)
-        return Prediction(p_click, probs, probs @ self.stars)
+        # multiply-and-sum, not ``probs @ stars``: ONNX Runtime runs that [N, 5]·[5] MatMul
+        # ~4× slower than Mul + ReduceSum, a third of the rating head's serving cost
+        return Prediction(p_click, probs, (probs * self.stars).sum(dim=1))
 
 
 def build_head(kind: str, levels: int, threshold: int, ratio: float, aggregate: str) -> nn.Module:
