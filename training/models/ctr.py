@@ -10,7 +10,7 @@ from torch import nn
 
 from training.data.schema import FieldSchema
 from training.models.base import Body
-from training.models.encoders import FieldIndexer, LightGCNEncoder, TableEncoder
+from training.models.encoders import FieldIndexer, LightGCNEncoder, TableEncoder, lookup
 from training.models.heads import Prediction, build_head
 from training.models.layers import FirstOrderLinear
 from training.models.registry import build_body
@@ -36,18 +36,35 @@ class CTRModel(nn.Module):
         ids, weights = self.indexer(x)
         return self.indexer.pool(self.encoder(ids), weights)
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Field embeddings ``[B, F, d]`` and the first-order logits ``[B, out]`` (None without one).
+
+        With a first-order branch both come from one gather over the two tables side by
+        side, ``[V, d + out]``, pooled together: the first-order term Σ_c w_c·row_c is the
+        sum over fields of the same pooling the embeddings get.  One gather and one
+        ``index_add`` backward instead of two — the narrow one cost as much as the wide
+        one on CPU (5-wide rows for the rating head).  With embedding noise (robustness
+        study, noise per column before pooling) the two lookups stay separate.
+        """
         ids, weights = self.indexer(x)
-        emb = self.indexer.pool(self.encoder(ids), weights)
+        if self.linear is None or self.encoder.noise_std > 0:
+            emb = self.indexer.pool(self.encoder(ids), weights)
+            return emb, self.linear(ids, weights) if self.linear is not None else None
+        table = self.encoder.table()
+        both = torch.cat([table, self.linear.table.weight.to(table.dtype)], dim=1)
+        pooled = self.indexer.pool(lookup(both, ids), weights)
+        emb, first = torch.split(pooled, [table.shape[1], self.linear.bias.shape[0]], dim=2)  # backward: one cat
+        return emb, first.sum(dim=1) + self.linear.bias
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        emb, first_order = self._embed(x)
         if torch.is_autocast_enabled(emb.device.type):
             # One cast of [B, F, d] here, so the body's element-wise ops (cross products,
             # interactions) run in the autocast dtype instead of promoting back to fp32
             # next to every autocast matmul output.
             emb = emb.to(torch.get_autocast_dtype(emb.device.type))
         out = self.body(emb)
-        if self.linear is not None:
-            out = out + self.linear(ids, weights)
-        return out
+        return out if first_order is None else out + first_order
 
     def loss(self, x: torch.Tensor, rating: torch.Tensor, click: torch.Tensor) -> torch.Tensor:
         # float(): under bf16 autocast the losses are still computed in fp32

@@ -78,9 +78,12 @@ class FieldIndexer(nn.Module):
         # Slices + one weighted sum per multi-valued field.  (An einsum with the assignment
         # matrix did the same as a bmm, but under bf16 autocast it cast and permuted the
         # whole [B, C, d] tensor forth and back: ~5 ms a step on this CPU.)
-        parts = [per_column[:, a:b] if not multi else
-                 (per_column[:, a:b] * weights[:, a:b, None].to(per_column.dtype)).sum(1, keepdim=True)
-                 for a, b, multi in self.spans]
+        # ``split``, not one slice per span: a slice's backward zero-fills a full-size
+        # gradient per span, a split's backward is one ``cat``.
+        pieces = torch.split(per_column, [b - a for a, b, _ in self.spans], dim=1)
+        parts = [piece if not multi else
+                 (piece * weights[:, a:b, None].to(per_column.dtype)).sum(1, keepdim=True)
+                 for piece, (a, b, multi) in zip(pieces, self.spans)]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
@@ -98,6 +101,10 @@ class TableEncoder(nn.Module):
         self.embedding = nn.Embedding(total_vocab, embedding_dim)
         nn.init.xavier_normal_(self.embedding.weight)
         self.noise_std = noise_std
+
+    def table(self) -> torch.Tensor:
+        """The ``[total_vocab, d]`` rows ``forward`` looks ids up in."""
+        return self.embedding.weight
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         emb = lookup(self.embedding.weight, ids)
@@ -146,6 +153,10 @@ class LightGCNEncoder(nn.Module):
         mixed = propagate(self.adjacency, ego, self.layer_weights)
         n_user = ue - us
         return torch.cat([table[:us], mixed[:n_user], table[ue:is_], mixed[n_user:], table[ie:]])
+
+    def table(self) -> torch.Tensor:
+        """The ``[total_vocab, d]`` rows ``forward`` looks ids up in (propagated every call)."""
+        return self.propagated_table()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         emb = lookup(self.propagated_table(), ids)

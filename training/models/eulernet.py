@@ -13,6 +13,7 @@ same Linear is applied to the real and the imaginary part and the two are summed
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -20,6 +21,26 @@ from torch import nn
 
 from training.models.base import Body
 from training.models.layers import Dropout
+
+
+class _WrapPhase(torch.autograd.Function):
+    """``atan2(μ sin e, μ cos e)`` for real e and μ ≠ 0, computed as e (+π where μ < 0) folded into (−π, π].
+
+    Why: the first Euler layer's input is μ·e^{ie} itself, so its polar form is known in
+    closed form: the phase is e up to a multiple of 2π (and π for negative μ), with
+    ∂θ/∂e = 1 and ∂θ/∂μ = 0 exactly — the same values RecBole's atan2 path produces
+    analytically.  The fold costs two element-wise passes; atan2 with its backward cost
+    about ten.  Backward is the identity, so it costs nothing.
+    """
+
+    @staticmethod
+    def forward(ctx, e: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        # π − ((π − x) mod 2π) ∈ (−π, π], atan2's range; offset = π − shift, shift = π where μ < 0
+        return math.pi - torch.remainder(offset - e, 2 * math.pi)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return grad, None
 
 
 class EulerInteractionLayer(nn.Module):
@@ -48,17 +69,23 @@ class EulerInteractionLayer(nn.Module):
         self.norm_r = nn.LayerNorm(embedding_dim) if apply_norm else None
         self.norm_p = nn.LayerNorm(embedding_dim) if apply_norm else None
 
-    def forward(self, rp: torch.Tensor) -> torch.Tensor:
+    def forward(self, rp: torch.Tensor, polar: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """``rp`` = the real and imaginary parts stacked, ``[2, B, F, d]`` → ``[2, B, O, d]``.
 
         Stacked so the implicit part (the same dropout rate and the same Linear on r and on
-        p) is one dropout and one GEMM over 2B rows instead of two of each.
+        p) is one dropout and one GEMM over 2B rows instead of two of each.  ``polar`` =
+        (log-modulus, phase) of ``rp`` as ``[B, d, F]`` when the caller knows them in
+        closed form (``EulerNet`` does for its first layer); otherwise they are computed.
         """
         r, p = rp[0], rp[1]
         b = r.shape[0]
-        lam = 0.5 * torch.log(r ** 2 + p ** 2 + 1e-8)  # log-modulus, [B, F, d]
-        theta = torch.atan2(p, r)  # phase
-        lam, theta = self.drop_ex(lam.transpose(1, 2)), self.drop_ex(theta.transpose(1, 2))  # [B, d, F]
+        if polar is None:
+            lam = 0.5 * torch.log(r ** 2 + p ** 2 + 1e-8)  # log-modulus, [B, F, d]
+            theta = torch.atan2(p, r)  # phase
+            lam, theta = lam.transpose(1, 2), theta.transpose(1, 2)  # [B, d, F]
+        else:
+            lam, theta = polar
+        lam, theta = self.drop_ex(lam), self.drop_ex(theta)
         # Biases in the matmul's output dtype, as autocast treats a Linear's bias: adding an
         # fp32 bias to a bf16 product would run this and every later element-wise op as
         # mixed-dtype kernels, several times slower on CPU.
@@ -96,10 +123,23 @@ class EulerNet(Body):
         nn.init.normal_(self.predict.weight, mean=0.0, std=0.01)
         nn.init.zeros_(self.predict.bias)
 
+    def input_polar(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-modulus and phase of μ·e^{ie}, ``[B, d, F]`` each, without atan2 or log over the batch.
+
+        |μ e^{ie}| = |μ|, so the log-modulus is ½·log(μ² + 1e-8) per field, broadcast (RecBole
+        computes ½·log(r² + p² + 1e-8) with r² + p² = μ²; its gradient in e is zero
+        analytically); the phase is ``_WrapPhase``.
+        """
+        b, f, d = emb.shape
+        mu = self.mu.view(1, 1, f).to(torch.promote_types(self.mu.dtype, torch.float32))  # the log never in bf16
+        lam = (0.5 * torch.log(mu ** 2 + 1e-8)).to(emb.dtype).expand(b, d, f)
+        offset = (mu.detach() >= 0).to(emb.dtype) * math.pi  # π − shift, shift = π where μ < 0
+        return lam, _WrapPhase.apply(emb.transpose(1, 2), offset)
+
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         rp = self.mu.to(emb.dtype) * torch.stack([torch.cos(emb), torch.sin(emb)])  # [2, B, F, d]
-        for layer in self.layers:
-            rp = layer(rp)
+        for i, layer in enumerate(self.layers):
+            rp = layer(rp, self.input_polar(emb) if i == 0 else None)
         # predict(r) + predict(p) = W (r + p) + 2b: one GEMM, one backward
         return torch.addmm(2.0 * self.predict.bias, rp.sum(0).flatten(1), self.predict.weight.t())
 

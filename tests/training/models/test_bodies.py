@@ -224,32 +224,53 @@ def test_cin_matches_explicit_loops() -> None:
         torch.testing.assert_close(cin(emb), expected, atol=1e-5, rtol=1e-5)
 
 
+def _recbole_euler_layer(layer: nn.Module, r: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """RecBole 1.2.1's ``EulerInteractionLayer.forward`` (eval mode), transcribed."""
+    lam = r ** 2 + p ** 2 + 1e-8
+    theta = torch.atan2(p, r)
+    lam, theta = lam.reshape(lam.shape[0], -1, D), theta.reshape(theta.shape[0], -1, D)
+    lam = 0.5 * torch.log(lam)
+    lam, theta = torch.transpose(lam, -2, -1), torch.transpose(theta, -2, -1)
+    lam, theta = lam @ layer.inter_orders + layer.bias_lam, theta @ layer.inter_orders + layer.bias_theta
+    lam = torch.exp(lam)
+    lam, theta = torch.transpose(lam, -2, -1), torch.transpose(theta, -2, -1)
+    r, p = r.reshape(r.shape[0], -1), p.reshape(p.shape[0], -1)
+    r, p = torch.relu(layer.im(r)), torch.relu(layer.im(p))
+    r, p = r.reshape(r.shape[0], -1, D), p.reshape(p.shape[0], -1, D)
+    return r + lam * torch.cos(theta), p + lam * torch.sin(theta)
+
+
+def _recbole_euler(body: EulerNet, emb: torch.Tensor) -> torch.Tensor:
+    """RecBole 1.2.1's ``EulerNet.forward`` on our parameters."""
+    r, p = body.mu * torch.cos(emb), body.mu * torch.sin(emb)
+    for layer in body.layers:
+        r, p = _recbole_euler_layer(layer, r, p)
+    return body.predict(r.reshape(emb.shape[0], -1)) + body.predict(p.reshape(emb.shape[0], -1))
+
+
 def test_eulernet_matches_recbole_forward() -> None:
-    """RecBole 1.2.1's EulerNet.forward / EulerInteractionLayer.forward, transcribed, on our parameters."""
     torch.manual_seed(0)
     body = EulerNet(F, D, 3, order_list=[6, 4], drop_ex=0.3, drop_im=0.5).eval()
     emb = _emb(5)
-
-    def recbole_layer(layer: nn.Module, r: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lam = r ** 2 + p ** 2 + 1e-8
-        theta = torch.atan2(p, r)
-        lam, theta = lam.reshape(lam.shape[0], -1, D), theta.reshape(theta.shape[0], -1, D)
-        lam = 0.5 * torch.log(lam)
-        lam, theta = torch.transpose(lam, -2, -1), torch.transpose(theta, -2, -1)
-        lam, theta = lam @ layer.inter_orders + layer.bias_lam, theta @ layer.inter_orders + layer.bias_theta
-        lam = torch.exp(lam)
-        lam, theta = torch.transpose(lam, -2, -1), torch.transpose(theta, -2, -1)
-        r, p = r.reshape(r.shape[0], -1), p.reshape(p.shape[0], -1)
-        r, p = torch.relu(layer.im(r)), torch.relu(layer.im(p))
-        r, p = r.reshape(r.shape[0], -1, D), p.reshape(p.shape[0], -1, D)
-        return r + lam * torch.cos(theta), p + lam * torch.sin(theta)
-
     with torch.no_grad():
-        r, p = body.mu * torch.cos(emb), body.mu * torch.sin(emb)
-        for layer in body.layers:
-            r, p = recbole_layer(layer, r, p)
-        expected = body.predict(r.reshape(5, -1)) + body.predict(p.reshape(5, -1))
-        torch.testing.assert_close(body(emb), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(body(emb), _recbole_euler(body, emb), atol=1e-5, rtol=1e-5)
+
+
+def test_eulernet_closed_form_polar_input_matches_atan2_values_and_gradients() -> None:
+    """Phases beyond ±π and negative μ: the first layer's closed-form polar input equals RecBole's atan2/log path."""
+    torch.manual_seed(0)
+    body = EulerNet(F, D, 3, order_list=[6, 4], drop_ex=0.3, drop_im=0.5).double().eval()
+    with torch.no_grad():
+        body.mu.copy_(torch.linspace(-1.5, 1.5, F + 1)[torch.arange(F + 1) != F // 2].view(1, F, 1))  # no μ = 0
+    emb = (_emb(6).double() * 12.0).requires_grad_()  # |e| up to ~10 rad: several 2π wraps
+    assert emb.abs().max() > 2 * torch.pi and (body.mu < 0).any()
+    ours = body(emb)
+    ours_grads = torch.autograd.grad(ours.square().sum(), [emb, body.mu, body.layers[0].inter_orders])
+    reference = _recbole_euler(body, emb)
+    reference_grads = torch.autograd.grad(reference.square().sum(), [emb, body.mu, body.layers[0].inter_orders])
+    torch.testing.assert_close(ours, reference, atol=1e-10, rtol=1e-9)
+    for mine, theirs in zip(ours_grads, reference_grads):
+        torch.testing.assert_close(mine, theirs, atol=1e-8, rtol=1e-7)
 
 
 def test_mlp_dropout_placement() -> None:
