@@ -17,6 +17,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from training.models.base import Body
@@ -41,6 +42,47 @@ class _WrapPhase(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         return grad, None
+
+
+class _OrderMix(torch.autograd.Function):
+    """``x @ w`` for a tall ``x`` (``[…, F]``, ~65k rows) and a tiny ``w`` (``[F, O]``).
+
+    Why: the weight gradient xᵀ·g reduces over all rows, and the CPU GEMM does not split a
+    reduction across threads: with a 7×8 output one thread did all of it (1.4 ms a call
+    on this CPU, the largest single kernel of an EulerNet step).  Here the rows are cut in
+    ``_CHUNKS`` blocks, one ``bmm`` reduces each block in parallel and a sum adds them.
+    """
+
+    _CHUNKS = 16
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        w = w.to(x.dtype)
+        xs = x.reshape(-1, x.shape[-1])  # 2-D: a batched ``x @ w`` on a strided x runs as a slow bmm
+        ctx.save_for_backward(xs, w)
+        ctx.shape = x.shape
+        return (xs @ w).view(*x.shape[:-1], w.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        xs, w = ctx.saved_tensors
+        rows = xs.shape[0]
+        gs = grad.to(xs.dtype).reshape(rows, -1)
+        grad_x = (gs @ w.t()).view(ctx.shape)
+        chunks = _OrderMix._CHUNKS
+        if rows % chunks:
+            grad_w = xs.t() @ gs
+        else:
+            grad_w = torch.bmm(xs.view(chunks, rows // chunks, -1).transpose(1, 2),
+                               gs.view(chunks, rows // chunks, -1)).sum(0)
+        return grad_x, grad_w
+
+
+def order_mix(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x @ w`` in autocast's dtype, with ``_OrderMix``'s parallel weight gradient."""
+    if torch.is_autocast_enabled(x.device.type):
+        x = x.to(torch.get_autocast_dtype(x.device.type))
+    return _OrderMix.apply(x, w)
 
 
 class EulerInteractionLayer(nn.Module):
@@ -69,34 +111,51 @@ class EulerInteractionLayer(nn.Module):
         self.norm_r = nn.LayerNorm(embedding_dim) if apply_norm else None
         self.norm_p = nn.LayerNorm(embedding_dim) if apply_norm else None
 
-    def forward(self, rp: torch.Tensor, polar: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, rp: torch.Tensor, polar: tuple[torch.Tensor, torch.Tensor] | None = None,
+                input_scale: torch.Tensor | None = None, sum_parts: bool = False) -> torch.Tensor:
         """``rp`` = the real and imaginary parts stacked, ``[2, B, F, d]`` → ``[2, B, O, d]``.
 
         Stacked so the implicit part (the same dropout rate and the same Linear on r and on
-        p) is one dropout and one GEMM over 2B rows instead of two of each.  ``polar`` =
-        (log-modulus, phase) of ``rp`` as ``[B, d, F]`` when the caller knows them in
-        closed form (``EulerNet`` does for its first layer); otherwise they are computed.
+        p) is one dropout and one GEMM over 2B rows instead of two of each.
+
+        Args:
+            polar: (log-modulus, phase) of the input as ``[B, d, F]`` when the caller knows
+                them in closed form (``EulerNet`` does for its first layer).
+            input_scale: ``[F·d]`` factors the true input has over ``rp`` (μ per field):
+                folded into the implicit Linear's weight instead of scaling ``[2, B, F, d]``.
+                Exact: dropout is an element-wise mask, so it commutes with the scaling.
+            sum_parts: return r + p as ``[B, O·d]`` (all the output layer needs) without
+                building the stacked output: with cos θ + sin θ = √2·sin(θ + π/4), the
+                explicit part is one sine, the √2 and π/4 ride on the existing bias adds.
         """
-        r, p = rp[0], rp[1]
-        b = r.shape[0]
+        b = rp.shape[1]
         if polar is None:
+            r, p = rp[0], rp[1]
             lam = 0.5 * torch.log(r ** 2 + p ** 2 + 1e-8)  # log-modulus, [B, F, d]
             theta = torch.atan2(p, r)  # phase
             lam, theta = lam.transpose(1, 2), theta.transpose(1, 2)  # [B, d, F]
         else:
             lam, theta = polar
         lam, theta = self.drop_ex(lam), self.drop_ex(theta)
+        lam = order_mix(lam, self.inter_orders)  # [B, d, O]
+        theta = order_mix(theta, self.inter_orders)
+        weight = self.im.weight if input_scale is None else self.im.weight * input_scale
+        implicit = torch.relu(F.linear(self.drop_im(rp).reshape(2 * b, -1), weight, self.im.bias))  # [2B, O·d]
         # Biases in the matmul's output dtype, as autocast treats a Linear's bias: adding an
         # fp32 bias to a bf16 product would run this and every later element-wise op as
         # mixed-dtype kernels, several times slower on CPU.
-        lam = lam @ self.inter_orders
+        if sum_parts and self.norm_r is None:
+            modulus = torch.exp(lam + (self.bias_lam + 0.5 * math.log(2.0)).to(lam.dtype))
+            explicit = modulus * torch.sin(theta + (self.bias_theta + 0.25 * math.pi).to(theta.dtype))
+            halves = implicit.view(2, b, -1)
+            return halves[0] + halves[1] + explicit.transpose(1, 2).reshape(b, -1)
         lam = torch.exp(lam + self.bias_lam.to(lam.dtype)).transpose(1, 2)  # explicit modulus, [B, O, d]
-        theta = theta @ self.inter_orders
         theta = (theta + self.bias_theta.to(theta.dtype)).transpose(1, 2)  # explicit phase
-        rp_im = torch.relu(self.im(self.drop_im(rp).reshape(2 * b, -1))).reshape(2, b, -1, self.dim)  # implicit
-        out = rp_im + lam * torch.stack([torch.cos(theta), torch.sin(theta)])
+        out = implicit.reshape(2, b, -1, self.dim) + lam * torch.stack([torch.cos(theta), torch.sin(theta)])
         if self.norm_r is not None and self.norm_p is not None:
             out = torch.stack([self.norm_r(out[0]), self.norm_p(out[1])])
+        if sum_parts:
+            return out.sum(0).flatten(1)
         return out
 
 
@@ -137,11 +196,19 @@ class EulerNet(Body):
         return lam, _WrapPhase.apply(emb.transpose(1, 2), offset)
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        rp = self.mu.to(emb.dtype) * torch.stack([torch.cos(emb), torch.sin(emb)])  # [2, B, F, d]
+        b, f, d = emb.shape
+        # The unit phasors of e; μ·e^{ie} is never built: the first layer gets its polar form in
+        # closed form and μ folded into its implicit weight.
+        rp = torch.stack([torch.cos(emb), torch.sin(emb)])  # [2, B, F, d]
+        last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            rp = layer(rp, self.input_polar(emb) if i == 0 else None)
+            if i == 0:
+                mu_columns = self.mu.view(f, 1).expand(f, d).reshape(1, f * d)
+                rp = layer(rp, self.input_polar(emb), mu_columns, sum_parts=i == last)
+            else:
+                rp = layer(rp, sum_parts=i == last)
         # predict(r) + predict(p) = W (r + p) + 2b: one GEMM, one backward
-        return torch.addmm(2.0 * self.predict.bias, rp.sum(0).flatten(1), self.predict.weight.t())
+        return torch.addmm(2.0 * self.predict.bias, rp, self.predict.weight.t())
 
     def regularized_parameters(self) -> list[torch.Tensor]:
         """RecBole's ``RegularLoss``: every interaction-layer parameter, μ and the output layer."""

@@ -256,18 +256,21 @@ def test_eulernet_matches_recbole_forward() -> None:
         torch.testing.assert_close(body(emb), _recbole_euler(body, emb), atol=1e-5, rtol=1e-5)
 
 
-def test_eulernet_closed_form_polar_input_matches_atan2_values_and_gradients() -> None:
-    """Phases beyond ±π and negative μ: the first layer's closed-form polar input equals RecBole's atan2/log path."""
+@pytest.mark.parametrize("order_list", [[6, 4], [8]])
+def test_eulernet_closed_form_polar_input_matches_atan2_values_and_gradients(order_list: list[int]) -> None:
+    """Phases beyond ±π and negative μ: the first layer's closed-form polar input, μ folded into its
+    implicit weight and the summed last layer equal RecBole's path, values and gradients."""
     torch.manual_seed(0)
-    body = EulerNet(F, D, 3, order_list=[6, 4], drop_ex=0.3, drop_im=0.5).double().eval()
+    body = EulerNet(F, D, 3, order_list=order_list, drop_ex=0.3, drop_im=0.5).double().eval()
     with torch.no_grad():
         body.mu.copy_(torch.linspace(-1.5, 1.5, F + 1)[torch.arange(F + 1) != F // 2].view(1, F, 1))  # no μ = 0
     emb = (_emb(6).double() * 12.0).requires_grad_()  # |e| up to ~10 rad: several 2π wraps
     assert emb.abs().max() > 2 * torch.pi and (body.mu < 0).any()
     ours = body(emb)
-    ours_grads = torch.autograd.grad(ours.square().sum(), [emb, body.mu, body.layers[0].inter_orders])
+    params = [emb, body.mu, body.layers[0].inter_orders, body.layers[0].im.weight, body.layers[-1].bias_theta]
+    ours_grads = torch.autograd.grad(ours.square().sum(), params)
     reference = _recbole_euler(body, emb)
-    reference_grads = torch.autograd.grad(reference.square().sum(), [emb, body.mu, body.layers[0].inter_orders])
+    reference_grads = torch.autograd.grad(reference.square().sum(), params)
     torch.testing.assert_close(ours, reference, atol=1e-10, rtol=1e-9)
     for mine, theirs in zip(ours_grads, reference_grads):
         torch.testing.assert_close(mine, theirs, atol=1e-8, rtol=1e-7)
@@ -394,3 +397,14 @@ def test_onnx_export_matches_torch(name: str, tmp_path) -> None:
         got = session.run(["logits"], {"emb": x.numpy()})[0]
         assert got.shape == expected.shape
         np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [64, 45])  # chunked weight gradient, and the plain fallback
+def test_euler_order_mix_matches_matmul_values_and_gradients(rows: int) -> None:
+    from training.models.eulernet import order_mix
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, 3, 7, dtype=torch.float64, generator=gen).transpose(1, 2).requires_grad_()  # strided
+    w = torch.randn(3, 5, dtype=torch.float64, generator=gen).requires_grad_()
+    assert torch.autograd.gradcheck(order_mix, (x, w))
+    torch.testing.assert_close(order_mix(x, w), x @ w)
