@@ -17,6 +17,7 @@ import statistics
 import threading
 import time
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -83,39 +84,32 @@ def run_bench_gateway(args: argparse.Namespace) -> int:
                                 "rounds": args.rounds, "workers": args.workers, "reloads": args.reloads},
                      "gateway": {}, "torchserve": {}}
     env = {"RATINGCTR_CANDIDATES": str(args.candidates), "RATINGCTR_ADMIN_TOKEN": ADMIN_TOKEN}
-    stack = []
-    with running_gateway({"main": bundle_path}, workers=args.workers, env=env) as gw:
+    with ExitStack() as stack:
+        gw = stack.enter_context(running_gateway({"main": bundle_path}, workers=args.workers, env=env))
         host, port = "127.0.0.1", int(gw.url.rsplit(":", 1)[1])
         targets = {"gateway": (port, gateway_requests)}
-        ts_context = None
         if args.torchserve:
             from export.torchserve_process import local_torchserve
 
             ts_requests = [encode_post("127.0.0.1", "/predictions/ranker", b)
                            for b in _torchserve_bodies(bundle_path, users, args.candidates)]
-            ts_context = local_torchserve(bundle_path, bundle.manifest["num_columns"])
-            ts_url = ts_context.__enter__()
-            stack.append(ts_context)
+            ts_url = stack.enter_context(local_torchserve(bundle_path, bundle.manifest["num_columns"]))
             targets["torchserve"] = (int(ts_url.rsplit(":", 1)[1]), ts_requests)
-        try:
-            for name, (target_port, requests) in targets.items():  # warm-up both
-                run_load(host, target_port, requests, max(clients), args.warmup)
-            per_round: dict = {name: {c: [] for c in clients} for name in targets}
-            for r in range(args.rounds):
-                for c in clients:
-                    for name, (target_port, requests) in targets.items():
-                        summary = run_load(host, target_port, requests, c, args.seconds).summary()
-                        per_round[name][c].append(summary)
-                        print(f"round {r + 1}/{args.rounds} clients={c:>3} {name:<10} p50 {summary['p50_ms']:.3f} ms "
-                              f"p99 {summary['p99_ms']:.3f} ms {summary['req_per_s']:.0f} req/s", flush=True)
-            for name in targets:
-                results[name] = {str(c): {**_median_summary(per_round[name][c]), "rounds": per_round[name][c]}
-                                 for c in clients}
-            if args.reloads:
-                results["reload"] = _reload_phase(host, port, gw.url, gateway_requests, args, bundle_path, reload_path)
-        finally:
-            for context in stack:
-                context.__exit__(None, None, None)
+        for name, (target_port, requests) in targets.items():  # warm-up both
+            run_load(host, target_port, requests, max(clients), args.warmup)
+        per_round: dict = {name: {c: [] for c in clients} for name in targets}
+        for r in range(args.rounds):
+            for c in clients:
+                for name, (target_port, requests) in targets.items():
+                    summary = run_load(host, target_port, requests, c, args.seconds).summary()
+                    per_round[name][c].append(summary)
+                    print(f"round {r + 1}/{args.rounds} clients={c:>3} {name:<10} p50 {summary['p50_ms']:.3f} ms "
+                          f"p99 {summary['p99_ms']:.3f} ms {summary['req_per_s']:.0f} req/s", flush=True)
+        for name in targets:
+            results[name] = {str(c): {**_median_summary(per_round[name][c]), "rounds": per_round[name][c]}
+                             for c in clients}
+        if args.reloads:
+            results["reload"] = _reload_phase(host, port, gw.url, gateway_requests, args, bundle_path, reload_path)
     _verdicts(results, clients)
     _write(results, args.out)
     return 0

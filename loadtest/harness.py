@@ -28,7 +28,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from typing import Iterator
 
 import numpy as np
 
+from serving.embedded_redis import free_port
 from training.errors import UserError
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -105,12 +105,6 @@ def locust_rounded(ms: float) -> int:
     if ms < 10000:
         return int(round(ms, -2))
     return int(round(ms, -3))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _read_stats(prefix: Path) -> dict[str, dict[str, str]]:
@@ -215,7 +209,7 @@ def run_locust(config: HarnessConfig, variant: Variant, host: str, model: str, s
            "--k-values", config.k_values, "--candidates", str(config.candidates),
            "--think-ms", str(config.think_ms), "--samples-dir", str(run_dir / "samples")]
     if config.locust_processes > 1:  # forked workers; keep the master's socket on loopback
-        port = str(_free_port())
+        port = str(free_port())
         cmd += ["--processes", str(config.locust_processes), "--master-bind-host", "127.0.0.1",
                 "--master-bind-port", port, "--master-host", "127.0.0.1", "--master-port", port]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(LOCUSTFILE.parent.parent),

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import metrics
@@ -53,7 +53,7 @@ class BodyLimit:
 
 
 async def _too_large(limit: int, send) -> None:
-    body = JSONResponse({"error": f"request body exceeds {limit} bytes"}, status_code=413).body
+    body = FastJSONResponse({"error": f"request body exceeds {limit} bytes"}, status_code=413).body
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
@@ -119,7 +119,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @app.post("/v1/recommend", response_model=RecommendResponse, responses=_ERRORS)
     async def recommend(body: RecommendRequest):
         return FastJSONResponse(await gateway.recommend(body.user_id, body.k, body.exclude_seen, body.model,
-                                                    body.user_fields))
+                                                        body.user_fields))
 
     @app.post("/v1/score", response_model=ScoreResponse, responses=_ERRORS)
     async def score(body: ScoreRequest):

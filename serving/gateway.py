@@ -120,7 +120,7 @@ class Gateway:
             raise ApiError(404, f"unknown model {name!r}; loaded models: {', '.join(models)}")
         return name, ranker
 
-    async def _user_context(self, ranker: Ranker, user_id: str, user_fields: dict | None,
+    def _user_context(self, ranker: Ranker, user_id: str, user_fields: dict | None,
                             timings: dict[str, float]) -> tuple[int, np.ndarray, np.ndarray, str | None]:
         """(user index, field row, seen item indices, fallback) for one request."""
         user = ranker.user_index.get(user_id, 0)
@@ -170,7 +170,7 @@ class Gateway:
         started = time.perf_counter()
         name, ranker = self.model(model)
         timings: dict[str, float] = {}
-        user, row, seen, fallback = await self._user_context(ranker, user_id, user_fields, timings)
+        user, row, seen, fallback = self._user_context(ranker, user_id, user_fields, timings)
         if not exclude_seen:
             seen = np.zeros(0, np.int64)
         n = max(ranker.candidates, k)
@@ -187,7 +187,7 @@ class Gateway:
         started = time.perf_counter()
         name, ranker = self.model(model)
         timings: dict[str, float] = {}
-        _, row, _, fallback = await self._user_context(ranker, user_id, user_fields, timings)
+        _, row, _, fallback = self._user_context(ranker, user_id, user_fields, timings)
         indices = ranker.item_indices(item_ids)
         known = indices > 0
         items = indices[known]

@@ -20,13 +20,11 @@ def dumps(content: Any) -> bytes:
     """JSON bytes for ``content``; numpy arrays and scalars are written natively.
 
     orjson would write NaN/inf as null; the ranker refuses non-finite scores before they
-    get here (``Ranker.rank``), so no number is silently nulled.
+    get here (``Ranker.score``), so no number is silently nulled.
     """
     return orjson.dumps(content, option=_OPTIONS)
 
 
 class FastJSONResponse(JSONResponse):
-    media_type = "application/json"
-
     def render(self, content: Any) -> bytes:
         return dumps(content)

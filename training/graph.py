@@ -87,6 +87,6 @@ def propagate(adjacency: torch.Tensor, embeddings: torch.Tensor, weights: list[f
     out = embeddings * weights[0]
     current = embeddings
     for weight in weights[1:]:
-        current = _SymmetricSpMM.apply(adjacency, current) if current.requires_grad else _spmm(adjacency, current)
+        current = _SymmetricSpMM.apply(adjacency, current)  # without grad, apply just runs forward
         out = out + current * weight
     return out

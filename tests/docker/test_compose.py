@@ -335,12 +335,12 @@ def test_torchserve_image_command_and_properties_serve_a_bundle(compose: dict, t
                                                                tmp_path: Path) -> None:
     """The torchserve image's CMD with docker/torchserve.properties and compose's environment, run on
     the host: addresses moved to free loopback ports, the model store being a real bundle."""
-    import signal
     import time
-    import urllib.request
 
     from export.torchserve import venv_tool
+    from export.torchserve_process import post_json
     from serving.embedded_redis import free_port
+    from serving.process import stop_process
 
     instructions = dockerfile_instructions(DOCKER / "torchserve.Dockerfile")
     command = json.loads(next(args for i, args in instructions if i == "CMD"))[-1]
@@ -365,22 +365,14 @@ def test_torchserve_image_command_and_properties_serve_a_bundle(compose: dict, t
                 assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "ts.log").read_text()[-2000:]
                 time.sleep(1)
             columns = json.loads((tiny_bundles["rating"] / "manifest.json").read_text())["num_columns"]
-            request = urllib.request.Request(f"{url}/predictions/ranker", data=json.dumps({"fields": [[1] * columns]}).encode(),
-                                             headers={"Content-Type": "application/json"})
             deadline = time.monotonic() + 120
             while True:  # /ping is up before the worker has loaded the model
                 try:
-                    with urllib.request.urlopen(request, timeout=30) as response:
-                        answer = json.loads(response.read())
+                    answer = post_json(f"{url}/predictions/ranker", {"fields": [[1] * columns]})
                     break
                 except OSError:
                     assert time.monotonic() < deadline, (tmp_path / "ts.log").read_text()[-2000:]
                     time.sleep(1)
             assert set(answer) == {"p_click", "rating_probs", "expected_rating"} and len(answer["p_click"]) == 1
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_process(proc, timeout=30)

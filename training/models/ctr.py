@@ -33,8 +33,8 @@ class CTRModel(nn.Module):
         self.linear = FirstOrderLinear(self.indexer.total_vocab, head.out_dim) if body.wants_first_order else None
 
     def field_embeddings(self, x: torch.Tensor) -> torch.Tensor:
-        ids, weights = self.indexer(x)
-        return self.indexer.pool(self.encoder(ids), weights)
+        """``[B, F, d]`` pooled field embeddings, as the body receives them (before any autocast)."""
+        return self._embed(x)[0]
 
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Field embeddings ``[B, F, d]`` and the first-order logits ``[B, out]`` (None without one).

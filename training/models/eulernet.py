@@ -173,6 +173,8 @@ class EulerNet(Body):
                  order_list: Sequence[int] = (8,), drop_ex: float = 0.3, drop_im: float = 0.5,
                  apply_norm: bool = False) -> None:
         super().__init__(num_fields, embedding_dim, out_dim, reg_weight)
+        if not order_list:
+            raise ValueError("EulerNet needs at least one interaction layer (order_list is empty)")
         shapes = [num_fields, *order_list]
         self.layers = nn.ModuleList(
             EulerInteractionLayer(embedding_dim, n_in, n_out, drop_ex, drop_im, apply_norm)
@@ -200,13 +202,11 @@ class EulerNet(Body):
         # The unit phasors of e; μ·e^{ie} is never built: the first layer gets its polar form in
         # closed form and μ folded into its implicit weight.
         rp = torch.stack([torch.cos(emb), torch.sin(emb)])  # [2, B, F, d]
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            if i == 0:
-                mu_columns = self.mu.view(f, 1).expand(f, d).reshape(1, f * d)
-                rp = layer(rp, self.input_polar(emb), mu_columns, sum_parts=i == last)
-            else:
-                rp = layer(rp, sum_parts=i == last)
+        first, *rest = self.layers
+        mu_columns = self.mu.view(f, 1).expand(f, d).reshape(1, f * d)
+        rp = first(rp, self.input_polar(emb), mu_columns, sum_parts=not rest)
+        for i, layer in enumerate(rest, start=1):
+            rp = layer(rp, sum_parts=i == len(rest))
         # predict(r) + predict(p) = W (r + p) + 2b: one GEMM, one backward
         return torch.addmm(2.0 * self.predict.bias, rp, self.predict.weight.t())
 

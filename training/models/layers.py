@@ -12,20 +12,6 @@ import torch
 from torch import nn
 
 
-class _MaskedScale(torch.autograd.Function):
-    """``x * mask`` whose backward is ``grad * mask`` (the mask saved once, already scaled)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(mask)
-        return x * mask
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        (mask,) = ctx.saved_tensors
-        return grad * mask, None
-
-
 class Dropout(nn.Module):
     """Inverted dropout whose mask comes from random bytes, not ``bernoulli_``.
 
@@ -36,7 +22,7 @@ class Dropout(nn.Module):
     exported ONNX graph has no trace of it.
 
     The mask is built as ``{0, 1/(1−p)}`` in the input's dtype once and applied with one
-    multiply forward and one backward (``_MaskedScale``).  The bool → float step goes
+    multiply forward and one backward (autograd saves only the mask, which needs no grad).  The bool → float step goes
     through a ``uint8`` view: on CPU, casting ``bool`` to bf16 directly is ~10× slower.
     """
 
@@ -54,7 +40,7 @@ class Dropout(nn.Module):
         bits = torch.randint(-(2 ** 63), 2 ** 63 - 1, ((n + 7) // 8,), dtype=torch.int64, device=x.device)
         keep = bits.view(torch.uint8)[:n].view(x.shape) >= self.cut
         mask = keep.view(torch.uint8).to(x.dtype).mul_(1.0 / (1.0 - self.p))
-        return _MaskedScale.apply(x, mask)
+        return x * mask
 
     def extra_repr(self) -> str:
         return f"p={self.p:.4f}"
