@@ -134,6 +134,10 @@ class Gateway:
             return user, row, seen, fallback
         seen = ranker.item_indices(record.seen) if record.seen else np.zeros(0, np.int64)
         if user:
+            # Redis holds the history once a bulk load has finished; until then (a worker that
+            # lost the load lock to another, a Redis that came back empty) the bundle's own
+            # history keeps training items out.  Both are small sorted-able arrays.
+            seen = np.union1d(seen, ranker.history(user)) if len(seen) else ranker.history(user)
             row = decode_row(record.fields, ranker.user_fields.shape[1])
             return user, (row if row is not None else ranker.user_fields[user]), seen, None
         return 0, self._cold_row(ranker, user_fields), seen, "cold_start"

@@ -290,7 +290,9 @@ def test_locust_profile_commands_run_distributed(compose: dict, compose_gateway,
         worker = subprocess.Popen(worker_cmd, env=env_for(worker_service), stdout=wlog, stderr=subprocess.STDOUT,
                                   cwd=tmp_path)
         try:
-            assert master.wait(timeout=90) == 0, (tmp_path / "master.log").read_text()[-2000:]
+            code = master.wait(timeout=90)
+            failures = tmp_path / "locust_failures.csv"
+            assert code == 0, (failures.read_text() if failures.exists() else "") + (tmp_path / "master.log").read_text()[-3000:]
             worker.wait(timeout=30)
         finally:
             for proc in (master, worker):

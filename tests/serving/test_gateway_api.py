@@ -59,6 +59,22 @@ def test_an_event_removes_the_item_from_later_recommendations(client: httpx.Clie
     assert top in redis_client.smembers("rc:seen:u3")
 
 
+def test_training_history_stays_excluded_when_redis_lacks_the_seen_set(client: httpx.Client, redis_client,
+                                                                      tiny_bundles) -> None:
+    """A worker can serve before another worker's bulk load has finished, and a Redis can come
+    back empty: the bundle's own history must still keep training items out, with events added."""
+    seen = _history(tiny_bundles["rating"], "u4")
+    assert seen
+    redis_client.delete("rc:seen:u4")
+    first = client.post("/v1/recommend", json={"user_id": "u4", "k": 1000}).json()
+    returned = {i["item_id"] for i in first["items"]}
+    assert first["fallback"] is None and not seen & returned
+    rated = sorted(returned)[0]
+    assert client.post("/v1/events", json={"events": [{"user_id": "u4", "item_id": rated, "rating": 2}]}).status_code == 202
+    after = {i["item_id"] for i in client.post("/v1/recommend", json={"user_id": "u4", "k": 1000}).json()["items"]}
+    assert after == returned - {rated}
+
+
 def test_events_land_in_the_stream_and_new_users_get_a_state_record(client: httpx.Client, redis_client) -> None:
     events = [{"user_id": "brand-new", "item_id": "i5", "rating": 4, "ts": 1700000000.5},
               {"user_id": 42, "item_id": "i6", "rating": 1}]
