@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from training.allocator import retain_freed_memory
 from training.config import TrainConfig
 from training.data.encode import TRAIN, VALID, EncodedData
 from training.evaluation import pointwise_eval
@@ -123,6 +124,7 @@ def _embedding_weight(model: CTRModel) -> torch.Tensor | None:
 def fit(model: CTRModel, data: EncodedData, config: TrainConfig, device: torch.device,
         lr: float | None = None) -> TrainResult:
     """Train ``model`` in place and leave it holding its best-validation-AUC weights."""
+    retain_freed_memory()
     model.to(device)
     train = TrainTensors.from_rows(data, data.rows(TRAIN), device)
     valid_rows = data.rows(VALID)

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from training.models.field_attention import FieldAttentionFunction
+
 
 class Dropout(nn.Module):
     """Inverted dropout whose mask comes from random bytes, not ``bernoulli_``.
@@ -33,14 +35,20 @@ class Dropout(nn.Module):
         self.cut = int(round(p * 256))
         self.p = self.cut / 256.0
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def mask(self, shape: torch.Size | tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+        """The scaled keep mask ``{0, 1/(1−p)}`` for one draw; None when dropout is off."""
         if not self.training or self.cut == 0:
-            return x
-        n = x.numel()
-        bits = torch.randint(-(2 ** 63), 2 ** 63 - 1, ((n + 7) // 8,), dtype=torch.int64, device=x.device)
-        keep = bits.view(torch.uint8)[:n].view(x.shape) >= self.cut
-        mask = keep.view(torch.uint8).to(x.dtype).mul_(1.0 / (1.0 - self.p))
-        return x * mask
+            return None
+        n = 1
+        for size in shape:
+            n *= size
+        bits = torch.randint(-(2 ** 63), 2 ** 63 - 1, ((n + 7) // 8,), dtype=torch.int64, device=device)
+        keep = bits.view(torch.uint8)[:n].view(shape) >= self.cut
+        return keep.view(torch.uint8).to(dtype).mul_(1.0 / (1.0 - self.p))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = self.mask(x.shape, x.dtype, x.device)
+        return x if mask is None else x * mask
 
     def extra_repr(self) -> str:
         return f"p={self.p:.4f}"
@@ -220,6 +228,12 @@ class _SelfAttention(nn.Module):
         """``[W, F, B]`` → ``[W, F, B]``."""
         width, f, b = x.shape
         h, hd = self.heads, self.head_dim
+        if (x.device.type == "cpu" and torch.is_grad_enabled() and not torch.jit.is_tracing()
+                and not torch.onnx.is_in_onnx_export()):
+            # training on CPU: the same maths with a hand-written backward (field_attention.py)
+            mask = self.dropout.mask((h, f, f, b), torch.float32, x.device)
+            return FieldAttentionFunction.apply(x, self.in_proj_weight, self.in_proj_bias, self.out_proj.weight,
+                                                self.out_proj.bias, mask, h)
         qkv = torch.addmm(self.in_proj_bias.unsqueeze(1), self.in_proj_weight, x.reshape(width, f * b))
         q, k, v = qkv.view(3, h, hd, f, b).unbind(0)  # each [H, hd, F, B]
         scores = ((q * hd ** -0.5).unsqueeze(3) * k.unsqueeze(2)).sum(1)  # [H, F_i, F_j, B]

@@ -184,6 +184,59 @@ def test_self_attention_matches_torch_multihead_attention() -> None:
         torch.testing.assert_close(block(emb), expected, atol=1e-6, rtol=1e-5)
 
 
+def test_attention_training_kernel_matches_multihead_attention_values_and_gradients() -> None:
+    """With grad on CPU the layer runs field_attention's hand-written backward; it must be
+    nn.MultiheadAttention (eval, no dropout) in value and in every gradient."""
+    torch.manual_seed(0)
+    layer = MultiHeadSelfAttention(D, 4, 2, num_layers=1).layers[0].double().eval()
+    ref = nn.MultiheadAttention(8, 2, batch_first=True).double().eval()
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(layer.in_proj_weight)
+        ref.in_proj_bias.copy_(layer.in_proj_bias)
+        ref.out_proj.load_state_dict(layer.out_proj.state_dict())
+    h = torch.randn(5, 7, 8, dtype=torch.float64, requires_grad=True)  # [B, F, W]
+    wfb = layer(h.permute(2, 1, 0))
+    assert "FieldAttention" in type(wfb.grad_fn).__name__
+    ours, theirs = wfb.permute(2, 1, 0), ref(h, h, h, need_weights=False)[0]
+    torch.testing.assert_close(ours, theirs)
+    g = torch.randn_like(ours)
+    mine = torch.autograd.grad(ours, [h, layer.in_proj_weight, layer.in_proj_bias, layer.out_proj.weight,
+                                      layer.out_proj.bias], g)
+    ref_grads = torch.autograd.grad(theirs, [h, ref.in_proj_weight, ref.in_proj_bias, ref.out_proj.weight,
+                                             ref.out_proj.bias], g)
+    for a, b in zip(mine, ref_grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_attention_training_kernel_gradcheck_with_a_dropout_mask() -> None:
+    from training.models.field_attention import FieldAttentionFunction
+
+    torch.manual_seed(1)
+    w, f, b, heads = 8, 5, 3, 2
+    mask = (torch.rand(heads, f, f, b, dtype=torch.float64) > 0.3).double() / 0.7
+    params = [torch.randn(3 * w, w), torch.randn(3 * w), torch.randn(w, w), torch.randn(w)]
+    inputs = [torch.randn(w, f, b, dtype=torch.float64, requires_grad=True)]
+    inputs += [t.double().requires_grad_() for t in params]
+    assert torch.autograd.gradcheck(lambda x, a, c, d, e: FieldAttentionFunction.apply(x, a, c, d, e, mask, heads),
+                                    inputs)
+
+
+def test_attention_layer_trains_in_fp32_under_bf16_autocast_and_exports_the_plain_path() -> None:
+    torch.manual_seed(0)
+    block = MultiHeadSelfAttention(D, 4, 2, dropout=0.2, num_layers=2).train()
+    emb = _emb(64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = block(emb)
+    out.float().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in block.parameters())
+    block.eval()
+    with torch.no_grad():  # the path ONNX export traces
+        plain = block(emb)
+    with torch.enable_grad():
+        kernel = block(emb)
+    torch.testing.assert_close(kernel, plain, atol=1e-5, rtol=1e-4)
+
+
 def test_gru_cell_matches_torch_gru_cell() -> None:
     torch.manual_seed(0)
     ours, ref = _GRUCell(8), nn.GRUCell(8, 8)

@@ -1,0 +1,48 @@
+"""Keep freed tensor memory in the process instead of handing it back to the kernel.
+
+Why: a training step allocates and frees the same few-MB activations every step.  glibc
+serves blocks above its mmap threshold (128 KiB at start) with a fresh ``mmap`` and
+returns them with ``munmap`` on free, so every step page-faults its activations in again,
+4 KiB at a time; its dynamic threshold only partly adapts, and the heap top is trimmed back
+to the kernel whenever 128 KiB lie free there.  On the 2-core bench machine this costed
+6–12 % of an ML-100k epoch (AutoInt 0.85 → 0.75 s, DCNV2 0.49 → 0.43 s).  Raising the mmap
+threshold to glibc's maximum (32 MiB) and disabling trimming makes the allocator reuse the
+same pages, which is what tcmalloc/jemalloc give PyTorch on CPU without a preload.
+
+The cost is that the process's resident size does not shrink after a peak — fine for a
+trainer, which is why the gateway does not call this.  Only glibc has ``mallopt``;
+elsewhere this does nothing.  ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` in
+the environment win: a user who tuned glibc is left alone.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
+TRIM_NEVER = 2**31 - 1
+
+_applied: bool | None = None
+
+
+def retain_freed_memory() -> bool:
+    """Tune glibc once per process; True when the settings are in force."""
+    global _applied
+    if _applied is not None:
+        return _applied
+    _applied = False
+    if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+        return _applied
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return _applied  # not glibc (musl, macOS): nothing to tune
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # order matters: setting the trim threshold first would freeze the mmap threshold at 128 KiB
+    _applied = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_NEVER))
+    return _applied
