@@ -32,6 +32,13 @@ class CrossDeepBody(Body):
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         x0 = emb.flatten(1)
-        if self.parallel:
-            return self.predict(torch.cat([self.cross(x0), self.deep(x0)], dim=1))
-        return self.predict(self.deep(self.cross(x0)))
+        if not self.parallel:
+            return self.predict(self.deep(self.cross(x0)))
+        cross, deep = self.cross(x0), self.deep(x0)
+        if torch.is_grad_enabled():
+            # W·[c ‖ d] = W_c·c + W_d·d: training skips materialising the concatenation
+            # (a fresh [B, F·d + 256] copy forward and split-up gradients backward, ~1 ms
+            # a DCNV2 step on CPU); export and evaluation keep the one Gemm.
+            w_cross, w_deep = self.predict.weight.split([cross.shape[1], deep.shape[1]], dim=1)
+            return nn.functional.linear(cross, w_cross, self.predict.bias) + nn.functional.linear(deep, w_deep)
+        return self.predict(torch.cat([cross, deep], dim=1))

@@ -346,6 +346,39 @@ def test_dropout_keeps_expectation_and_is_identity_in_eval() -> None:
     assert torch.equal(drop.eval()(x), x)
 
 
+def test_dropout_masks_follow_torch_seed_and_differ_between_draws() -> None:
+    drop = Dropout(0.5)
+    x = torch.ones(4096, 64)
+    torch.manual_seed(7)
+    first, second = drop(x), drop(x)
+    torch.manual_seed(7)
+    assert torch.equal(drop(x), first) and torch.equal(drop(x), second)  # seeded runs repeat exactly
+    agree = ((first == 0) == (second == 0)).float().mean().item()
+    assert abs(agree - 0.5) < 0.01  # consecutive draws are independent, not the same stream
+    kept = (first != 0).float()
+    assert abs(kept.mean().item() - 0.5) < 0.01
+    assert (kept.mean(0) - 0.5).abs().max().item() < 0.05  # every column ~Bernoulli(0.5): sd 0.008 over 4096 rows
+
+
+@pytest.mark.parametrize("name", ["DCNV2", "GDCN"])
+def test_parallel_cross_deep_trains_without_the_concatenation_but_computes_the_same(name: str) -> None:
+    """Training splits the prediction weight instead of concatenating [cross ‖ deep]; the
+    logits and every gradient must equal the one-Gemm form export and evaluation use."""
+    torch.manual_seed(0)
+    body = build_body(name, F, D, 5, {"structure": "parallel"}).double().eval()  # eval: no dropout, fixed BN
+    emb = torch.randn(6, F, D, dtype=torch.float64)
+    split = body(emb)
+    cross, deep = body.cross(emb.flatten(1)), body.deep(emb.flatten(1))
+    joined = body.predict(torch.cat([cross, deep], dim=1))
+    torch.testing.assert_close(split, joined)
+    with torch.no_grad():
+        torch.testing.assert_close(body(emb), joined.detach())
+    g = torch.randn_like(split)
+    for a, b in zip(torch.autograd.grad(split, list(body.parameters()), g),
+                    torch.autograd.grad(joined, list(body.parameters()), g)):
+        torch.testing.assert_close(a, b)
+
+
 # ---------------------------------------------------------------- registry
 
 def test_registry_names_and_signatures() -> None:
