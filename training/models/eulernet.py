@@ -24,6 +24,24 @@ from training.models.base import Body
 from training.models.layers import Dropout
 
 
+class _SwapFieldsAndDims(torch.autograd.Function):
+    """``x.transpose(1, 2).contiguous()`` whose backward also hands back a contiguous gradient.
+
+    Why: autograd's transpose backward is a strided view, and every element-wise kernel
+    it then meets (the sine/modulus products, the accumulation of e's three gradients)
+    runs strided over a 7- or 8-wide inner axis: ~600 µs a call for ``[4096, 7, 16]`` on
+    this CPU against ~100 µs for one contiguous transpose copy.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return x.transpose(1, 2).contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return grad.transpose(1, 2).contiguous()
+
+
 class _WrapPhase(torch.autograd.Function):
     """``atan2(μ sin e, μ cos e)`` for real e and μ ≠ 0, computed as e (+π where μ < 0) folded into (−π, π].
 
@@ -148,7 +166,7 @@ class EulerInteractionLayer(nn.Module):
             modulus = torch.exp(lam + (self.bias_lam + 0.5 * math.log(2.0)).to(lam.dtype))
             explicit = modulus * torch.sin(theta + (self.bias_theta + 0.25 * math.pi).to(theta.dtype))
             halves = implicit.view(2, b, -1)
-            return halves[0] + halves[1] + explicit.transpose(1, 2).reshape(b, -1)
+            return halves[0] + halves[1] + _SwapFieldsAndDims.apply(explicit).view(b, -1)
         lam = torch.exp(lam + self.bias_lam.to(lam.dtype)).transpose(1, 2)  # explicit modulus, [B, O, d]
         theta = (theta + self.bias_theta.to(theta.dtype)).transpose(1, 2)  # explicit phase
         out = implicit.reshape(2, b, -1, self.dim) + lam * torch.stack([torch.cos(theta), torch.sin(theta)])
@@ -194,8 +212,8 @@ class EulerNet(Body):
         b, f, d = emb.shape
         mu = self.mu.view(1, 1, f).to(torch.promote_types(self.mu.dtype, torch.float32))  # the log never in bf16
         lam = (0.5 * torch.log(mu ** 2 + 1e-8)).to(emb.dtype).expand(b, d, f)
-        offset = (mu.detach() >= 0).to(emb.dtype) * math.pi  # π − shift, shift = π where μ < 0
-        return lam, _WrapPhase.apply(emb.transpose(1, 2), offset)
+        offset = (mu.detach() >= 0).to(emb.dtype).view(1, f, 1) * math.pi  # π − shift, shift = π where μ < 0
+        return lam, _SwapFieldsAndDims.apply(_WrapPhase.apply(emb, offset))
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         b, f, d = emb.shape
