@@ -363,14 +363,27 @@ class CIN(nn.Module):
         self.fc = nn.Linear(pooled, out_dim)
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        """Channels-last: maps are ``[B, d, H]``, so each 1×1 convolution is one GEMM.
+
+        The convolution over ``[B, H_k·F, d]`` (RecBole's layout) is a batch of B tiny
+        ``[H_{k+1}, H_k·F] @ [H_k·F, d]`` products with d = 16 columns; as
+        ``[B·d, H_k·F] @ [H_k·F, H_{k+1}]`` it is one large GEMM (an xDeepFM epoch on
+        ML-100k on this CPU: 18.6 → 12 s, and → 9.6 s with the field-major products below).
+        Same weights as the convolution (its channel order h·F + f, permuted per call).
+        """
         b, f, d = emb.shape
-        hidden, pooled = emb, []
+        emb_t = emb.transpose(1, 2)  # [B, d, F]
+        hidden, pooled = emb_t, []
         for i, conv in enumerate(self.convs):
-            z = (hidden.unsqueeze(2) * emb.unsqueeze(1)).reshape(b, -1, d)  # [B, H_k·F, d]
-            out = torch.relu(conv(z))
+            # field-major products, z[·, f·H + h] = e_f · h_h: the long H axis is innermost, so
+            # the products and their gradient reductions vectorise (an h·F + f layout put
+            # the 7-wide field axis innermost: ~100 ms per backward product at H = 100)
+            z = (emb_t.unsqueeze(3) * hidden.unsqueeze(2)).reshape(b * d, -1)  # [B·d, F·H_k]
+            weight = conv.weight.view(conv.out_channels, -1, f).transpose(1, 2).reshape(conv.out_channels, -1)
+            out = torch.relu(nn.functional.linear(z, weight, conv.bias)).view(b, d, -1)
             if self.split_half and i < len(self.convs) - 1:
-                hidden, direct = torch.split(out, [self.hidden_sizes[i], self.hidden_sizes[i]], dim=1)
+                hidden, direct = torch.split(out, [self.hidden_sizes[i], self.hidden_sizes[i]], dim=2)
             else:
                 hidden, direct = out, out
-            pooled.append(direct.sum(dim=2))
+            pooled.append(direct.sum(dim=1))
         return self.fc(torch.cat(pooled, dim=1))
