@@ -15,6 +15,10 @@ from torch import nn
 from training.models.field_attention import FieldAttentionFunction
 
 
+#: float dtype → the integer dtype of the same width, for building dropout masks as bit patterns
+_BIT_TWINS = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32}
+
+
 class Dropout(nn.Module):
     """Inverted dropout whose mask comes from random bytes, not ``bernoulli_``.
 
@@ -48,14 +52,21 @@ class Dropout(nn.Module):
         n = 1
         for size in shape:
             n *= size
+        scale = 1.0 / (1.0 - self.p)
         if torch.device(device).type == "cpu":
             seed = int(torch.randint(0, 2 ** 63 - 1, (1,)))
-            raw = np.random.SFC64(seed).random_raw((n + 7) // 8)
-            keep = torch.from_numpy(raw.view(np.uint8)[:n] >= self.cut).view(shape)
+            keep = torch.from_numpy(np.random.SFC64(seed).random_raw((n + 7) // 8).view(np.uint8)[:n] >= self.cut)
+            keep = keep.view(shape)
+            twin = _BIT_TWINS.get(dtype)
+            if twin is not None:
+                # {0, scale} built as integer bit patterns (0 or scale's bits) and viewed as
+                # floats: an integer multiply is ~3x cheaper than the float cast + scale
+                pattern = torch.tensor(scale, dtype=dtype).view(twin).item()  # sign bit 0: scale > 0
+                return keep.view(torch.uint8).to(twin).mul_(pattern).view(dtype)
         else:
             bits = torch.randint(-(2 ** 63), 2 ** 63 - 1, ((n + 7) // 8,), dtype=torch.int64, device=device)
             keep = bits.view(torch.uint8)[:n].view(shape) >= self.cut
-        return keep.view(torch.uint8).to(dtype).mul_(1.0 / (1.0 - self.p))
+        return keep.view(torch.uint8).to(dtype).mul_(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mask = self.mask(x.shape, x.dtype, x.device)

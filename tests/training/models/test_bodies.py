@@ -346,6 +346,18 @@ def test_dropout_keeps_expectation_and_is_identity_in_eval() -> None:
     assert torch.equal(drop.eval()(x), x)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
+def test_dropout_mask_is_zero_or_the_scale_in_the_input_dtype(dtype: torch.dtype) -> None:
+    torch.manual_seed(3)
+    drop = Dropout(0.2)
+    mask = drop.mask((512, 96), dtype, torch.device("cpu"))
+    scale = torch.tensor(1.0 / (1.0 - drop.p), dtype=dtype)
+    assert mask.dtype == dtype and mask.shape == (512, 96) and mask.is_contiguous()
+    assert set(mask.unique().tolist()) == {0.0, scale.item()}
+    assert abs((mask == 0).double().mean().item() - drop.p) < 0.01
+    assert drop.eval().mask((4, 4), dtype, torch.device("cpu")) is None
+
+
 def test_dropout_masks_follow_torch_seed_and_differ_between_draws() -> None:
     drop = Dropout(0.5)
     x = torch.ones(4096, 64)
