@@ -26,9 +26,9 @@ class LoadResult:
     def summary(self) -> dict:
         lat = np.asarray(self.latencies_ms)
         ok = sum(n for code, n in self.statuses.items() if 200 <= code < 300)
-        out = {"requests": int(lat.size), "ok": ok, "errors": self.errors,
-               "non_2xx": sum(n for code, n in self.statuses.items() if not 200 <= code < 300),
-               "req_per_s": lat.size / self.seconds if self.seconds else 0.0}
+        non_2xx = sum(n for code, n in self.statuses.items() if not 200 <= code < 300)
+        out = {"requests": int(lat.size), "ok": ok, "errors": self.errors, "non_2xx": non_2xx,
+               "failed": self.errors + non_2xx, "req_per_s": lat.size / self.seconds if self.seconds else 0.0}
         if lat.size:
             p50, p95, p99 = np.percentile(lat, [50, 95, 99])
             out.update(p50_ms=float(p50), p95_ms=float(p95), p99_ms=float(p99), max_ms=float(lat.max()))

@@ -32,6 +32,7 @@ from locust import FastHttpUser, events, task
 from loadtest.traffic import EventLedger, Traffic, TrafficConfig
 
 RECOMMEND, EVENTS, PREDICT = "/v1/recommend", "/v1/events", "/predictions"
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 _traffic: dict[tuple, Traffic] = {}
 _ledger = EventLedger()
@@ -137,8 +138,7 @@ class RatingCtrUser(FastHttpUser):
         with self.client.post(RECOMMEND, json=payload, name=RECOMMEND, catch_response=True) as response:
             body = _json(response)
             problem = self.traffic.check_recommend(response.status_code, body, user_id, index, k,
-                                                   _ledger.seen_before(user_id, sent), self.options.model,
-                                                   in_flight=_ledger.posted(user_id))
+                                                   _ledger.seen_before(user_id, sent), self.options.model)
             if problem:
                 response.failure(problem)
             else:
@@ -150,7 +150,6 @@ class RatingCtrUser(FastHttpUser):
         user_id, index = self.traffic.sample_user(self.rng, allow_unknown=False)
         item_id = self.traffic.event_item(self.rng, index, _last_recommended.pop(user_id, None))
         event = {"user_id": user_id, "item_id": item_id, "rating": int(self.rng.integers(1, 6)), "ts": time.time()}
-        _ledger.post(user_id, item_id)
         with self.client.post(EVENTS, json={"events": [event]}, name=EVENTS, catch_response=True) as response:
             problem = self.traffic.check_event(response.status_code, _json(response))
             if problem:
@@ -161,10 +160,10 @@ class RatingCtrUser(FastHttpUser):
 
     def predict(self) -> None:
         _, index = self.traffic.sample_user(self.rng)
-        rows = self.traffic.candidate_rows(index)
+        body, rows = self.traffic.prediction_body(index)
         path = f"{PREDICT}/{self.options.model or 'ranker'}"
-        with self.client.post(path, json={"fields": rows.tolist()}, name=PREDICT, catch_response=True) as response:
-            problem = self.traffic.check_prediction(response.status_code, _json(response), rows.shape[0])
+        with self.client.post(path, data=body, headers=JSON_HEADERS, name=PREDICT, catch_response=True) as response:
+            problem = self.traffic.check_prediction(response.status_code, _json(response), rows)
             if problem:
                 response.failure(problem)
             else:

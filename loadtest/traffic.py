@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from export.bundle import load_bundle
 
@@ -51,30 +52,22 @@ class TrafficConfig:
 
 
 class EventLedger:
-    """Events this process sent, and when the gateway accepted them (202).
+    """When the gateway accepted (202) each event this process sent.
 
-    An event accepted before a request was sent must be honoured by that request; one still
-    in flight may or may not be, so it only loosens the item-count check.
+    An event accepted before a request was sent must be honoured by that request.  One
+    still in flight may or may not be, which only matters to the exact item count, and
+    that count is checked only for traffic without events.
     """
 
     def __init__(self) -> None:
         self._confirmed: dict[str, dict[str, float]] = {}
-        self._posted: dict[str, set[str]] = {}
-
-    def post(self, user_id: str, item_id: str) -> None:
-        self._posted.setdefault(user_id, set()).add(item_id)
 
     def record(self, user_id: str, item_id: str, at: float | None = None) -> None:
-        self.post(user_id, item_id)
         self._confirmed.setdefault(user_id, {})[item_id] = time.monotonic() if at is None else at
 
     def seen_before(self, user_id: str, moment: float) -> set[str]:
         """Items of ``user_id`` whose event was confirmed at or before ``moment``."""
         return {item for item, at in self._confirmed.get(user_id, {}).items() if at <= moment}
-
-    def posted(self, user_id: str) -> set[str]:
-        """Every item of ``user_id`` this process has sent an event for (accepted or in flight)."""
-        return set(self._posted.get(user_id, ()))
 
 
 class Traffic:
@@ -104,6 +97,7 @@ class Traffic:
         self.item_vectors = bundle["item_vectors.npy"]
         self.popular = bundle["popular.npy"].astype(np.int64)
         self._seen_cache: dict[int, frozenset[str]] = {}
+        self._body_cache: dict[int, tuple[bytes, int]] = {}
         self._candidate_cache: dict[int, np.ndarray] = {}
 
     # ---- drawing traffic -------------------------------------------------------------
@@ -163,15 +157,26 @@ class Traffic:
         user = np.broadcast_to(self.user_fields[index], (items.size, self.user_fields.shape[1]))
         return np.concatenate([user, self.item_fields[items]], axis=1).astype(np.int64)
 
+    def prediction_body(self, index: int) -> tuple[bytes, int]:
+        """TorchServe request body (JSON bytes) for ``index`` and its row count, built once per user.
+
+        The generator shares the CPU with the server under test, so retrieving, ranking and
+        encoding 200 rows on every call would slow the TorchServe side of a comparison only.
+        """
+        cached = self._body_cache.get(index)
+        if cached is None:
+            rows = self.candidate_rows(index)
+            body = orjson.dumps({"fields": rows}, option=orjson.OPT_SERIALIZE_NUMPY)
+            cached = self._body_cache[index] = (body, rows.shape[0])
+        return cached
+
     # ---- checking responses -----------------------------------------------------------
     def check_recommend(self, status: int, body: Any, user_id: str, index: int, k: int,
-                        confirmed: set[str] | frozenset[str] = frozenset(), model: str = "",
-                        in_flight: set[str] | frozenset[str] = frozenset()) -> str | None:
+                        confirmed: set[str] | frozenset[str] = frozenset(), model: str = "") -> str | None:
         """None when the ``/v1/recommend`` response is right, else what is wrong (one line).
 
         ``confirmed``: items whose events were accepted before the request was sent (must be
-        excluded); ``in_flight``: other items with events sent by then (may be excluded).
-        Events written by other processes (other Locust workers, earlier rounds against the
+        excluded).  Events written by other processes (other Locust workers, earlier rounds against the
         same Redis) are unknown here, so with events in the traffic a short list cannot be
         told apart from a catalogue those writers used up: the "exactly k unless candidates
         run out" check is applied only when this traffic writes no events (the generator
@@ -202,7 +207,7 @@ class Traffic:
         returned_seen = [i for i in ids if i in seen]
         if returned_seen:
             return f"seen items returned with exclude_seen=true: {returned_seen[:3]}"
-        available = self.n_items - len(seen | in_flight) if index else self.n_items
+        available = self.n_items - len(seen) if index else self.n_items
         exact = self.config.events_share == 0.0
         if len(items) > k or (exact and len(items) < k and len(items) < available):
             return f"{len(items)} items for k={k} ({available} unseen candidates known to the load generator)"

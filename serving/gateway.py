@@ -61,7 +61,7 @@ class Gateway:
             self.embedded = EmbeddedRedis(self.settings.redis_dir).start()
             url = self.embedded.url
         s = self.settings
-        self.store = UserStore(url, s.redis_prefix, s.redis_timeout_s, s.redis_retry_s)
+        self.store = UserStore(url, s.redis_prefix, s.redis_timeout_s, s.redis_retry_s, s.redis_write_timeout_s)
         if await self.store.ping():
             try:
                 self._generation = await self.store.reload_generation()

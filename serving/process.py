@@ -36,17 +36,36 @@ def _ready(url: str) -> bool:
         return False
 
 
-def stop_process(process: subprocess.Popen, timeout: float = 20) -> None:
-    if process.poll() is not None:
-        return
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to every process of group ``pgid``; False when the group has no process left."""
     try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=timeout)
+        os.killpg(pgid, sig)
     except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 20) -> None:
+    """Stop ``process`` and every process of its group (it was started with ``start_new_session``).
+
+    The group is signalled even when the leader has already exited: a launcher can leave
+    a forked server behind (TorchServe's starts a JVM).  SIGTERM first; SIGKILL for
+    whatever is still there after ``timeout`` seconds.
+    """
+    process.poll()  # reap an exited leader, so it does not count as a live group member
+    if not _signal_group(process.pid, signal.SIGTERM):
         return
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        process.poll()
+        if not _signal_group(process.pid, 0):
+            return
+        time.sleep(0.05)
+    _signal_group(process.pid, signal.SIGKILL)
+    try:
         process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 @contextmanager

@@ -48,7 +48,10 @@ class GatewaySettings(BaseSettings):
     redis_dir: Path = Field(Path.home() / ".cache" / "ratingctr" / "redis",
                             description="data directory of the embedded Redis (append-only file)")
     redis_prefix: str = Field("rc", description="key prefix, so several deployments can share one Redis")
-    redis_timeout_s: float = Field(0.1, gt=0, description="socket timeout of every Redis call (bounds a stall if Redis hangs)")
+    redis_timeout_s: float = Field(0.1, gt=0, description="socket timeout of the request-path reads and connects "
+                                   "(bounds a stall if Redis hangs)")
+    redis_write_timeout_s: float = Field(2.0, gt=0, description="socket timeout of event writes, bulk loads and "
+                                         "reload notices (they wait for Redis's append-only-file fsync)")
     redis_retry_s: float = Field(1.0, gt=0, description="after a Redis failure, serve degraded this long before retrying")
     admin_token: str | None = Field(None, description="bearer token for /v1/admin/*; unset disables admin endpoints")
     device: str = Field("auto", description="auto | cpu | cuda for ONNX Runtime and FAISS")

@@ -47,12 +47,13 @@ class UserRecord:
 
 
 class UserStore:
-    def __init__(self, url: str, prefix: str = "rc", timeout_s: float = 0.25, retry_s: float = 1.0) -> None:
+    def __init__(self, url: str, prefix: str = "rc", timeout_s: float = 0.25, retry_s: float = 1.0,
+                 write_timeout_s: float = 2.0) -> None:
         self.url = url
         self.prefix = prefix
         self.retry_s = retry_s
-        # writes wait for the append-only file's fsync: a longer timeout, off the event loop
-        self.client = aioredis.Redis.from_url(url, socket_timeout=max(timeout_s, 2.0), socket_connect_timeout=timeout_s,
+        # writes wait for the append-only file's fsync: their own, longer timeout, off the event loop
+        self.client = aioredis.Redis.from_url(url, socket_timeout=write_timeout_s, socket_connect_timeout=timeout_s,
                                               retry_on_timeout=False, health_check_interval=0)
         self.reader = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
                                            retry_on_timeout=False, health_check_interval=0)

@@ -124,8 +124,9 @@ def test_dockerfile_copies_existing_files_installs_from_pyproject_and_runs_non_r
     path = DOCKER / name
     instructions = dockerfile_instructions(path)
     assert instructions[0][0] in ("FROM", "ARG") and any(i == "FROM" for i, _ in instructions)
-    ignore = DOCKER / f"{name}.dockerignore"  # BuildKit's per-Dockerfile ignore file
-    assert ignore.is_file(), f"{name}: without {ignore.name} the whole checkout (.venv, runs, bundles) is sent"
+    ignore = ROOT / ".dockerignore"  # every build context is the repo root
+    assert ignore.is_file(), "without .dockerignore the whole checkout (.venv, runs, bundles) is sent"
+    assert not (DOCKER / f"{name}.dockerignore").exists(), "a per-Dockerfile ignore file would replace the root one"
     ignored = {line.strip() for line in ignore.read_text().splitlines() if line.strip() and not line.startswith("#")}
     assert {".venv", "bundles", "runs", "data"} <= ignored
     for target, source in container_paths(instructions).items():
@@ -168,6 +169,10 @@ def test_images_hold_the_files_compose_and_healthchecks_use(compose: dict) -> No
             assert path in files[name], f"{name} uses {path} but does not COPY it"
     assert "/readyz" in " ".join(compose["services"]["gateway"]["healthcheck"]["test"])
     assert "/readyz" in (DOCKER / "gateway.Dockerfile").read_text()
+    # Locust runs from the gateway image, whose HEALTHCHECK probes a port Locust does not serve
+    for name in ("locust-master", "locust-worker"):
+        assert compose["services"][name]["build"]["dockerfile"] == "docker/gateway.Dockerfile"
+        assert compose["services"][name]["healthcheck"] == {"disable": True}, name
 
 
 def test_redis_persists_an_append_only_file_on_a_volume(compose: dict) -> None:

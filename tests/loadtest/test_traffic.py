@@ -1,5 +1,6 @@
 """The traffic model and response checks of the locustfile, on a real tiny bundle (no HTTP)."""
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,9 @@ def test_torchserve_rows_are_the_users_unseen_retrieved_candidates(traffic: Traf
     assert rows.dtype == np.int64 and rows.shape == (items.size, bundle.manifest["num_columns"])
     assert (rows[:, :user_cols] == bundle["user_fields.npy"][4]).all()
     assert (rows[:, user_cols:] == bundle["item_fields.npy"][items]).all()
+    body, count = traffic.prediction_body(4)
+    assert json.loads(body) == {"fields": rows.tolist()} and count == rows.shape[0]
+    assert traffic.prediction_body(4)[0] is body  # built once per user
     cold = traffic.candidate_rows(0)
     assert (cold[:, :user_cols] == bundle["user_fields.npy"][0]).all()
     assert (traffic.candidate_items(0) == bundle["popular.npy"][:cold.shape[0]]).all()
@@ -136,19 +140,15 @@ def test_bad_traffic_settings_are_refused(tiny_bundles: dict) -> None:
         TrafficConfig(Path(tiny_bundles["rating"]), unknown_share=1.5)
 
 
-def test_events_in_flight_loosen_only_the_item_count(traffic: Traffic) -> None:
-    """An event sent but not yet accepted when the request left may already be excluded by the gateway."""
-    traffic = Traffic(dataclasses.replace(traffic.config, events_share=0.0))  # the exact count check
+def test_an_event_accepted_before_the_request_must_be_excluded(traffic: Traffic) -> None:
+    """Accepted before sending: the gateway must honour it; accepted later: it may not have."""
     user, index = traffic.user_ids[5], 5
     unseen = [it for it in traffic.item_ids[1:] if it not in traffic.seen(index)]
     ledger = EventLedger()
-    ledger.post(user, unseen[0])
-    rest = _response(traffic, unseen[1:])  # everything but the in-flight item
-    k = len(unseen)
-    assert "items for k" in traffic.check_recommend(200, rest, user, index, k, ledger.seen_before(user, 1e18))
-    assert traffic.check_recommend(200, rest, user, index, k, ledger.seen_before(user, 1e18),
-                                   in_flight=ledger.posted(user)) is None
-    # ...but it never licenses a seen item: an accepted event before sending still must be excluded.
     ledger.record(user, unseen[1], at=0.0)
-    assert "seen items" in traffic.check_recommend(200, rest, user, index, k, ledger.seen_before(user, 1.0),
-                                                   in_flight=ledger.posted(user))
+    ledger.record(user, unseen[2], at=5.0)
+    answer = _response(traffic, unseen[1:4])
+    assert "seen items" in traffic.check_recommend(200, answer, user, index, 3, ledger.seen_before(user, 1.0))
+    assert traffic.check_recommend(200, _response(traffic, unseen[2:5]), user, index, 3,
+                                   ledger.seen_before(user, 1.0)) is None
+    assert ledger.seen_before(user, 1.0) == {unseen[1]} and ledger.seen_before(user, 9.0) == {unseen[1], unseen[2]}

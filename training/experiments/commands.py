@@ -130,6 +130,8 @@ def cmd_connectivity(args: argparse.Namespace, extra: list[str]) -> int:
                                                    render_connectivity)
     if args.gcn_layers < 1:
         raise UserError(f"--gcn-layers must be >= 1, got {args.gcn_layers}")
+    if args.k_core is not None:
+        raise UserError("experiment connectivity compares the k-cores given by --k-cores; --k-core does not apply")
     spec = ConnectivitySpec(models=_csv(args.models), k_cores=_csv(args.k_cores, int), seeds=_seeds(args),
                             head=args.head, gcn_layers=args.gcn_layers)
     out = Path(args.out)
@@ -188,7 +190,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     con.add_argument("--head", choices=["binary", "rating"], default="rating")
     con.add_argument("--ratio", type=float, default=0.5, help="λr of the rating head")
     con.add_argument("--gcn-layers", type=int, default=2)
-    con.set_defaults(handler=cmd_connectivity)
+    con.set_defaults(handler=cmd_connectivity, k_core=None)  # every run gets its k from --k-cores
     con.set_defaults(option_dests=[d for d in _option_dests(con) if d != "k_core"])
 
 

@@ -14,8 +14,9 @@ from training.experiments.runner import Plan, run_key, run_plan, traced_train_ru
 from training.experiments.stats import mean_std, paired_p_value
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-FAST = ["--epochs", "2", "--batch-size", "512", "--k-core", "3", "--precision", "fp32", "--device", "cpu",
-        "--seeds", "2", "--mlp_hidden_size=[16]"]
+FAST_CONNECTIVITY = ["--epochs", "2", "--batch-size", "512", "--precision", "fp32", "--device", "cpu",
+                     "--seeds", "2", "--mlp_hidden_size=[16]"]  # its k-cores come from --k-cores
+FAST = FAST_CONNECTIVITY + ["--k-core", "3"]
 
 
 def _supervision_args(tiny: Path, runs: Path, out: Path) -> list[str]:
@@ -75,7 +76,7 @@ def test_rerun_skips_finished_runs_and_report_only_rerenders(supervision, capsys
 def test_connectivity_parallel_jobs_render(tiny_atomic: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     args = ["experiment", "connectivity", "--dataset", "atomic", "--data-dir", str(tiny_atomic), "--models", "DCNV2",
-            "--k-cores", "3", "--jobs", "2", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)] + FAST
+            "--k-cores", "3", "--jobs", "2", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)] + FAST_CONNECTIVITY
     assert main(args) == 0
     report = (out / "report.md").read_text()
     for heading in ("Table 2: EvalRM off", "Table 3: EvalRM on", "Table 4", "Figure 5", "Hyper-parameters"):
@@ -177,3 +178,5 @@ def test_bad_arguments_are_one_line_errors(tiny_atomic: Path, tmp_path: Path, ca
     assert "unknown model" in capsys.readouterr().err
     assert main(["experiment", "connectivity", "--out", str(tmp_path / "none"), "--report-only"]) == 2
     assert "--report-only needs" in capsys.readouterr().err
+    assert main(["experiment", "connectivity", "--k-core", "5", "--out", str(tmp_path / "none")]) == 2
+    assert "--k-core does not apply" in capsys.readouterr().err
