@@ -4,7 +4,7 @@ Why: a training step allocates and frees the same few-MB activations every step.
 serves blocks above its mmap threshold (128 KiB at start) with a fresh ``mmap`` and
 returns them with ``munmap`` on free, so every step page-faults its activations in again,
 4 KiB at a time; its dynamic threshold only partly adapts, and the heap top is trimmed back
-to the kernel whenever 128 KiB lie free there.  On the 2-core bench machine this costed
+to the kernel whenever 128 KiB lie free there.  On the 2-core bench machine this cost
 6–12 % of an ML-100k epoch (AutoInt 0.85 → 0.75 s, DCNV2 0.49 → 0.43 s).  Raising the mmap
 threshold to glibc's maximum (32 MiB) and disabling trimming makes the allocator reuse the
 same pages, which is what tcmalloc/jemalloc give PyTorch on CPU without a preload.

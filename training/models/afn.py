@@ -46,9 +46,23 @@ class AFN(Body):
         self.apply(reset_linear_)
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        """The N·d neurons stay in the ``[B, d, N]`` layout the coefficient product makes.
+
+        FuxiCTR transposes them to ``[B, N, d]`` first; with N·d = 4096 values a row, the
+        exp, the BatchNorm over a strided channel axis and the flatten copy (and their
+        backward) then ran over 16M strided elements a step.  Here the exp is contiguous,
+        the BatchNorm sees ``[B·d, N]`` (the same per-neuron statistics over batch and d)
+        and the first MLP Linear reads its weight columns in d-major order instead.
+        """
+        b, f, d = emb.shape
         log_emb = self.log_norm(torch.log(emb.abs().clamp_min(1e-5)))  # [B, F, d]
-        crossed = torch.exp(self.coefficients(log_emb.transpose(1, 2)).transpose(1, 2))  # [B, N, d]
-        out = self.afn(self.exp_norm(crossed).flatten(1))
+        crossed = torch.exp(self.coefficients(log_emb.transpose(1, 2)))  # [B, d, N]
+        neurons = self.exp_norm(crossed.reshape(b * d, -1)).view(b, -1)  # [B, d·N]
+        first, *rest = self.afn
+        weight = first.weight.view(first.out_features, -1, d).transpose(1, 2).reshape(first.out_features, -1)
+        out = nn.functional.linear(neurons, weight, first.bias)
+        for layer in rest:
+            out = layer(out)
         if self.dnn is not None:
             out = out + self.dnn(emb.flatten(1))
         return out

@@ -7,7 +7,7 @@ forward and backward, saves a bf16 copy of everything under autocast, and stacks
 q/k/v gradients at the end.  Here each contraction is written as a short loop of
 ``addcmul_`` into one preallocated output along the contiguous batch axis (no 5-D
 temporaries), the three projections are fp32 ``mm`` (oneDNN's bf16 kernels for K = 8
-were 2–3× slower than MKL's fp32 ones), and the q/k/v gradients are written straight into
+were several times slower than MKL's fp32 ones), and the q/k/v gradients are written straight into
 one ``[3W, N]`` buffer.  One layer's forward + backward at B = 4096: 6.2 → 3.3 ms.
 
 Layout as in ``MultiHeadSelfAttention``: width-major ``[W, F, B]``, W = heads · hd.

@@ -391,6 +391,27 @@ def test_parallel_cross_deep_trains_without_the_concatenation_but_computes_the_s
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("params", [{}, {"ensemble_dnn": True, "batch_norm": True, "logarithmic_neurons": 16}])
+def test_afn_neurons_in_d_major_layout_equal_fuxictr_layout(params: dict) -> None:
+    """AFN keeps its neurons as [B, d, N]; FuxiCTR's [B, N, d] form must give the same logits and gradients."""
+    torch.manual_seed(0)
+    body = build_body("AFN", F, D, 5, params).double().train()  # train: BatchNorm on batch statistics
+    emb = (torch.randn(32, F, D, dtype=torch.float64) * 0.5).requires_grad_()
+
+    def fuxictr(e: torch.Tensor) -> torch.Tensor:
+        log_emb = body.log_norm(torch.log(e.abs().clamp_min(1e-5)))
+        crossed = torch.exp(body.coefficients(log_emb.transpose(1, 2)).transpose(1, 2))  # [B, N, d]
+        out = body.afn(body.exp_norm(crossed).flatten(1))
+        return out + body.dnn(e.flatten(1)) if body.dnn is not None else out
+
+    ours, theirs = body(emb), fuxictr(emb)
+    torch.testing.assert_close(ours, theirs)
+    g = torch.randn_like(ours)
+    params_and_input = [emb, *body.parameters()]
+    for a, b in zip(torch.autograd.grad(ours, params_and_input, g), torch.autograd.grad(theirs, params_and_input, g)):
+        torch.testing.assert_close(a, b)
+
+
 # ---------------------------------------------------------------- registry
 
 def test_registry_names_and_signatures() -> None:
