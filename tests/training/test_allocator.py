@@ -14,12 +14,11 @@ PROBE = """
 import json, resource, torch
 from training.allocator import retain_freed_memory
 
-def faults(steps=40):
+def faults(steps=20):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(steps):
-        x = torch.empty(6 * 1024 * 1024 // 4)   # a 6 MiB activation,
-        x.fill_(1.0)                             # touched, then freed
-        del x
+        acts = [torch.empty(6 * 1024 * 1024 // 4).fill_(1.0) for _ in range(4)]  # one step's activations,
+        del acts                                                                 # alive together, then freed
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 faults(2)
@@ -42,10 +41,13 @@ def test_freed_activations_are_reused_instead_of_faulted_in_every_step() -> None
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     result = _probe(env)
     assert result["applied"] and result["again"]
-    # 40 × 6 MiB touched: ~9k page faults with glibc's defaults here (trimmed heap tops
-    # faulted in again), none once tuned
-    assert result["default"] > 2000
-    assert result["tuned"] < result["default"] / 20
+    # 20 steps of 4 × 6 MiB (one step = 6144 pages).  With glibc's defaults this process faults
+    # one to twenty steps' worth, depending on where its dynamic thresholds settle (over 60 runs
+    # here: 6144, 10752 or ~120700 pages, the last in most runs of a fresh clone); tuned, at most
+    # one step's worth of first touches, never a step's worth every step.
+    step = 4 * 6 * 1024 * 1024 // 4096
+    assert result["default"] >= step - 64
+    assert result["tuned"] <= step + 64 and result["tuned"] <= result["default"]
 
 
 def test_a_user_who_tuned_glibc_is_left_alone() -> None:
