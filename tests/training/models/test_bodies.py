@@ -412,6 +412,25 @@ def test_afn_neurons_in_d_major_layout_equal_fuxictr_layout(params: dict) -> Non
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("heads, out", [(2, 5), (1, 1), (3, 2)])
+def test_finalmlp_fusion_is_the_multi_head_bilinear_form(heads: int, out: int) -> None:
+    """o = w_xᵀx + w_yᵀy + Σ_h x_hᵀ W_h y_h with FuxiCTR's w_xy layout [H, hx, out, hy], values and gradients."""
+    from training.models.finalmlp import InteractionAggregation
+
+    torch.manual_seed(0)
+    agg = InteractionAggregation(6 * heads, 4 * heads, out, heads).double()
+    x = torch.randn(9, 6 * heads, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(9, 4 * heads, dtype=torch.float64, requires_grad=True)
+    w = agg.w_xy.view(heads, 6, out, 4)
+    expected = agg.w_x(x) + agg.w_y(y) + torch.einsum("bhi,hiok,bhk->bo", x.view(9, heads, 6), w, y.view(9, heads, 4))
+    ours = agg(x, y)
+    torch.testing.assert_close(ours, expected)
+    g = torch.randn_like(ours)
+    inputs = [x, y, agg.w_xy]
+    for a, b in zip(torch.autograd.grad(ours, inputs, g), torch.autograd.grad(expected, inputs, g)):
+        torch.testing.assert_close(a, b)
+
+
 # ---------------------------------------------------------------- registry
 
 def test_registry_names_and_signatures() -> None:
