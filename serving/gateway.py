@@ -121,7 +121,7 @@ class Gateway:
         return name, ranker
 
     def _user_context(self, ranker: Ranker, user_id: str, user_fields: dict | None,
-                            timings: dict[str, float]) -> tuple[int, np.ndarray, np.ndarray, str | None]:
+                      timings: dict[str, float]) -> tuple[int, np.ndarray, np.ndarray, str | None]:
         """(user index, field row, seen item indices, fallback) for one request."""
         user = ranker.user_index.get(user_id, 0)
         start = time.perf_counter()
@@ -136,7 +136,7 @@ class Gateway:
         if user:
             # Redis holds the history once a bulk load has finished; until then (a worker that
             # lost the load lock to another, a Redis that came back empty) the bundle's own
-            # history keeps training items out.  Both are small sorted-able arrays.
+            # history keeps training items out (a union of two short index arrays, a few µs).
             seen = np.union1d(seen, ranker.history(user)) if len(seen) else ranker.history(user)
             row = decode_row(record.fields, ranker.user_fields.shape[1])
             return user, (row if row is not None else ranker.user_fields[user]), seen, None

@@ -107,7 +107,7 @@ class TableEncoder(nn.Module):
         return self.embedding.weight
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        emb = lookup(self.embedding.weight, ids)
+        emb = lookup(self.table(), ids)
         if self.noise_std > 0:
             emb = emb + torch.randn_like(emb) * self.noise_std
         return emb
@@ -159,7 +159,7 @@ class LightGCNEncoder(nn.Module):
         return self.propagated_table()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        emb = lookup(self.propagated_table(), ids)
+        emb = lookup(self.table(), ids)
         if self.noise_std > 0:
             emb = emb + torch.randn_like(emb) * self.noise_std
         return emb

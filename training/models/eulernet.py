@@ -151,7 +151,7 @@ class EulerInteractionLayer(nn.Module):
             r, p = rp[0], rp[1]
             lam = 0.5 * torch.log(r ** 2 + p ** 2 + 1e-8)  # log-modulus, [B, F, d]
             theta = torch.atan2(p, r)  # phase
-            lam, theta = lam.transpose(1, 2), theta.transpose(1, 2)  # [B, d, F]
+            lam, theta = _SwapFieldsAndDims.apply(lam), _SwapFieldsAndDims.apply(theta)  # [B, d, F]
         else:
             lam, theta = polar
         lam, theta = self.drop_ex(lam), self.drop_ex(theta)
@@ -167,8 +167,8 @@ class EulerInteractionLayer(nn.Module):
             explicit = modulus * torch.sin(theta + (self.bias_theta + 0.25 * math.pi).to(theta.dtype))
             halves = implicit.view(2, b, -1)
             return halves[0] + halves[1] + _SwapFieldsAndDims.apply(explicit).view(b, -1)
-        lam = torch.exp(lam + self.bias_lam.to(lam.dtype)).transpose(1, 2)  # explicit modulus, [B, O, d]
-        theta = (theta + self.bias_theta.to(theta.dtype)).transpose(1, 2)  # explicit phase
+        lam = _SwapFieldsAndDims.apply(torch.exp(lam + self.bias_lam.to(lam.dtype)))  # explicit modulus, [B, O, d]
+        theta = _SwapFieldsAndDims.apply(theta + self.bias_theta.to(theta.dtype))  # explicit phase
         out = implicit.reshape(2, b, -1, self.dim) + lam * torch.stack([torch.cos(theta), torch.sin(theta)])
         if self.norm_r is not None and self.norm_p is not None:
             out = torch.stack([self.norm_r(out[0]), self.norm_p(out[1])])

@@ -62,11 +62,9 @@ class InteractionAggregation(nn.Module):
         # a 5-level rating head adds here; the broadcast multiply + sum over [B, H, out, hy]
         # this replaces made that ~12 ms a step on CPU, the batched product ~5 ms.
         w = self.w_xy.view(self.heads, self.hx, self.out_dim * self.hy)  # FuxiCTR's layout: [out, hy]
-        bilinear = None
-        for h in range(self.heads):
-            xw = torch.mm(x[:, h * self.hx:(h + 1) * self.hx], w[h]).view(-1, self.out_dim, self.hy)
-            term = torch.bmm(xw, y[:, h * self.hy:(h + 1) * self.hy].unsqueeze(2)).squeeze(2)
-            bilinear = term if bilinear is None else bilinear + term
+        x_heads, y_heads = x.split(self.hx, dim=1), y.split(self.hy, dim=1)
+        bilinear = sum(torch.bmm(torch.mm(xh, wh).view(-1, self.out_dim, self.hy), yh.unsqueeze(2)).squeeze(2)
+                       for xh, wh, yh in zip(x_heads, w.unbind(0), y_heads))
         return self.w_x(x) + self.w_y(y) + bilinear
 
 

@@ -6,6 +6,7 @@ dropout is a module that is the identity in eval mode.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,9 +50,7 @@ class Dropout(nn.Module):
         """The scaled keep mask ``{0, 1/(1−p)}`` for one draw; None when dropout is off."""
         if not self.training or self.cut == 0:
             return None
-        n = 1
-        for size in shape:
-            n *= size
+        n = math.prod(shape)
         scale = 1.0 / (1.0 - self.p)
         if torch.device(device).type == "cpu":
             seed = int(torch.randint(0, 2 ** 63 - 1, (1,)))
