@@ -15,7 +15,7 @@ PORT ?= 8000
 install: $(STAMP)
 
 # Re-install whenever the dependency declarations change.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'

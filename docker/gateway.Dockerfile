@@ -14,9 +14,10 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
 RUN python -m venv /opt/venv
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY training ./training
-COPY export ./export
+COPY pyproject.toml setup.py README.md ./
+# Only what the gateway imports: the namespace root and serving/ (plus loadtest/ for the
+# Locust image); setup.py installs the rooms it finds.
+COPY ratingctr ./ratingctr
 COPY serving ./serving
 COPY loadtest ./loadtest
 COPY docker/healthcheck.py ./docker/healthcheck.py

@@ -17,7 +17,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
 RUN python -m venv /opt/venv
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
+COPY ratingctr ./ratingctr
 COPY training ./training
 COPY export ./export
 COPY serving ./serving

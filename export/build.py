@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from export.bundle import write_bundle
-from export.faiss_index import build_index, write_index
-from export.onnx_export import export_onnx, parity, prepare_for_export
-from training.data.encode import TEST, TRAIN, EncodedData, load_dataset
-from training.errors import UserError
-from training.run import load_checkpoint, restore_model
+from ratingctr.bundle import write_bundle
+from ratingctr.errors import UserError
+from ratingctr.export.faiss_index import build_index, write_index
+from ratingctr.export.onnx_export import export_onnx, parity, prepare_for_export
+from ratingctr.training.data.encode import TEST, TRAIN, EncodedData, load_dataset
+from ratingctr.training.run import load_checkpoint, restore_model
 
 PARITY_BOUND = 1e-5
 PARITY_ROWS = 4096
@@ -104,7 +104,7 @@ def export_bundle(ranker_run: Path, retriever_run: Path, out_dir: Path, index_ki
         }
         extra = {}
         if torchserve:
-            from export.torchserve import build_archive
+            from ratingctr.export.torchserve import build_archive
 
             extra = build_archive(onnx_path, manifest, Path(tmp))
         write_bundle(Path(out_dir), manifest, data.vocab, arrays, onnx_path, index_path, extra)

@@ -1,15 +1,15 @@
-"""Verbs owned by ``export/``: ``export`` and ``bench score``."""
+"""Verbs owned by ``export/``: ``export``."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from training.errors import UserError
+from ratingctr.errors import UserError
 
 
 def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
-    from export.build import export_bundle
-    from export.faiss_index import INDEX_KINDS
+    from ratingctr.export.build import export_bundle
+    from ratingctr.export.faiss_index import INDEX_KINDS
 
     if args.index not in INDEX_KINDS:
         raise UserError(f"--index must be one of {', '.join(INDEX_KINDS)}")
@@ -17,12 +17,6 @@ def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
                   args.data_dir, args.name)
     print(f"wrote {args.out}")
     return 0
-
-
-def cmd_bench_score(args: argparse.Namespace, extra: list[str]) -> int:
-    from export.bench_score import run_bench_score
-
-    return run_bench_score(args)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,16 +29,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--torchserve", action="store_true", help="also write ranker.mar and config.properties")
     export.add_argument("--data-dir", default=None, help="override the dataset location recorded in the run")
     export.set_defaults(handler=cmd_export)
-
-
-def register_bench(bench_verbs: argparse._SubParsersAction) -> None:
-    score = bench_verbs.add_parser("score", help="ONNX Runtime scoring time, binary vs rating bundle")
-    score.add_argument("--binary", required=True, help="binary-head bundle")
-    score.add_argument("--rating", required=True, help="rating-head bundle of the same architecture")
-    score.add_argument("--candidates", default="100,500,2000")
-    score.add_argument("--calls", type=int, default=300, help="timed calls per size, per bundle, per round")
-    score.add_argument("--rounds", type=int, default=5, help="interleaved A/B rounds")
-    score.add_argument("--threads", type=int, default=1, help="ORT intra-op threads")
-    score.add_argument("--torchserve", action="store_true", help="also time the same calls through TorchServe")
-    score.add_argument("--out", default=None, help="write the results as JSON here")
-    score.set_defaults(handler=cmd_bench_score)

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_linear_bn_eval
 
-from training.models.ctr import CTRModel
-from training.models.encoders import LightGCNEncoder
+from ratingctr.training.models.ctr import CTRModel
+from ratingctr.training.models.encoders import LightGCNEncoder
 
 OPSET = 17
 

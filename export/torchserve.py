@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from training.errors import UserError
+from ratingctr.errors import UserError
 
 HANDLER = Path(__file__).with_name("torchserve_handler.py")
 

@@ -12,10 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from export.torchserve import config_properties, venv_tool
-from serving.embedded_redis import free_port
-from serving.process import stop_process
-from training.errors import UserError
+from ratingctr.errors import UserError
+from ratingctr.export.torchserve import config_properties, venv_tool
+from ratingctr.processes import free_port, stop_process
 
 
 def post_json(url: str, payload: dict, timeout: float = 30) -> dict:

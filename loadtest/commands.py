@@ -1,4 +1,4 @@
-"""Verbs owned by ``loadtest/``: ``loadtest`` (the Locust A/B harness)."""
+"""Verbs owned by ``loadtest/``: ``loadtest`` (the Locust A/B harness), ``bench score`` and ``bench gateway``."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def cmd_loadtest(args: argparse.Namespace, extra: list[str]) -> int:
-    from loadtest.harness import HarnessConfig, parse_variant, run_loadtest
+    from ratingctr.loadtest.harness import HarnessConfig, parse_variant, run_loadtest
 
     config = HarnessConfig(
         a=parse_variant("A", args.a), b=parse_variant("B", args.b), out=Path(args.out), users=args.users,
@@ -22,6 +22,12 @@ def cmd_loadtest(args: argparse.Namespace, extra: list[str]) -> int:
           f"(median of {len(report['ratio']['p50']['rounds'])} rounds); {report['failures']} failed requests; "
           f"wrote {Path(args.out) / 'report.md'}")
     return 0
+
+
+def cmd_bench_score(args: argparse.Namespace, extra: list[str]) -> int:
+    from ratingctr.loadtest.bench_score import run_bench_score
+
+    return run_bench_score(args)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,7 +56,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def register_bench(bench_verbs: argparse._SubParsersAction) -> None:
-    """``bench gateway`` (loadtest/gateway_bench.py): the gateway against bare TorchServe."""
-    from loadtest.gateway_bench import register_bench as register_gateway_bench
+    """``bench score`` (ONNX Runtime scoring, binary vs rating) and ``bench gateway`` (vs bare TorchServe)."""
+    score = bench_verbs.add_parser("score", help="ONNX Runtime scoring time, binary vs rating bundle")
+    score.add_argument("--binary", required=True, help="binary-head bundle")
+    score.add_argument("--rating", required=True, help="rating-head bundle of the same architecture")
+    score.add_argument("--candidates", default="100,500,2000")
+    score.add_argument("--calls", type=int, default=300, help="timed calls per size, per bundle, per round")
+    score.add_argument("--rounds", type=int, default=5, help="interleaved A/B rounds")
+    score.add_argument("--threads", type=int, default=1, help="ORT intra-op threads")
+    score.add_argument("--torchserve", action="store_true", help="also time the same calls through TorchServe")
+    score.add_argument("--out", default=None, help="write the results as JSON here")
+    score.set_defaults(handler=cmd_bench_score)
+    from ratingctr.loadtest.gateway_bench import (
+        register_bench as register_gateway_bench,
+    )
 
     register_gateway_bench(bench_verbs)

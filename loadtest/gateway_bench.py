@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtest.http_load import encode_post, run_load
-from training.errors import UserError
+from ratingctr.errors import UserError
+from ratingctr.loadtest.http_load import encode_post, run_load
+from ratingctr.tables import md_table
 
 ADMIN_TOKEN = "bench-gateway-token"
 
@@ -33,7 +34,7 @@ def _recommend_bodies(user_ids: list[str], k: int) -> list[bytes]:
 
 
 def _torchserve_bodies(bundle_path: Path, users: np.ndarray, candidates: int) -> list[bytes]:
-    from serving.ranker import load_ranker
+    from ratingctr.serving.ranker import load_ranker
 
     ranker = load_ranker(bundle_path, candidates, warmup_calls=0)
     bodies = []
@@ -64,8 +65,8 @@ def _reload(url: str, name: str, path: Path) -> None:
 
 
 def run_bench_gateway(args: argparse.Namespace) -> int:
-    from export.bundle import BundleError, load_bundle
-    from serving.process import running_gateway
+    from ratingctr.bundle import BundleError, load_bundle
+    from ratingctr.serving.process import running_gateway
 
     bundle_path = Path(args.bundle)
     reload_path = Path(args.reload_bundle) if args.reload_bundle else bundle_path
@@ -89,7 +90,7 @@ def run_bench_gateway(args: argparse.Namespace) -> int:
         host, port = "127.0.0.1", int(gw.url.rsplit(":", 1)[1])
         targets = {"gateway": (port, gateway_requests)}
         if args.torchserve:
-            from export.torchserve_process import local_torchserve
+            from ratingctr.export.torchserve_process import local_torchserve
 
             ts_requests = [encode_post("127.0.0.1", "/predictions/ranker", b)
                            for b in _torchserve_bodies(bundle_path, users, args.candidates)]
@@ -160,25 +161,25 @@ def render_markdown(results: dict) -> str:
     cfg = results["config"]
     lines = [f"# bench gateway: /v1/recommend (k={cfg['k']}, {cfg['candidates']} candidates) vs bare TorchServe",
              "", f"Bundle `{cfg['bundle']}` (version {cfg['version']}), gateway workers: {cfg['workers']}, "
-             f"{cfg['rounds']} interleaved rounds of {cfg['seconds']} s per concurrency; medians over rounds.", "",
-             "| clients | gateway p50 ms | p95 ms | p99 ms | req/s | TorchServe p50 ms | p95 ms | p99 ms | req/s "
-             "| gateway/TorchServe p50 |", "|---|---|---|---|---|---|---|---|---|---|"]
+             f"{cfg['rounds']} interleaved rounds of {cfg['seconds']} s per concurrency; medians over rounds.", ""]
+    rows = []
     for c in cfg["clients"]:
         g = results["gateway"][str(c)]
         t = results.get("torchserve", {}).get(str(c))
-        ts = (f"{t['p50_ms']:.3f} | {t['p95_ms']:.3f} | {t['p99_ms']:.3f} | {t['req_per_s']:.0f} | "
-              f"{g['p50_ms'] / t['p50_ms']:.3f}") if t else "– | – | – | – | –"
-        lines.append(f"| {c} | {g['p50_ms']:.3f} | {g['p95_ms']:.3f} | {g['p99_ms']:.3f} | {g['req_per_s']:.0f} | {ts} |")
+        ts = [f"{t['p50_ms']:.3f}", f"{t['p95_ms']:.3f}", f"{t['p99_ms']:.3f}", f"{t['req_per_s']:.0f}",
+              f"{g['p50_ms'] / t['p50_ms']:.3f}"] if t else ["–"] * 5
+        rows.append([c, f"{g['p50_ms']:.3f}", f"{g['p95_ms']:.3f}", f"{g['p99_ms']:.3f}", f"{g['req_per_s']:.0f}", *ts])
+    lines.append(md_table(["clients", "gateway p50 ms", "p95 ms", "p99 ms", "req/s", "TorchServe p50 ms", "p95 ms",
+                           "p99 ms", "req/s", "gateway/TorchServe p50"], rows))
     if "reload" in results:
         r = results["reload"]
         lines += ["", f"Reloads ({cfg['reloads']}, alternating two bundles, {r['clients']} clients): steady p99 "
                   f"{r['steady']['p99_ms']:.3f} ms, during reloads p99 {r['during']['p99_ms']:.3f} ms "
                   f"(ratio {r['p99_ratio']:.2f}), failed requests {r['during']['failed']}, "
                   f"median reload {r['reload_seconds_median'] * 1000:.0f} ms."]
-    lines += ["", "| target | measured | met |", "|---|---|---|"]
-    for name, v in results.get("verdicts", {}).items():
-        value = f"{v['value']:.3f}" if isinstance(v["value"], float) else str(v["value"])
-        lines.append(f"| {name} ≤ {v['target']} | {value} | {'yes' if v['met'] else 'no'} |")
+    verdicts = [[f"{name} ≤ {v['target']}", f"{v['value']:.3f}" if isinstance(v["value"], float) else str(v["value"]),
+                 "yes" if v["met"] else "no"] for name, v in results.get("verdicts", {}).items()]
+    lines += ["", md_table(["target", "measured", "met"], verdicts)]
     return "\n".join(lines) + "\n"
 
 

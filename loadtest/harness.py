@@ -38,8 +38,8 @@ from typing import Iterator
 
 import numpy as np
 
-from serving.embedded_redis import free_port
-from training.errors import UserError
+from ratingctr.errors import UserError
+from ratingctr.processes import free_port
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 PERCENTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
@@ -291,8 +291,8 @@ def _targets(config: HarnessConfig) -> Iterator[dict[str, tuple[str, str]]]:
         yield {v.label: (config.host.rstrip("/"), v.name) for v in variants}
         return
     if config.target == "torchserve":
-        from export.bundle import read_manifest
-        from export.torchserve_process import local_torchserve
+        from ratingctr.bundle import read_manifest
+        from ratingctr.export.torchserve_process import local_torchserve
 
         with ExitStack() as stack:
             urls = {v.label: (stack.enter_context(local_torchserve(v.path, read_manifest(v.path)["num_columns"])),
@@ -300,7 +300,7 @@ def _targets(config: HarnessConfig) -> Iterator[dict[str, tuple[str, str]]]:
             yield urls
         return
     try:
-        from serving.process import running_gateway
+        from ratingctr.serving.process import running_gateway
     except ImportError as exc:  # the gateway is part of this package; this only guards a broken install
         raise UserError(f"the gateway is not available: {exc}") from exc
     bundles = {v.name: v.path for v in variants}
@@ -309,7 +309,7 @@ def _targets(config: HarnessConfig) -> Iterator[dict[str, tuple[str, str]]]:
 
 
 def _describe(variant: Variant) -> dict:
-    from export.bundle import read_manifest
+    from ratingctr.bundle import read_manifest
 
     manifest = read_manifest(variant.path)
     model = manifest["model"]
@@ -334,7 +334,7 @@ def validate(config: HarnessConfig) -> None:
         raise UserError(f"--host must be an http(s) URL, got {config.host!r}")
     if config.target not in PRIMARY:
         raise UserError(f"--target must be one of {', '.join(PRIMARY)}")
-    from loadtest.traffic import TrafficConfig
+    from ratingctr.loadtest.traffic import TrafficConfig
 
     try:
         k_values = tuple(int(k) for k in config.k_values.split(","))
@@ -345,7 +345,7 @@ def validate(config: HarnessConfig) -> None:
 
 def run_loadtest(config: HarnessConfig) -> dict:
     """Warm up, run the interleaved rounds, write report.md/json and latency.png; return the report."""
-    from loadtest.report import write_report
+    from ratingctr.loadtest.report import write_report
 
     validate(config)
     out = Path(config.out)

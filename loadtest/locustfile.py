@@ -29,7 +29,7 @@ import numpy as np
 import orjson
 from locust import FastHttpUser, events, task
 
-from loadtest.traffic import EventLedger, Traffic, TrafficConfig
+from ratingctr.loadtest.traffic import EventLedger, Traffic, TrafficConfig
 
 RECOMMEND, EVENTS, PREDICT = "/v1/recommend", "/v1/events", "/predictions"
 JSON_HEADERS = {"Content-Type": "application/json"}

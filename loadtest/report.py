@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ratingctr.tables import md_table
+
 # What the paper reports for evaluation time (+3-8%); our serving targets are tighter.
 TARGETS = {"p50": 1.03, "p99": 1.05}
 
@@ -51,23 +53,24 @@ def markdown(report: dict) -> str:
         lines += ["Server ms / ONNX ms: the gateway's own mean `/v1/recommend` handling time and ONNX Runtime stage "
                   "time for the model (Prometheus sum/count over the run; excludes HTTP, JSON encoding and queueing).",
                   ""]
-    header = "| round | variant | model | requests | failures | req/s | p50 ms | p95 ms | p99 ms |"
-    lines += [header + (" server ms | ONNX ms |" if server else ""),
-              "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if server else "")]
+    header = ["round", "variant", "model", "requests", "failures", "req/s", "p50 ms", "p95 ms", "p99 ms"]
+    rows = []
     for r in report["rounds"]:
-        row = (f"| {r['round']} | {r['variant']} | {r['model']} | {r['requests']} | {r['failures']} | "
-               f"{r['rps']:.1f} | {_fmt(r['p50'])} | {_fmt(r['p95'])} | {_fmt(r['p99'])} |")
+        row = [r["round"], r["variant"], r["model"], r["requests"], r["failures"], f"{r['rps']:.1f}",
+               _fmt(r["p50"]), _fmt(r["p95"]), _fmt(r["p99"])]
         if server:
-            row += f" {r['server']['mean_ms']:.3f} | {r['server']['stages_ms'].get('onnx', float('nan')):.3f} |"
-        lines.append(row)
-    lines += ["", "B/A per round (latency: > 1 means B is slower; req/s: < 1 means B serves less):", "",
-              "| ratio B/A | median | min | max | per round |", "|---|---|---|---|---|"]
+            row += [f"{r['server']['mean_ms']:.3f}", f"{r['server']['stages_ms'].get('onnx', float('nan')):.3f}"]
+        rows.append(row)
+    lines += [md_table(header + (["server ms", "ONNX ms"] if server else []), rows)]
+    lines += ["", "B/A per round (latency: > 1 means B is slower; req/s: < 1 means B serves less):", ""]
+    ratios = []
     for key in ("p50", "p95", "p99", "rps", "server_mean", "server_onnx"):
         if key not in report["ratio"]:
             continue
         ratio = report["ratio"][key]
         per_round = ", ".join(f"{x:.3f}" for x in ratio["rounds"])
-        lines.append(f"| {key} | {ratio['median']:.3f} | {ratio['min']:.3f} | {ratio['max']:.3f} | {per_round} |")
+        ratios.append([key, f"{ratio['median']:.3f}", f"{ratio['min']:.3f}", f"{ratio['max']:.3f}", per_round])
+    lines += [md_table(["ratio B/A", "median", "min", "max", "per round"], ratios)]
     p50, p99 = v["ratios"]["p50"], v["ratios"]["p99"]
     lines += [
         "",

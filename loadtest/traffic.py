@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from export.bundle import load_bundle
+from ratingctr.bundle import load_bundle
 
 UNKNOWN_PREFIX = "loadtest-unknown-"
 

@@ -13,12 +13,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving import metrics
-from serving.gateway import ApiError, Gateway
-from serving.responses import FastJSONResponse
-from serving.schemas import (ErrorResponse, EventsRequest, EventsResponse, RecommendRequest, RecommendResponse,
-                             ReloadRequest, ScoreRequest, ScoreResponse)
-from serving.settings import GatewaySettings
+from ratingctr.serving import metrics
+from ratingctr.serving.gateway import ApiError, Gateway
+from ratingctr.serving.responses import FastJSONResponse
+from ratingctr.serving.schemas import (
+    ErrorResponse,
+    EventsRequest,
+    EventsResponse,
+    RecommendRequest,
+    RecommendResponse,
+    ReloadRequest,
+    ScoreRequest,
+    ScoreResponse,
+)
+from ratingctr.serving.settings import GatewaySettings
 
 log = logging.getLogger("ratingctr.app")
 

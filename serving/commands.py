@@ -6,14 +6,14 @@ import os
 import sys
 import tempfile
 
-from training.errors import UserError
+from ratingctr.errors import UserError
 
 
 def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
     from pydantic import ValidationError
 
-    from export.bundle import BundleError, read_manifest
-    from serving.settings import GatewaySettings, parse_bundle_specs
+    from ratingctr.bundle import BundleError, read_manifest
+    from ratingctr.serving.settings import GatewaySettings, parse_bundle_specs
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "workers": args.workers,
                                    "redis_url": args.redis_url}.items() if v is not None}
@@ -35,7 +35,7 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
             raise UserError(f"bundle {name!r}: {exc}") from exc
     embedded = None
     if not settings.redis_url:
-        from serving.embedded_redis import EmbeddedRedis
+        from ratingctr.serving.embedded_redis import EmbeddedRedis
 
         embedded = EmbeddedRedis(settings.redis_dir).start()
         settings = settings.model_copy(update={"redis_url": embedded.url})
@@ -51,7 +51,7 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
     import uvicorn
 
     try:
-        uvicorn.run("serving.app:create_app", factory=True, host=settings.host, port=settings.port,
+        uvicorn.run("ratingctr.serving.app:create_app", factory=True, host=settings.host, port=settings.port,
                     workers=settings.workers, access_log=args.access_log, log_level=args.log_level,
                     timeout_graceful_shutdown=10)
     finally:

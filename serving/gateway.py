@@ -13,12 +13,12 @@ from pathlib import Path
 import anyio
 import numpy as np
 
-from export.bundle import BundleError
-from serving import metrics
-from serving.embedded_redis import EmbeddedRedis
-from serving.ranker import Ranked, Ranker, UnknownFieldError, load_ranker
-from serving.settings import GatewaySettings
-from serving.user_store import StoreUnavailable, UserStore, decode_row
+from ratingctr.bundle import BundleError
+from ratingctr.serving import metrics
+from ratingctr.serving.embedded_redis import EmbeddedRedis
+from ratingctr.serving.ranker import Ranked, Ranker, UnknownFieldError, load_ranker
+from ratingctr.serving.settings import GatewaySettings
+from ratingctr.serving.user_store import StoreUnavailable, UserStore, decode_row
 
 log = logging.getLogger("ratingctr.gateway")
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from export.bundle import Bundle, BundleError, load_bundle
-from serving.runtime import faiss_index, ort_session
+from ratingctr.bundle import Bundle, BundleError, load_bundle
+from ratingctr.serving.runtime import faiss_index, ort_session
 
 
 @dataclass

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from serving.embedded_redis import free_port
+from ratingctr.processes import free_port, stop_process
 
 
 @dataclass
@@ -36,38 +35,6 @@ def _ready(url: str) -> bool:
         return False
 
 
-def _signal_group(pgid: int, sig: int) -> bool:
-    """Send ``sig`` to every process of group ``pgid``; False when the group has no process left."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def stop_process(process: subprocess.Popen, timeout: float = 20) -> None:
-    """Stop ``process`` and every process of its group (it was started with ``start_new_session``).
-
-    The group is signalled even when the leader has already exited: a launcher can leave
-    a forked server behind (TorchServe's starts a JVM).  SIGTERM first; SIGKILL for
-    whatever is still there after ``timeout`` seconds.
-    """
-    process.poll()  # reap an exited leader, so it does not count as a live group member
-    if not _signal_group(process.pid, signal.SIGTERM):
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        process.poll()
-        if not _signal_group(process.pid, 0):
-            return
-        time.sleep(0.05)
-    _signal_group(process.pid, signal.SIGKILL)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-
-
 @contextmanager
 def running_gateway(bundles: dict[str, Path], port: int | None = None, redis_url: str | None = None,
                     workers: int = 1, env: dict[str, str] | None = None, startup_seconds: float = 90,
@@ -79,7 +46,7 @@ def running_gateway(bundles: dict[str, Path], port: int | None = None, redis_url
     (or ``RATINGCTR_REDIS_DIR`` from ``env``).
     """
     port = port or free_port()
-    cmd = [sys.executable, "-m", "training.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", "ratingctr.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--workers", str(workers), *[arg for name, path in bundles.items() for arg in ("--bundle", f"{name}={path}")],
            *(extra_args or [])]
     if redis_url:

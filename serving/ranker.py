@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export.bundle import BundleError
-from serving.loader import ServingBundle, open_bundle
+from ratingctr.bundle import BundleError
+from ratingctr.serving.loader import ServingBundle, open_bundle
 
 
 class UnknownFieldError(ValueError):

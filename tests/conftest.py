@@ -52,7 +52,7 @@ def tiny_atomic(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def ml100k_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real fetch of MovieLens-100k from the recbole wheel (once per test session)."""
-    from training.data.fetch import fetch_ml100k
+    from ratingctr.training.data.fetch import fetch_ml100k
 
     root = tmp_path_factory.mktemp("data")
     fetch_ml100k(root)
@@ -64,8 +64,15 @@ SMALL_DCNV2 = {"mlp_hidden_size": [32, 32], "cross_layer_num": 1}
 
 def train_tiny_ranker(data_dir: Path, out: Path, head: str = "rating", model: str = "DCNV2",
                       params: dict | None = None, encoder: str = "table") -> Path:
-    from training.config import DataConfig, EncoderConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
-    from training.run import train_run
+    from ratingctr.training.config import (
+        DataConfig,
+        EncoderConfig,
+        HeadConfig,
+        ModelConfig,
+        RunConfig,
+        TrainConfig,
+    )
+    from ratingctr.training.run import train_run
 
     config = RunConfig(data=DataConfig(dataset="atomic", data_dir=str(data_dir), k_core=3),
                        model=ModelConfig(model, 8, params if params is not None else SMALL_DCNV2),
@@ -77,8 +84,8 @@ def train_tiny_ranker(data_dir: Path, out: Path, head: str = "rating", model: st
 
 @pytest.fixture(scope="session")
 def tiny_retriever(tiny_atomic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.config import DataConfig
-    from training.retriever import RetrieverConfig, train_retriever
+    from ratingctr.training.config import DataConfig
+    from ratingctr.training.retriever import RetrieverConfig, train_retriever
 
     out = tmp_path_factory.mktemp("retriever") / "ret"
     train_retriever(DataConfig(dataset="atomic", data_dir=str(tiny_atomic), k_core=3),
@@ -89,7 +96,7 @@ def tiny_retriever(tiny_atomic: Path, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="session")
 def tiny_bundles(tiny_atomic: Path, tiny_retriever: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Real exported bundles (binary and rating head, same architecture) of the tiny dataset."""
-    from export.build import export_bundle
+    from ratingctr.export.build import export_bundle
 
     root = tmp_path_factory.mktemp("bundles")
     bundles = {}

@@ -15,7 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from training.errors import UserError
+from ratingctr.errors import UserError
+from ratingctr.tables import md_table
 
 RECBOLE_MODELS = {"WideDeep", "NFM", "xDeepFM", "AutoInt", "FiGNN", "DCNV2", "EulerNet"}
 
@@ -28,8 +29,8 @@ def _run_json(cmd: list[str], cwd: str | None = None) -> dict:
 
 
 def run_bench_train(args: argparse.Namespace) -> int:
-    from training.data.fetch import fetch_ml100k
-    from training.models.registry import ARCHITECTURES
+    from ratingctr.training.data.fetch import fetch_ml100k
+    from ratingctr.training.models.registry import ARCHITECTURES
 
     models = list(ARCHITECTURES) if args.models == "all" else [m.strip() for m in args.models.split(",")]
     unknown = [m for m in models if m not in ARCHITECTURES]
@@ -45,7 +46,7 @@ def run_bench_train(args: argparse.Namespace) -> int:
     done = 0
     for run in range(args.runs):
         for model in models:
-            targets = [(h, [sys.executable, "-m", "training.bench_worker", "--model", model, "--head", h,
+            targets = [(h, [sys.executable, "-m", "ratingctr.training.bench_worker", "--model", model, "--head", h,
                             "--precision", args.precision]) for h in heads]
             if args.recbole_python and model in RECBOLE_MODELS:
                 script = str(Path(__file__).with_name("bench_recbole.py"))
@@ -95,7 +96,7 @@ def format_table(table: list[dict], heads: list[str]) -> str:
         cols.append("rating/binary")
     if has_recbole:
         cols += ["RecBole s/epoch", "speed-up"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    rows = []
     for r in table:
         cells = [r["model"]] + [f"{r[f'{h}_s_per_epoch']:.3f}" for h in heads] + [f"{r[f'{h}_peak_rss_mb']:.0f}" for h in heads]
         if has_ratio:
@@ -103,8 +104,8 @@ def format_table(table: list[dict], heads: list[str]) -> str:
         if has_recbole:
             cells += [f"{r['recbole_s_per_epoch']:.3f}" if "recbole_s_per_epoch" in r else "n/a",
                       f"{r['speedup_vs_recbole']:.1f}x" if "speedup_vs_recbole" in r else "n/a"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return md_table(cols, rows)
 
 
 def run_bench_propagate(args: argparse.Namespace) -> int:
@@ -114,9 +115,9 @@ def run_bench_propagate(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from training.config import DataConfig
-    from training.data.encode import TRAIN, load_dataset
-    from training.graph import layer_weights, normalized_adjacency, propagate
+    from ratingctr.training.config import DataConfig
+    from ratingctr.training.data.encode import TRAIN, load_dataset
+    from ratingctr.training.graph import layer_weights, normalized_adjacency, propagate
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -12,11 +12,18 @@ import time
 
 import torch
 
-from training.allocator import retain_freed_memory
-from training.config import DataConfig, TrainConfig, model_defaults
-from training.data.encode import TRAIN, load_dataset
-from training.models.ctr import build_model
-from training.trainer import TrainTensors, autocast_dtype, make_optimizer, precision_name, seed_everything, train_step
+from ratingctr.training.allocator import retain_freed_memory
+from ratingctr.training.config import DataConfig, TrainConfig, model_defaults
+from ratingctr.training.data.encode import TRAIN, load_dataset
+from ratingctr.training.models.ctr import build_model
+from ratingctr.training.trainer import (
+    TrainTensors,
+    autocast_dtype,
+    make_optimizer,
+    precision_name,
+    seed_everything,
+    train_step,
+)
 
 
 def _rss_mb() -> float:

@@ -5,12 +5,12 @@ import argparse
 import json
 from pathlib import Path
 
-from training.errors import UserError
+from ratingctr.errors import UserError
 
 
 def parse_overrides(extra: list[str]) -> dict:
     """``--key=value`` pairs left over by argparse → {key: YAML-typed value}."""
-    from training.config import parse_override
+    from ratingctr.training.config import parse_override
 
     overrides = {}
     for token in extra:
@@ -33,8 +33,16 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_run_config(args: argparse.Namespace, extra: list[str]):
-    from training.config import (DataConfig, EncoderConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig,
-                                 apply_overrides, model_defaults)
+    from ratingctr.training.config import (
+        DataConfig,
+        EncoderConfig,
+        HeadConfig,
+        ModelConfig,
+        RunConfig,
+        TrainConfig,
+        apply_overrides,
+        model_defaults,
+    )
 
     defaults = model_defaults(args.model)
     data = DataConfig(dataset=args.dataset, data_dir=args.data_dir, levels=args.levels, threshold=args.threshold,
@@ -51,7 +59,7 @@ def build_run_config(args: argparse.Namespace, extra: list[str]):
     if args.gcn_layers < 0:
         raise UserError(f"--gcn-layers must be >= 0, got {args.gcn_layers}")
     config = apply_overrides(config, parse_overrides(extra))
-    from training.models.registry import check_params
+    from ratingctr.training.models.registry import check_params
 
     try:  # fail before any data is fetched
         check_params(config.model.name, config.model.params)
@@ -63,7 +71,7 @@ def build_run_config(args: argparse.Namespace, extra: list[str]):
 
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
-    from training.run import train_run
+    from ratingctr.training.run import train_run
 
     config = build_run_config(args, extra)
     metrics = train_run(config, Path(args.out))
@@ -75,7 +83,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
-    from training.run import evaluate_run
+    from ratingctr.training.run import evaluate_run
 
     if args.noise_std < 0:
         raise UserError(f"--noise-std must be >= 0, got {args.noise_std}")
@@ -89,7 +97,7 @@ def cmd_evaluate(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
-    from training.compare import compare_runs, format_comparison
+    from ratingctr.training.compare import compare_runs, format_comparison
 
     result = compare_runs(Path(args.base), Path(args.other))
     print(json.dumps(result, indent=2) if args.json else format_comparison(result))
@@ -97,8 +105,8 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_train_retriever(args: argparse.Namespace, extra: list[str]) -> int:
-    from training.config import DataConfig
-    from training.retriever import RetrieverConfig, train_retriever
+    from ratingctr.training.config import DataConfig
+    from ratingctr.training.retriever import RetrieverConfig, train_retriever
 
     data = DataConfig(dataset=args.dataset, data_dir=args.data_dir, levels=args.levels, threshold=args.threshold,
                       k_core=args.k_core, drop_middle=args.drop_middle, seed=args.seed)
@@ -113,13 +121,13 @@ def cmd_train_retriever(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_bench_propagate(args: argparse.Namespace, extra: list[str]) -> int:
-    from training.bench import run_bench_propagate
+    from ratingctr.training.bench import run_bench_propagate
 
     return run_bench_propagate(args)
 
 
 def cmd_bench_train(args: argparse.Namespace, extra: list[str]) -> int:
-    from training.bench import run_bench_train
+    from ratingctr.training.bench import run_bench_train
 
     return run_bench_train(args)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from training.errors import UserError
-from training.metrics import GROUP_NAMES, mci
+from ratingctr.errors import UserError
+from ratingctr.training.metrics import GROUP_NAMES, mci
 
 
 def _metrics(run: Path) -> dict:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import yaml
 
-from training.errors import UserError
+from ratingctr.errors import UserError
 
 DropMiddle = Literal["none", "train", "eval", "both"]
 Aggregate = Literal["logit_sum", "prob_sum"]
@@ -108,11 +108,11 @@ class RunConfig:
 
 def model_defaults(name: str) -> dict[str, Any]:
     """The YAML defaults of one architecture: ``{"lr": ..., "params": {...}}``."""
-    from training.models.registry import ARCHITECTURES
+    from ratingctr.training.models.registry import ARCHITECTURES
 
     if name not in ARCHITECTURES:
         raise UserError(f"unknown model '{name}'; choose one of: {', '.join(ARCHITECTURES)}")
-    text = resources.files("training.configs").joinpath("models", f"{name}.yaml").read_text()
+    text = resources.files("ratingctr.training.configs").joinpath("models", f"{name}.yaml").read_text()
     loaded = yaml.safe_load(text) or {}
     return {"lr": float(loaded.get("lr", 1e-3)), "embedding_dim": int(loaded.get("embedding_dim", 16)),
             "params": dict(loaded.get("params") or {})}

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from training.data.encode import TEST, TRAIN, VALID, EncodedData
-from training.metrics import auc, group_auc, logloss, ranking_metrics
-from training.models.ctr import CTRModel
+from ratingctr.training.data.encode import TEST, TRAIN, VALID, EncodedData
+from ratingctr.training.metrics import auc, group_auc, logloss, ranking_metrics
+from ratingctr.training.models.ctr import CTRModel
 
 
 @torch.no_grad()

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from training.config import DataConfig
-from training.data.encode import TEST, TRAIN, VALID, EncodedData, load_dataset
-from training.graph import layer_weights, normalized_adjacency, propagate
-from training.trainer import seed_everything, select_device
+from ratingctr.training.config import DataConfig
+from ratingctr.training.data.encode import TEST, TRAIN, VALID, EncodedData, load_dataset
+from ratingctr.training.graph import layer_weights, normalized_adjacency, propagate
+from ratingctr.training.trainer import seed_everything, select_device
 
 RETRIEVER_FORMAT = 1
 
@@ -169,7 +169,7 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
                 "data": {**asdict(data_config), "split": list(data_config.split)},
                 "vocab": {"user_id": data.vocab["user_id"], "item_id": data.vocab["item_id"]},
                 "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, out_dir / "model.pt")
-    from training.run import write_json
+    from ratingctr.training.run import write_json
 
     metrics = {"test": test, "valid": valid, "popular": popular,
                "relative_gain_recall@20": test[f"recall@{config.k}"] / popular[f"recall@{config.k}"] - 1.0,

@@ -15,14 +15,14 @@ from typing import Any, Callable
 
 import torch
 
-from training.config import RunConfig
-from training.data.encode import TRAIN, EncodedData, load_dataset
-from training.data.schema import FieldSchema
-from training.errors import UserError
-from training.evaluation import full_eval
-from training.graph import cached_adjacency, layer_weights
-from training.models.ctr import CTRModel, build_model
-from training.trainer import TrainResult, fit, seed_everything, select_device
+from ratingctr.errors import UserError
+from ratingctr.training.config import RunConfig
+from ratingctr.training.data.encode import TRAIN, EncodedData, load_dataset
+from ratingctr.training.data.schema import FieldSchema
+from ratingctr.training.evaluation import full_eval
+from ratingctr.training.graph import cached_adjacency, layer_weights
+from ratingctr.training.models.ctr import CTRModel, build_model
+from ratingctr.training.trainer import TrainResult, fit, seed_everything, select_device
 
 CHECKPOINT_FORMAT = 1
 

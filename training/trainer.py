@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from training.allocator import retain_freed_memory
-from training.config import TrainConfig
-from training.data.encode import TRAIN, VALID, EncodedData
-from training.evaluation import pointwise_eval
-from training.models.ctr import CTRModel
+from ratingctr.training.allocator import retain_freed_memory
+from ratingctr.training.config import TrainConfig
+from ratingctr.training.data.encode import TRAIN, VALID, EncodedData
+from ratingctr.training.evaluation import pointwise_eval
+from ratingctr.training.models.ctr import CTRModel
 
 
 def seed_everything(seed: int) -> None:

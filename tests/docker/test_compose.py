@@ -187,7 +187,7 @@ def test_redis_persists_an_append_only_file_on_a_volume(compose: dict) -> None:
 
 
 def test_gateway_environment_is_what_the_settings_read(compose: dict) -> None:
-    from serving.settings import GatewaySettings, parse_bundle_specs
+    from ratingctr.serving.settings import GatewaySettings, parse_bundle_specs
 
     known = {f"RATINGCTR_{name.upper()}" for name in GatewaySettings.model_fields} | {"REDIS_URL"}
     for name in ("gateway", "gateway-gpu"):
@@ -237,7 +237,7 @@ def test_no_torch_reaches_the_gateway_or_locust_images() -> None:
 def compose_gateway(compose: dict, tiny_bundles: dict):
     """The gateway with compose's environment, on the host: /bundles mapped to the tiny bundles,
     the Redis service replaced by the embedded Redis, the all-interfaces bind by loopback."""
-    from serving.process import running_gateway
+    from ratingctr.serving.process import running_gateway
 
     env = dict(compose["services"]["gateway"]["environment"])
     env["RATINGCTR_BUNDLES"] = env["RATINGCTR_BUNDLES"].replace("/bundles/dcnv2-", str(tiny_bundles["binary"].parent)
@@ -265,7 +265,7 @@ def test_gateway_starts_from_compose_environment_and_passes_its_healthcheck(comp
 def test_locust_profile_commands_run_distributed(compose: dict, compose_gateway, tiny_bundles: dict,
                                                  tmp_path: Path) -> None:
     """The master and worker commands of the `locust` profile, with their environment, for 3 s on loopback."""
-    from serving.embedded_redis import free_port
+    from ratingctr.processes import free_port
 
     master_service, worker_service = compose["services"]["locust-master"], compose["services"]["locust-worker"]
     port = str(free_port())
@@ -344,10 +344,9 @@ def test_torchserve_image_command_and_properties_serve_a_bundle(compose: dict, t
     the host: addresses moved to free loopback ports, the model store being a real bundle."""
     import time
 
-    from export.torchserve import venv_tool
-    from export.torchserve_process import post_json
-    from serving.embedded_redis import free_port
-    from serving.process import stop_process
+    from ratingctr.export.torchserve import venv_tool
+    from ratingctr.export.torchserve_process import post_json
+    from ratingctr.processes import free_port, stop_process
 
     instructions = dockerfile_instructions(DOCKER / "torchserve.Dockerfile")
     command = json.loads(next(args for i, args in instructions if i == "CMD"))[-1]

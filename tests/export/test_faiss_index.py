@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from export.faiss_index import build_index
+from ratingctr.export.faiss_index import build_index
 
 
 def _vectors(n: int = 2000, d: int = 16, seed: int = 0) -> np.ndarray:

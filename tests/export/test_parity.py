@@ -6,13 +6,20 @@ import onnx
 import pytest
 import torch
 
-from export.build import PARITY_BOUND
-from export.onnx_export import export_onnx, parity, prepare_for_export
-from training.config import DataConfig, EncoderConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
-from training.data.encode import load_dataset
-from training.models.ctr import build_model
-from training.models.registry import ARCHITECTURES
-from training.run import make_model
+from ratingctr.export.build import PARITY_BOUND
+from ratingctr.export.onnx_export import export_onnx, parity, prepare_for_export
+from ratingctr.training.config import (
+    DataConfig,
+    EncoderConfig,
+    HeadConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
+from ratingctr.training.data.encode import load_dataset
+from ratingctr.training.models.ctr import build_model
+from ratingctr.training.models.registry import ARCHITECTURES
+from ratingctr.training.run import make_model
 
 SMALL = {"WideDeep": {"mlp_hidden_size": [16]}, "NFM": {"mlp_hidden_size": [16]},
          "xDeepFM": {"mlp_hidden_size": [16], "cin_layer_size": [8, 8]},

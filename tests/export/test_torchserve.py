@@ -7,8 +7,9 @@ import urllib.request
 import numpy as np
 import pytest
 
-from export.bundle import load_bundle
-from export.torchserve_process import local_torchserve, post_json as _post
+from ratingctr.bundle import load_bundle
+from ratingctr.export.torchserve_process import local_torchserve
+from ratingctr.export.torchserve_process import post_json as _post
 
 pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="TorchServe needs java (JDK 17) on PATH")
 
@@ -20,7 +21,7 @@ def torchserve(tiny_bundles: dict):
 
 
 def test_torchserve_scores_equal_in_process_onnx_runtime(torchserve: str, tiny_bundles: dict) -> None:
-    from serving.loader import open_bundle
+    from ratingctr.serving.loader import open_bundle
 
     served = open_bundle(tiny_bundles["rating"])
     bundle = served.bundle

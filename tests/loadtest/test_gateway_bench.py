@@ -5,8 +5,8 @@ import json
 import subprocess
 import sys
 
-from loadtest.http_load import encode_post, run_load
-from serving.process import running_gateway
+from ratingctr.loadtest.http_load import encode_post, run_load
+from ratingctr.serving.process import running_gateway
 
 
 def test_load_generator_counts_statuses_and_latencies(tiny_bundles) -> None:
@@ -24,7 +24,7 @@ def test_load_generator_counts_statuses_and_latencies(tiny_bundles) -> None:
 
 def test_bench_gateway_writes_consistent_json_and_markdown(tiny_bundles, tmp_path) -> None:
     out = tmp_path / "gateway"
-    cmd = [sys.executable, "-m", "training.cli", "bench", "gateway", "--bundle", str(tiny_bundles["rating"]),
+    cmd = [sys.executable, "-m", "ratingctr.cli", "bench", "gateway", "--bundle", str(tiny_bundles["rating"]),
            "--reload-bundle", str(tiny_bundles["binary"]), "--clients", "1,4", "--seconds", "0.6", "--rounds", "2",
            "--warmup", "0.3", "--reloads", "4", "--reload-interval", "0.2", "--candidates", "50", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, stdin=subprocess.DEVNULL)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loadtest.harness import PERCENTILES, exact_percentile, locust_rounded
+from ratingctr.loadtest.harness import PERCENTILES, exact_percentile, locust_rounded
 
-CLI = [sys.executable, "-c", "import sys; from training.cli import main; sys.exit(main())"]
+CLI = [sys.executable, "-c", "import sys; from ratingctr.cli import main; sys.exit(main())"]
 
 
 def _loadtest(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -104,7 +104,7 @@ def test_markdown_and_plot_show_the_same_numbers(ab_report) -> None:
 
 def test_a_wrong_answer_is_a_counted_failure_against_a_running_host(tiny_bundles: dict, tmp_path: Path) -> None:
     """--host loads a gateway someone else runs; asking it for a model it lacks must fail every recommend."""
-    from serving.process import running_gateway
+    from ratingctr.serving.process import running_gateway
 
     with running_gateway({"binary": tiny_bundles["binary"]}) as gateway:
         _loadtest("--host", gateway.url, "--a", f"binary={tiny_bundles['binary']}",

@@ -6,8 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.bundle import load_bundle
-from loadtest.traffic import UNKNOWN_PREFIX, EventLedger, Traffic, TrafficConfig
+from ratingctr.bundle import load_bundle
+from ratingctr.loadtest.traffic import (
+    UNKNOWN_PREFIX,
+    EventLedger,
+    Traffic,
+    TrafficConfig,
+)
 
 
 @pytest.fixture(scope="module")

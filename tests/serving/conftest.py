@@ -8,8 +8,8 @@ import httpx
 import pytest
 import redis
 
-from serving.embedded_redis import EmbeddedRedis
-from serving.process import GatewayProcess, running_gateway
+from ratingctr.serving.embedded_redis import EmbeddedRedis
+from ratingctr.serving.process import GatewayProcess, running_gateway
 
 ADMIN_TOKEN = "test-admin-token"
 

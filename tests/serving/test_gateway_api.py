@@ -7,7 +7,7 @@ import httpx
 import numpy as np
 import pytest
 
-from export.bundle import load_bundle
+from ratingctr.bundle import load_bundle
 
 
 def _history(bundle_path, user_id: str) -> set[str]:
@@ -93,7 +93,7 @@ def test_events_land_in_the_stream_and_new_users_get_a_state_record(client: http
 
 
 def test_cold_start_ranks_popular_items_with_supplied_fields(client: httpx.Client, tiny_bundles) -> None:
-    from serving.loader import open_bundle
+    from ratingctr.serving.loader import open_bundle
 
     served = open_bundle(tiny_bundles["rating"])
     bundle = served.bundle
@@ -131,7 +131,7 @@ def test_score_keeps_order_reports_unknown_ids_and_agrees_with_recommend(client:
 
 
 def test_score_matches_onnx_runtime_on_the_bundle(client: httpx.Client, tiny_bundles) -> None:
-    from serving.loader import open_bundle
+    from ratingctr.serving.loader import open_bundle
 
     served = open_bundle(tiny_bundles["rating"])
     bundle = served.bundle

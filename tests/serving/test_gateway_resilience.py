@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import redis
 
-from export.bundle import load_bundle
-from serving.embedded_redis import EmbeddedRedis
-from serving.process import running_gateway
+from ratingctr.bundle import load_bundle
+from ratingctr.serving.embedded_redis import EmbeddedRedis
+from ratingctr.serving.process import running_gateway
 
 TOKEN = "reload-secret"
 
@@ -199,7 +199,7 @@ def test_acknowledged_events_survive_a_sigkilled_gateway(tiny_bundles, tmp_path)
 
 
 def test_serve_refuses_a_missing_bundle_with_one_error_line(tmp_path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "training.cli", "serve", "--bundle", str(tmp_path / "nope")],
+    proc = subprocess.run([sys.executable, "-m", "ratingctr.cli", "serve", "--bundle", str(tmp_path / "nope")],
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: bundle 'nope': bundle directory not found: {tmp_path / 'nope'}"]

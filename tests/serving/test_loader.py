@@ -9,7 +9,7 @@ import numpy as np
 PROBE = """
 import json, sys
 import numpy as np
-from serving.loader import open_bundle
+from ratingctr.serving.loader import open_bundle
 b = open_bundle(sys.argv[1])
 x = b.bundle["item_fields.npy"][1:6]
 u = np.repeat(b.bundle["user_fields.npy"][1:2], 5, axis=0)
@@ -28,8 +28,9 @@ def test_loader_is_torch_free_and_matches_torch(tiny_bundles: dict) -> None:
     assert result["outputs"] == ["p_click", "rating_probs", "expected_rating"]
     # the same five candidates through the checkpoint in torch
     import torch
-    from export.bundle import load_bundle
-    from training.run import load_checkpoint, restore_model
+
+    from ratingctr.bundle import load_bundle
+    from ratingctr.training.run import load_checkpoint, restore_model
 
     manifest = load_bundle(path).manifest
     payload, config = load_checkpoint(Path(manifest["source"]["ranker"]))
@@ -48,7 +49,7 @@ def test_runtime_falls_back_to_cpu_with_a_log_line(tiny_bundles: dict, caplog, m
     import onnxruntime as ort
     import pytest
 
-    from serving.runtime import faiss_index, ort_session
+    from ratingctr.serving.runtime import faiss_index, ort_session
 
     path = tiny_bundles["rating"]
     with caplog.at_level(logging.INFO, logger="ratingctr.runtime"):

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from serving.ranker import load_ranker
-from serving.responses import dumps
+from ratingctr.serving.ranker import load_ranker
+from ratingctr.serving.responses import dumps
 
 
 def test_float32_scores_round_trip_exactly_and_shorter_than_stdlib() -> None:

@@ -12,7 +12,7 @@ import pytest
 # Runs in a fresh interpreter: mallopt is process-wide, and the "before" half must see glibc's defaults.
 PROBE = """
 import json, resource, torch
-from training.allocator import retain_freed_memory
+from ratingctr.training.allocator import retain_freed_memory
 
 def faults(steps=20):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

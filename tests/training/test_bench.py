@@ -6,7 +6,7 @@ from pathlib import Path
 
 def test_bench_train_prints_a_table_and_json(ml100k_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-c", "import sys; from training.cli import main; sys.exit(main())",
+    proc = subprocess.run([sys.executable, "-c", "import sys; from ratingctr.cli import main; sys.exit(main())",
                            "bench", "train", "--models", "WideDeep", "--runs", "1", "--epochs", "1",
                            "--data-dir", str(ml100k_root), "--out", str(out)],
                           capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-RATINGCTR = [sys.executable, "-c", "import sys; from training.cli import main; sys.exit(main())"]
+RATINGCTR = [sys.executable, "-c", "import sys; from ratingctr.cli import main; sys.exit(main())"]
 
 
 def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.compare import compare_runs, format_comparison
-from training.errors import UserError
-from training.metrics import mci
+from ratingctr.errors import UserError
+from ratingctr.training.compare import compare_runs, format_comparison
+from ratingctr.training.metrics import mci
 
 
 def test_mci_monotonicity_cases_on_a_grid() -> None:

@@ -5,10 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from training.config import DataConfig, EncoderConfig, RunConfig
-from training.data.encode import TEST, TRAIN, VALID, load_dataset
-from training.graph import cached_adjacency, layer_weights, normalized_adjacency, propagate
-from training.run import training_graph
+from ratingctr.training.config import DataConfig, EncoderConfig, RunConfig
+from ratingctr.training.data.encode import TEST, TRAIN, VALID, load_dataset
+from ratingctr.training.graph import (
+    cached_adjacency,
+    layer_weights,
+    normalized_adjacency,
+    propagate,
+)
+from ratingctr.training.run import training_graph
 
 
 def test_normalisation_matches_dense_hand_computation() -> None:
@@ -64,7 +69,7 @@ def test_propagate_gradient_matches_the_dense_reference() -> None:
     import numpy as np
     import torch
 
-    from training.graph import normalized_adjacency, propagate
+    from ratingctr.training.graph import normalized_adjacency, propagate
 
     rng = np.random.default_rng(0)
     adjacency = normalized_adjacency(rng.integers(1, 8, 40), rng.integers(1, 11, 40), 7, 10)
@@ -87,7 +92,7 @@ def test_propagate_runs_under_bf16_autocast() -> None:
     import numpy as np
     import torch
 
-    from training.graph import normalized_adjacency, propagate
+    from ratingctr.training.graph import normalized_adjacency, propagate
 
     rng = np.random.default_rng(1)
     adjacency = normalized_adjacency(rng.integers(1, 8, 40), rng.integers(1, 11, 40), 7, 10)

@@ -7,12 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from training.config import DataConfig, EncoderConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
-from training.errors import UserError
-from training.models.encoders import LightGCNEncoder
-from training.retriever import RetrieverConfig, train_retriever
-from training.run import load_checkpoint, make_model, restore_model, train_run
-from training.data.encode import load_dataset
+from ratingctr.errors import UserError
+from ratingctr.training.config import (
+    DataConfig,
+    EncoderConfig,
+    HeadConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
+from ratingctr.training.data.encode import load_dataset
+from ratingctr.training.models.encoders import LightGCNEncoder
+from ratingctr.training.retriever import RetrieverConfig, train_retriever
+from ratingctr.training.run import load_checkpoint, make_model, restore_model, train_run
 
 SMALL = {"DCNV2": {"mlp_hidden_size": [32, 32], "cross_layer_num": 1},
          "AutoInt": {"mlp_hidden_size": [32], "n_layers": 1},
@@ -45,7 +52,7 @@ def test_ts_and_ft_runs(tiny_atomic: Path, tmp_path: Path, model: str, head: str
     # a saved LightGCN run re-scores to the same AUC (the graph is rebuilt from the split)
     payload, config = load_checkpoint(tmp_path / "ft")
     restored = restore_model(payload, config, data)
-    from training.evaluation import full_eval
+    from ratingctr.training.evaluation import full_eval
     again = full_eval(restored, data, ranking=False, seed=config.data.seed)
     assert again["test"]["auc"] == pytest.approx(ft["test"]["auc"], abs=1e-6)
 

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from training.metrics import activity_groups, auc, group_auc, logloss, mci, ranking_metrics
+from ratingctr.training.metrics import (
+    activity_groups,
+    auc,
+    group_auc,
+    logloss,
+    mci,
+    ranking_metrics,
+)
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.config import DataConfig, TrainConfig, model_defaults
-from training.data.encode import VALID, load_dataset
-from training.evaluation import pointwise_eval
-from training.models.ctr import build_model
-from training.trainer import autocast_dtype, fit, select_device
+from ratingctr.training.config import DataConfig, TrainConfig, model_defaults
+from ratingctr.training.data.encode import VALID, load_dataset
+from ratingctr.training.evaluation import pointwise_eval
+from ratingctr.training.models.ctr import build_model
+from ratingctr.training.trainer import autocast_dtype, fit, select_device
 
 CONFIG = TrainConfig(epochs=12, batch_size=256, patience=2, progress=False, precision="fp32")
 
@@ -60,8 +60,8 @@ def test_bf16_autocast_trains_to_the_same_quality(tiny) -> None:
 
 def test_real_ml100k_run_learns(ml100k_root: Path, tmp_path: Path) -> None:
     """Three epochs of WideDeep with the rating head on MovieLens-100k clear 0.75 test AUC."""
-    from training.config import HeadConfig, ModelConfig, RunConfig
-    from training.run import train_run
+    from ratingctr.training.config import HeadConfig, ModelConfig, RunConfig
+    from ratingctr.training.run import train_run
 
     defaults = model_defaults("WideDeep")
     config = RunConfig(data=DataConfig(data_dir=str(ml100k_root)),

@@ -7,7 +7,6 @@ three files, so nothing of recbole's code ever lands on the machine.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -16,7 +15,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from training.errors import UserError
+from ratingctr.errors import UserError
+from ratingctr.hashing import sha256_file
 
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
 RECBOLE_WHEEL = "recbole-1.2.1-py3-none-any.whl"
@@ -34,14 +34,6 @@ def default_data_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "ratingctr" / "data"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _download_wheel(dest: Path) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
            "--disable-pip-version-check", "--quiet", "-d", str(dest), RECBOLE_REQUIREMENT]
@@ -57,7 +49,7 @@ def _download_wheel(dest: Path) -> Path:
 
 def extract_ml100k(wheel: Path, target: Path) -> Path:
     """Verify ``wheel`` and extract the ml-100k atomic files into ``target`` atomically."""
-    actual = sha256_of(wheel)
+    actual = sha256_file(wheel)
     if actual != RECBOLE_WHEEL_SHA256:
         raise UserError(f"{wheel.name} has sha256 {actual}, expected {RECBOLE_WHEEL_SHA256}; refusing to use it")
     staging = Path(tempfile.mkdtemp(prefix=".ml-100k-", dir=target.parent))

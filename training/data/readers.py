@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.errors import UserError
+from ratingctr.errors import UserError
 
 DATASETS = ("ml-100k", "ml-1m", "atomic", "csv")
 

@@ -12,7 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from training.errors import UserError
+from ratingctr.errors import UserError
 
 DEFAULT_RUNS_DIR = "runs/experiments"
 PAPER_TRACE_MODELS = ("DCNV2", "AutoInt", "FiGNN")  # the architectures of paper 1's Figure 2
@@ -37,7 +37,7 @@ def _models(value: str, default: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _config_factory(args: argparse.Namespace, extra: list[str]):
-    from training.commands import build_run_config
+    from ratingctr.training.commands import build_run_config
 
     def make(model: str, seed: int, **changes):
         namespace = argparse.Namespace(**{**vars(args), "model": model, "seed": seed, **changes})
@@ -54,7 +54,7 @@ def _seeds(args: argparse.Namespace) -> tuple[int, ...]:
 
 def _write(out: Path, results: dict, report: str) -> None:
     """``results.json`` and ``report.md``; a hand-written ``discussion.md`` beside them is appended."""
-    from training.run import write_json
+    from ratingctr.training.run import write_json
 
     write_json(out / "results.json", results)
     discussion = out / "discussion.md"
@@ -77,9 +77,13 @@ def _stored_results(out: Path, experiment: str) -> dict:
 
 
 def cmd_supervision(args: argparse.Namespace, extra: list[str]) -> int:
-    from training.experiments import plots
-    from training.experiments.supervision import (SupervisionSpec, collect_supervision, plan_supervision,
-                                                  render_supervision)
+    from ratingctr.training.experiments import plots
+    from ratingctr.training.experiments.supervision import (
+        SupervisionSpec,
+        collect_supervision,
+        plan_supervision,
+        render_supervision,
+    )
 
     models = _csv(args.models)
     spec = SupervisionSpec(models=models, seeds=_seeds(args), ratio=args.ratio, ratios=_csv(args.ratios, float),
@@ -110,7 +114,7 @@ def cmd_supervision(args: argparse.Namespace, extra: list[str]) -> int:
 
 def _run_or_load(args: argparse.Namespace, extra: list[str], kind: str, spec, plan_runs, collect) -> dict:
     """Stored results for ``--report-only``; otherwise plan, run (cached) and collect the runs."""
-    from training.experiments.runner import Plan, run_plan
+    from ratingctr.training.experiments.runner import Plan, run_plan
 
     out = Path(args.out)
     if args.report_only:
@@ -125,9 +129,13 @@ def _run_or_load(args: argparse.Namespace, extra: list[str], kind: str, spec, pl
 
 
 def cmd_connectivity(args: argparse.Namespace, extra: list[str]) -> int:
-    from training.experiments import plots
-    from training.experiments.connectivity import (ConnectivitySpec, collect_connectivity, plan_connectivity,
-                                                   render_connectivity)
+    from ratingctr.training.experiments import plots
+    from ratingctr.training.experiments.connectivity import (
+        ConnectivitySpec,
+        collect_connectivity,
+        plan_connectivity,
+        render_connectivity,
+    )
     if args.gcn_layers < 1:
         raise UserError(f"--gcn-layers must be >= 1, got {args.gcn_layers}")
     if args.k_core is not None:
@@ -142,7 +150,7 @@ def cmd_connectivity(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    from training.commands import add_data_arguments
+    from ratingctr.training.commands import add_data_arguments
 
     add_data_arguments(parser)
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds (each fixes split, init and batch order)")

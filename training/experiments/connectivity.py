@@ -17,11 +17,11 @@ from typing import Callable
 
 import numpy as np
 
-from training.config import RunConfig
-from training.experiments.runner import Plan
-from training.experiments.stats import mean_std, paired_p_value, relative
-from training.experiments.tables import fmt, md_table, p_value, pct, pm
-from training.metrics import GROUP_NAMES, mci
+from ratingctr.tables import fmt, md_table, p_value, pct, pm
+from ratingctr.training.config import RunConfig
+from ratingctr.training.experiments.runner import Plan
+from ratingctr.training.experiments.stats import mean_std, paired_p_value, relative
+from ratingctr.training.metrics import GROUP_NAMES, mci
 
 MODES = ("Base", "TS", "FT")
 

@@ -15,7 +15,6 @@ re-render and an interrupted one resumes.  ``jobs > 1`` runs independent runs in
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -28,8 +27,9 @@ from typing import Callable
 
 import numpy as np
 
-from training.config import DataConfig, RunConfig
-from training.errors import UserError
+from ratingctr.errors import UserError
+from ratingctr.hashing import sha256_text
+from ratingctr.training.config import DataConfig, RunConfig
 
 KEY_LENGTH = 12
 
@@ -47,7 +47,7 @@ def run_key(config: RunConfig, base_key: str | None = None) -> str:
             raise ValueError("an FT run's key needs its base run's key")
         raw["encoder"]["init_from"] = f"run:{base_key}"
     text = json.dumps(raw, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH]
+    return sha256_text(text)[:KEY_LENGTH]
 
 
 @dataclass
@@ -129,7 +129,7 @@ _DATA_CACHE_SIZE = 16
 
 
 def _dataset(config: DataConfig):
-    from training.data.encode import load_dataset
+    from ratingctr.training.data.encode import load_dataset
 
     if config not in _DATA_CACHE:
         if len(_DATA_CACHE) >= _DATA_CACHE_SIZE:
@@ -146,8 +146,8 @@ def traced_train_run(config: RunConfig, out_dir: Path, data) -> dict:
     """
     import torch
 
-    from training.models.ctr import id_rows
-    from training.run import train_run
+    from ratingctr.training.models.ctr import id_rows
+    from ratingctr.training.run import train_run
 
     (us, ue), (is_, ie) = id_rows(data.schema, "user_id"), id_rows(data.schema, "item_id")
 
@@ -170,10 +170,10 @@ def traced_train_run(config: RunConfig, out_dir: Path, data) -> dict:
 
 def _evaluate_extras(job: Job, run_dir: Path, data, missing: list[str]) -> None:
     """Noise levels and EvalRM of a finished run, re-scored from its checkpoint."""
-    from training.data.encode import TEST
-    from training.evaluation import pointwise_eval
-    from training.run import load_checkpoint, restore_model, write_json
-    from training.trainer import seed_everything, select_device
+    from ratingctr.training.data.encode import TEST
+    from ratingctr.training.evaluation import pointwise_eval
+    from ratingctr.training.run import load_checkpoint, restore_model, write_json
+    from ratingctr.training.trainer import seed_everything, select_device
 
     payload, config = load_checkpoint(run_dir)
     device = select_device(config.train.device)
@@ -199,7 +199,7 @@ def _evaluate_extras(job: Job, run_dir: Path, data, missing: list[str]) -> None:
 
 def execute(job: Job, run_dir: Path) -> dict:
     """Produce whatever ``job`` is missing in ``run_dir``; returns what was done and how long it took."""
-    from training.run import train_run, write_json
+    from ratingctr.training.run import train_run, write_json
 
     start = time.perf_counter()
     missing = job.missing(run_dir)

@@ -18,10 +18,10 @@ from typing import Callable
 
 import numpy as np
 
-from training.config import RunConfig
-from training.experiments.runner import Plan, noise_name
-from training.experiments.stats import mean_std, paired_p_value, relative
-from training.experiments.tables import fmt, md_table, p_value, pct, pm
+from ratingctr.tables import fmt, md_table, p_value, pct, pm
+from ratingctr.training.config import RunConfig
+from ratingctr.training.experiments.runner import Plan, noise_name
+from ratingctr.training.experiments.stats import mean_std, paired_p_value, relative
 
 RANKING_METRICS = ("ndcg@10", "ndcg@20", "recall@10", "recall@20")
 HEADS = ("binary", "rating")

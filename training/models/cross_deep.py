@@ -11,8 +11,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from training.models.base import Body
-from training.models.layers import MLP, reset_linear_
+from ratingctr.training.models.base import Body
+from ratingctr.training.models.layers import MLP, reset_linear_
 
 Structure = Literal["parallel", "stacked"]
 

@@ -8,12 +8,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.data.schema import FieldSchema
-from training.models.base import Body
-from training.models.encoders import FieldIndexer, LightGCNEncoder, TableEncoder, lookup
-from training.models.heads import Prediction, build_head
-from training.models.layers import FirstOrderLinear
-from training.models.registry import build_body
+from ratingctr.training.data.schema import FieldSchema
+from ratingctr.training.models.base import Body
+from ratingctr.training.models.encoders import (
+    FieldIndexer,
+    LightGCNEncoder,
+    TableEncoder,
+    lookup,
+)
+from ratingctr.training.models.heads import Prediction, build_head
+from ratingctr.training.models.layers import FirstOrderLinear
+from ratingctr.training.models.registry import build_body
 
 
 class CTRModel(nn.Module):

@@ -12,8 +12,8 @@ from typing import Literal
 
 import torch
 
-from training.models.cross_deep import CrossDeepBody
-from training.models.layers import MLP, CrossNetV2
+from ratingctr.training.models.cross_deep import CrossDeepBody
+from ratingctr.training.models.layers import MLP, CrossNetV2
 
 
 class DCNV2(CrossDeepBody):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.data.schema import FieldSchema
+from ratingctr.training.data.schema import FieldSchema
 
 
 def lookup(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -145,7 +145,7 @@ class LightGCNEncoder(nn.Module):
 
     def propagated_table(self) -> torch.Tensor:
         """The full ``[total_vocab, d]`` table with graph-propagated user/item rows."""
-        from training.graph import propagate
+        from ratingctr.training.graph import propagate
 
         table = self.embedding.weight
         (us, ue), (is_, ie) = self.user_rows, self.item_rows

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.models.base import Body
-from training.models.layers import Dropout
+from ratingctr.training.models.base import Body
+from ratingctr.training.models.layers import Dropout
 
 
 class _SwapFieldsAndDims(torch.autograd.Function):

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.models.base import Body
-from training.models.layers import MultiHeadSelfAttention, reset_linear_
+from ratingctr.training.models.base import Body
+from ratingctr.training.models.layers import MultiHeadSelfAttention, reset_linear_
 
 
 class _GRUCell(nn.Module):

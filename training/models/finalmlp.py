@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from training.models.base import Body
-from training.models.layers import MLP, reset_linear_
+from ratingctr.training.models.base import Body
+from ratingctr.training.models.layers import MLP, reset_linear_
 
 
 class _FeatureGate(nn.Module):

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from training.models.cross_deep import CrossDeepBody
-from training.models.layers import MLP, GatedCrossNet
+from ratingctr.training.models.cross_deep import CrossDeepBody
+from ratingctr.training.models.layers import MLP, GatedCrossNet
 
 
 class GDCN(CrossDeepBody):

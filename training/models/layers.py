@@ -13,8 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.models.field_attention import FieldAttentionFunction
-
+from ratingctr.training.models.field_attention import FieldAttentionFunction
 
 #: float dtype → the integer dtype of the same width, for building dropout masks as bit patterns
 _BIT_TWINS = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32}

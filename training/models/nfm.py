@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from training.models.base import Body
-from training.models.layers import MLP, BiInteraction, reset_linear_
+from ratingctr.training.models.base import Body
+from ratingctr.training.models.layers import MLP, BiInteraction, reset_linear_
 
 
 class NFM(Body):

@@ -4,17 +4,17 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from training.models.afn import AFN
-from training.models.autoint import AutoInt
-from training.models.base import Body
-from training.models.dcnv2 import DCNV2
-from training.models.eulernet import EulerNet
-from training.models.fignn import FiGNN
-from training.models.finalmlp import FinalMLP
-from training.models.gdcn import GDCN
-from training.models.nfm import NFM
-from training.models.widedeep import WideDeep
-from training.models.xdeepfm import xDeepFM
+from ratingctr.training.models.afn import AFN
+from ratingctr.training.models.autoint import AutoInt
+from ratingctr.training.models.base import Body
+from ratingctr.training.models.dcnv2 import DCNV2
+from ratingctr.training.models.eulernet import EulerNet
+from ratingctr.training.models.fignn import FiGNN
+from ratingctr.training.models.finalmlp import FinalMLP
+from ratingctr.training.models.gdcn import GDCN
+from ratingctr.training.models.nfm import NFM
+from ratingctr.training.models.widedeep import WideDeep
+from ratingctr.training.models.xdeepfm import xDeepFM
 
 ARCHITECTURES: dict[str, type[Body]] = {
     "WideDeep": WideDeep, "NFM": NFM, "xDeepFM": xDeepFM, "AutoInt": AutoInt, "FiGNN": FiGNN,

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
-from training.models.base import Body
-from training.models.layers import MLP, reset_linear_
+from ratingctr.training.models.base import Body
+from ratingctr.training.models.layers import MLP, reset_linear_
 
 
 class WideDeep(Body):

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from training.models.base import Body
-from training.models.layers import CIN, MLP, Dropout, reset_linear_
+from ratingctr.training.models.base import Body
+from ratingctr.training.models.layers import CIN, MLP, Dropout, reset_linear_
 
 
 class xDeepFM(Body):  # noqa: N801 - the architecture's published name

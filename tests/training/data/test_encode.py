@@ -4,11 +4,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.config import DataConfig
-from training.data.encode import EXCLUDED, TEST, TRAIN, VALID, k_core_mask, load_dataset, random_split
-from training.data.readers import RawData
-from training.data.encode import encode
-from training.errors import UserError
+from ratingctr.errors import UserError
+from ratingctr.training.config import DataConfig
+from ratingctr.training.data.encode import (
+    EXCLUDED,
+    TEST,
+    TRAIN,
+    VALID,
+    encode,
+    k_core_mask,
+    load_dataset,
+    random_split,
+)
+from ratingctr.training.data.readers import RawData
 
 
 def _naive_k_core(pairs: list[tuple[int, int]], k: int) -> set[tuple[int, int]]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from training.data import fetch
-from training.errors import UserError
+from ratingctr.errors import UserError
+from ratingctr.training.data import fetch
 
 
 def test_fetch_extracts_only_the_three_atomic_files(ml100k_root: Path) -> None:
@@ -41,7 +41,7 @@ def test_offline_without_cache_is_one_clear_error(tmp_path: Path) -> None:
     empty_links.mkdir()
     env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(empty_links), "PIP_CONFIG_FILE": os.devnull,
            "RATINGCTR_DATA_DIR": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "-c", "from training.cli import main; raise SystemExit(main())",
+    proc = subprocess.run([sys.executable, "-c", "from ratingctr.cli import main; raise SystemExit(main())",
                            "train", "--out", str(tmp_path / "run"), "--epochs", "1"],
                           capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
     assert proc.returncode == 2

@@ -2,10 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from training.config import DataConfig
-from training.data.encode import load_dataset
-from training.data.readers import read_csv, read_ml1m
-from training.errors import UserError
+from ratingctr.errors import UserError
+from ratingctr.training.config import DataConfig
+from ratingctr.training.data.encode import load_dataset
+from ratingctr.training.data.readers import read_csv, read_ml1m
 
 
 def _write_ml1m(directory: Path) -> Path:

@@ -8,10 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.cli import main
-from training.config import DataConfig, EncoderConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
-from training.experiments.runner import Plan, run_key, run_plan, traced_train_run
-from training.experiments.stats import mean_std, paired_p_value
+from ratingctr.cli import main
+from ratingctr.training.config import (
+    DataConfig,
+    EncoderConfig,
+    HeadConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
+from ratingctr.training.experiments.runner import (
+    Plan,
+    run_key,
+    run_plan,
+    traced_train_run,
+)
+from ratingctr.training.experiments.stats import mean_std, paired_p_value
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FAST_CONNECTIVITY = ["--epochs", "2", "--batch-size", "512", "--precision", "fp32", "--device", "cpu",
@@ -141,8 +153,8 @@ def test_run_key_covers_the_configuration(tiny_atomic: Path) -> None:
 
 
 def test_traced_run_matches_train_run(tiny_atomic: Path, tmp_path: Path) -> None:
-    from training.data.encode import load_dataset
-    from training.run import train_run
+    from ratingctr.training.data.encode import load_dataset
+    from ratingctr.training.run import train_run
 
     config = _tiny_config(tiny_atomic)
     data = load_dataset(config.data)

@@ -13,12 +13,24 @@ import torch
 import yaml
 from torch import nn
 
-from training.models.base import Body
-from training.models.eulernet import EulerNet
-from training.models.fignn import _GRUCell
-from training.models.layers import (CIN, MLP, BiInteraction, CrossNetV2, Dropout, FirstOrderLinear, GatedCrossNet,
-                                    MultiHeadSelfAttention)
-from training.models.registry import ARCHITECTURES, build_body, hyper_parameters
+from ratingctr.training.models.base import Body
+from ratingctr.training.models.eulernet import EulerNet
+from ratingctr.training.models.fignn import _GRUCell
+from ratingctr.training.models.layers import (
+    CIN,
+    MLP,
+    BiInteraction,
+    CrossNetV2,
+    Dropout,
+    FirstOrderLinear,
+    GatedCrossNet,
+    MultiHeadSelfAttention,
+)
+from ratingctr.training.models.registry import (
+    ARCHITECTURES,
+    build_body,
+    hyper_parameters,
+)
 
 F, D, B = 7, 16, 32
 NAMES = list(ARCHITECTURES)
@@ -41,7 +53,7 @@ REFERENCE = {
 
 
 def _yaml(name: str) -> dict:
-    return yaml.safe_load(resources.files("training.configs").joinpath("models", f"{name}.yaml").read_text())
+    return yaml.safe_load(resources.files("ratingctr.training.configs").joinpath("models", f"{name}.yaml").read_text())
 
 
 def _body(name: str, out_dim: int, seed: int = 0) -> Body:
@@ -209,7 +221,7 @@ def test_attention_training_kernel_matches_multihead_attention_values_and_gradie
 
 
 def test_attention_training_kernel_gradcheck_with_a_dropout_mask() -> None:
-    from training.models.field_attention import FieldAttentionFunction
+    from ratingctr.training.models.field_attention import FieldAttentionFunction
 
     torch.manual_seed(1)
     w, f, b, heads = 8, 5, 3, 2
@@ -415,7 +427,7 @@ def test_afn_neurons_in_d_major_layout_equal_fuxictr_layout(params: dict) -> Non
 @pytest.mark.parametrize("heads, out", [(2, 5), (1, 1), (3, 2)])
 def test_finalmlp_fusion_is_the_multi_head_bilinear_form(heads: int, out: int) -> None:
     """o = w_xᵀx + w_yᵀy + Σ_h x_hᵀ W_h y_h with FuxiCTR's w_xy layout [H, hx, out, hy], values and gradients."""
-    from training.models.finalmlp import InteractionAggregation
+    from ratingctr.training.models.finalmlp import InteractionAggregation
 
     torch.manual_seed(0)
     agg = InteractionAggregation(6 * heads, 4 * heads, out, heads).double()
@@ -494,7 +506,7 @@ def test_non_default_branches() -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_yaml_loads_builds_and_matches_class_defaults(name: str) -> None:
-    text = resources.files("training.configs").joinpath("models", f"{name}.yaml").read_text()
+    text = resources.files("ratingctr.training.configs").joinpath("models", f"{name}.yaml").read_text()
     assert text.startswith("# "), "first line says where the values come from"
     config = yaml.safe_load(text)
     assert set(config) <= {"lr", "embedding_dim", "params"} and float(config["lr"]) > 0
@@ -509,7 +521,7 @@ def test_yaml_loads_builds_and_matches_class_defaults(name: str) -> None:
 @pytest.mark.parametrize("name", list(REFERENCE))
 def test_yaml_carries_the_reference_values(name: str) -> None:
     params, lr = REFERENCE[name]
-    config = yaml.safe_load(resources.files("training.configs").joinpath("models", f"{name}.yaml").read_text())
+    config = yaml.safe_load(resources.files("ratingctr.training.configs").joinpath("models", f"{name}.yaml").read_text())
     assert math.isclose(float(config["lr"]), lr)
     for key, value in params.items():
         assert config["params"][key] == value, (name, key)
@@ -539,7 +551,7 @@ def test_onnx_export_matches_torch(name: str, tmp_path) -> None:
 
 @pytest.mark.parametrize("rows", [64, 45])  # chunked weight gradient, and the plain fallback
 def test_euler_order_mix_matches_matmul_values_and_gradients(rows: int) -> None:
-    from training.models.eulernet import order_mix
+    from ratingctr.training.models.eulernet import order_mix
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(rows, 3, 7, dtype=torch.float64, generator=gen).transpose(1, 2).requires_grad_()  # strided

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from training.config import model_defaults
-from training.data.schema import FieldSchema, FieldSpec
-from training.models.ctr import CTRModel, build_model
-from training.models.registry import ARCHITECTURES
+from ratingctr.training.config import model_defaults
+from ratingctr.training.data.schema import FieldSchema, FieldSpec
+from ratingctr.training.models.ctr import CTRModel, build_model
+from ratingctr.training.models.registry import ARCHITECTURES
 
 SCHEMA = FieldSchema((FieldSpec("user_id", 40, "user"), FieldSpec("age", 6, "user"),
                       FieldSpec("item_id", 50, "item"), FieldSpec("genre", 7, "item", slots=3)))

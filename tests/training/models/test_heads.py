@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from training.models.heads import BinaryHead, RatingHead
+from ratingctr.training.models.heads import BinaryHead, RatingHead
 
 F_ROW = [1.0, 2.0, 0.5, -1.0, 3.0]  # logits for stars 1..5
 

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import time
 
-from serving.process import stop_process
+from ratingctr.processes import stop_process
 
 
 def _alive(pid: int) -> bool:

@@ -18,7 +18,6 @@ This module is numpy-only on purpose: serving imports it and must never pull in 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from ratingctr.hashing import sha256_file, sha256_text
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ARRAY_FILES = ("user_vectors.npy", "item_vectors.npy", "user_fields.npy", "item_fields.npy",
@@ -39,14 +40,6 @@ REQUIRED_FILES = ("ranker.onnx", "items.faiss", "vocab.json", *ARRAY_FILES)
 
 class BundleError(Exception):
     """A bundle that is missing, incomplete, tampered with or of another format version."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -110,7 +103,7 @@ def write_bundle(out_dir: Path, manifest: dict[str, Any], vocab: dict[str, list[
             shutil.copyfile(src, staging / name)
         files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                  for p in sorted(staging.iterdir()) if p.is_file()}
-        version = hashlib.sha256("".join(f["sha256"] for f in files.values()).encode()).hexdigest()[:12]
+        version = sha256_text("".join(f["sha256"] for f in files.values()))[:12]
         full = {"format_version": FORMAT_VERSION, **manifest, "version": version,
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": files}
         (staging / MANIFEST).write_text(json.dumps(full, indent=2, default=float) + "\n")

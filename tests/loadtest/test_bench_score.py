@@ -12,7 +12,7 @@ def test_bench_score_runs_both_heads_and_torchserve(tiny_bundles: dict, tmp_path
     import sys
 
     out = tmp_path / "score.json"
-    proc = subprocess.run([sys.executable, "-c", "import sys; from training.cli import main; sys.exit(main())",
+    proc = subprocess.run([sys.executable, "-c", "import sys; from ratingctr.cli import main; sys.exit(main())",
                            "bench", "score", "--binary", str(tiny_bundles["binary"]), "--rating",
                            str(tiny_bundles["rating"]), "--candidates", "10,50", "--calls", "30", "--rounds", "2",
                            "--torchserve", "--out", str(out)], capture_output=True, text=True, timeout=400)

@@ -1,4 +1,4 @@
-"""Markdown rendering shared by the experiment reports (plain strings, no dependencies)."""
+"""Markdown tables and number formats: one renderer for every report and benchmark table."""
 from __future__ import annotations
 
 from typing import Any, Sequence

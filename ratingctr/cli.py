@@ -1,20 +1,41 @@
-"""``ratingctr``: the one command line, dispatching verbs to the folder that owns them.
+"""``ratingctr``: the one command line, dispatching verbs to the room that owns them.
 
 Handlers import their heavy dependencies lazily, so ``ratingctr --help`` is instant and
 verbs that never need torch never load it.  A ``UserError`` prints one ``error:`` line
-and exits with status 2.
+and exits with status 2.  A room that is not installed (the gateway image has only
+``serving``) contributes no verbs instead of breaking the command line.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
+from types import ModuleType
 from typing import Callable, Sequence
 
-from training.errors import UserError
+from ratingctr.errors import UserError
 
-# Modules exposing ``register(subparsers)``; each folder owns its verbs.
-COMMAND_MODULES = ("training.commands", "training.experiments.commands", "export.commands", "serving.commands", "loadtest.commands")
+# The verb registry, in help order: module → the verbs it defines with ``register(subparsers)``
+# and, where it has them, the benchmarks it defines with ``register_bench(bench_verbs)``.
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "ratingctr.training.commands": ("train", "evaluate", "compare", "train-retriever", "bench train",
+                                    "bench propagate"),
+    "ratingctr.training.experiments.commands": ("experiment",),
+    "ratingctr.export.commands": ("export",),
+    "ratingctr.serving.commands": ("serve",),
+    "ratingctr.loadtest.commands": ("loadtest", "bench score", "bench gateway"),
+}
+
+
+def installed_command_modules() -> list[ModuleType]:
+    """The registry's modules whose room is installed (``ratingctr.<room>`` importable)."""
+    modules = []
+    for name in COMMANDS:
+        room = ".".join(name.split(".")[:2])
+        if importlib.util.find_spec(room) is not None:
+            modules.append(importlib.import_module(name))
+    return modules
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,7 +46,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ratingctr", description="Rating-aware CTR training, export and serving.")
     subparsers = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
-    modules = [importlib.import_module(name) for name in COMMAND_MODULES]
+    modules = installed_command_modules()
     for module in modules:
         module.register(subparsers)
     bench = subparsers.add_parser("bench", help="benchmarks: train, propagate, score, gateway")

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.bundle import FORMAT_VERSION, BundleError, load_bundle, sha256_file
-from training.data.encode import load_dataset
-from training.config import DataConfig
+from ratingctr.bundle import FORMAT_VERSION, BundleError, load_bundle, sha256_file
+from ratingctr.training.config import DataConfig
+from ratingctr.training.data.encode import load_dataset
 
 
 def _copy(bundle: Path, tmp_path: Path) -> Path:
@@ -87,7 +87,7 @@ def test_pickled_arrays_are_never_loaded(tiny_bundles: dict, tmp_path: Path) -> 
 
 
 def test_export_cli_errors(tiny_bundles: dict, tiny_retriever: Path, tmp_path: Path) -> None:
-    cli = [sys.executable, "-c", "import sys; from training.cli import main; sys.exit(main())", "export"]
+    cli = [sys.executable, "-c", "import sys; from ratingctr.cli import main; sys.exit(main())", "export"]
     proc = subprocess.run([*cli, "--ranker", str(tmp_path / "nope"), "--retriever", str(tiny_retriever),
                            "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "checkpoint not found" in proc.stderr
@@ -98,8 +98,8 @@ def test_export_cli_errors(tiny_bundles: dict, tiny_retriever: Path, tmp_path: P
 
 def test_export_refuses_to_write_when_parity_fails(tiny_bundles: dict, tiny_retriever: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from export import build
-    from training.errors import UserError
+    from ratingctr.errors import UserError
+    from ratingctr.export import build
 
     ranker = Path(load_bundle(tiny_bundles["rating"]).manifest["source"]["ranker"])
     real = build.parity
@@ -116,9 +116,9 @@ def test_export_refuses_to_write_when_parity_fails(tiny_bundles: dict, tiny_retr
 
 
 def test_export_refuses_a_retriever_of_other_users(tiny_bundles: dict, tiny_atomic: Path, tmp_path: Path) -> None:
-    from export.build import export_bundle
-    from training.errors import UserError
-    from training.retriever import RetrieverConfig, train_retriever
+    from ratingctr.errors import UserError
+    from ratingctr.export.build import export_bundle
+    from ratingctr.training.retriever import RetrieverConfig, train_retriever
 
     other = tmp_path / "ret-k20"  # 20-core keeps fewer items, so its vocabulary differs
     train_retriever(DataConfig(dataset="atomic", data_dir=str(tiny_atomic), k_core=20),

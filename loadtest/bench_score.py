@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.errors import UserError
+from ratingctr.errors import UserError
+from ratingctr.tables import md_table
 
 
 def _candidates(bundle, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -38,7 +39,7 @@ def _time_calls(fn, inputs: list[np.ndarray]) -> list[float]:
 
 
 def run_bench_score(args: argparse.Namespace) -> int:
-    from serving.loader import open_bundle
+    from ratingctr.serving.loader import open_bundle
 
     binary, rating = open_bundle(Path(args.binary), args.threads, "cpu"), open_bundle(Path(args.rating), args.threads, "cpu")
     if binary.bundle.manifest["model"]["arch"] != rating.bundle.manifest["model"]["arch"]:
@@ -58,7 +59,7 @@ def run_bench_score(args: argparse.Namespace) -> int:
             for label, served in (("binary", binary), ("rating", rating)):
                 times.setdefault((label, n), []).extend(_time_calls(served.score, inputs[n]))
     if args.torchserve:
-        from export.torchserve_process import local_torchserve, post_json
+        from ratingctr.export.torchserve_process import local_torchserve, post_json
 
         with local_torchserve(Path(args.rating), rating.bundle.manifest["num_columns"]) as url:
             for n in sizes:
@@ -79,20 +80,19 @@ def run_bench_score(args: argparse.Namespace) -> int:
         if "torchserve_ms_p50" in row:
             row["torchserve_over_ort_p50"] = row["torchserve_ms_p50"] / row["rating_ms_p50"]
         rows.append(row)
-    header = "| candidates | binary p50 ms | rating p50 ms | rating/binary | binary p99 ms | rating p99 ms |"
-    sep = "|---|---|---|---|---|---|"
+    header = ["candidates", "binary p50 ms", "rating p50 ms", "rating/binary", "binary p99 ms", "rating p99 ms"]
     if args.torchserve:
-        header += " TorchServe p50 ms | TorchServe/ORT |"
-        sep += "---|---|"
+        header += ["TorchServe p50 ms", "TorchServe/ORT"]
     print(f"{binary.bundle.manifest['model']['arch']}: {args.rounds} interleaved rounds x {args.calls} calls, "
           f"ORT intra-op threads {args.threads}")
-    print(header + "\n" + sep)
+    cells = []
     for r in rows:
-        line = (f"| {r['candidates']} | {r['binary_ms_p50']:.3f} | {r['rating_ms_p50']:.3f} | "
-                f"{r['rating_over_binary_p50']:.3f} | {r['binary_ms_p99']:.3f} | {r['rating_ms_p99']:.3f} |")
-        if "torchserve_ms_p50" in r:
-            line += f" {r['torchserve_ms_p50']:.3f} | {r['torchserve_over_ort_p50']:.1f}x |"
-        print(line)
+        line = [r["candidates"], f"{r['binary_ms_p50']:.3f}", f"{r['rating_ms_p50']:.3f}",
+                f"{r['rating_over_binary_p50']:.3f}", f"{r['binary_ms_p99']:.3f}", f"{r['rating_ms_p99']:.3f}"]
+        if args.torchserve:
+            line += [f"{r['torchserve_ms_p50']:.3f}", f"{r['torchserve_over_ort_p50']:.1f}x"]
+        cells.append(line)
+    print(md_table(header, cells))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"binary": str(args.binary), "rating": str(args.rating),
