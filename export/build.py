@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ratingctr.bundle import write_bundle
+from ratingctr.bundle import BundleManifest, ModelInfo, Parity, RetrieverInfo, Source, write_bundle
 from ratingctr.errors import UserError
 from ratingctr.export.faiss_index import build_index, write_index
 from ratingctr.export.onnx_export import export_onnx, parity, prepare_for_export
@@ -58,7 +58,8 @@ def popularity_order(data: EncodedData) -> np.ndarray:
 
 
 def export_bundle(ranker_run: Path, retriever_run: Path, out_dir: Path, index_kind: str = "flat",
-                  torchserve: bool = False, data_dir: str | None = None, name: str | None = None) -> dict:
+                  torchserve: bool = False, data_dir: str | None = None, name: str | None = None) -> BundleManifest:
+    """Export, check ONNX parity, and write the bundle; returns its complete manifest."""
     payload, config = load_checkpoint(Path(ranker_run))
     if data_dir is not None:
         config = replace(config, data=replace(config.data, data_dir=data_dir))
@@ -85,29 +86,28 @@ def export_bundle(ranker_run: Path, retriever_run: Path, out_dir: Path, index_ki
                   "user_fields.npy": data.user_rows, "item_fields.npy": data.item_rows,
                   "history_indptr.npy": indptr, "history_items.npy": items, "popular.npy": popularity_order(data)}
         ranker_metrics = _read_metrics(Path(ranker_run))
-        manifest = {
-            "name": name or Path(out_dir).name,
-            "model": {"arch": config.model.name, "head": config.head.kind, "aggregate": config.head.aggregate,
-                      "ratio": config.head.ratio, "levels": config.data.levels, "threshold": config.data.threshold,
-                      "encoder": config.encoder.kind, "embedding_dim": config.model.embedding_dim,
-                      "params": config.model.params},
-            "fields": data.schema.to_dict(), "num_columns": data.schema.num_columns,
-            "user_columns": data.schema.side_columns("user"),
-            "inputs": [{"name": "fields", "dtype": "int64", "shape": ["batch", data.schema.num_columns]}],
-            "outputs": outputs,
-            "retriever": {"dim": int(item_vectors.shape[1]), "index": index_kind, "metric": "inner_product",
-                          "ntotal": int(index.ntotal), "id_offset": 1},
-            "parity": {**report, "bound": PARITY_BOUND},
-            "metrics": {"ranker": {k: ranker_metrics.get(k) for k in ("test", "valid", "groups")},
-                        "retriever": {k: retriever_metrics.get(k) for k in ("test", "popular")}},
-            "dataset": data.stats, "source": {"ranker": str(ranker_run), "retriever": str(retriever_run)},
-        }
+        manifest = BundleManifest(
+            name=name or Path(out_dir).name,
+            model=ModelInfo(arch=config.model.name, head=config.head.kind, aggregate=config.head.aggregate,
+                            ratio=config.head.ratio, levels=config.data.levels, threshold=config.data.threshold,
+                            encoder=config.encoder.kind, embedding_dim=config.model.embedding_dim,
+                            params=config.model.params),
+            fields=data.schema, outputs=tuple(outputs),
+            retriever=RetrieverInfo(dim=int(item_vectors.shape[1]), index=index_kind, metric="inner_product",
+                                    ntotal=int(index.ntotal), id_offset=1),
+            parity=Parity(rows=report["rows"], providers=tuple(report["providers"]), bound=PARITY_BOUND,
+                          max_abs_diff={out: report[f"max_abs_diff_{out}"] for out in outputs}),
+            source=Source(ranker=str(ranker_run), retriever=str(retriever_run)),
+            metrics={"ranker": {k: ranker_metrics.get(k) for k in ("test", "valid", "groups")},
+                     "retriever": {k: retriever_metrics.get(k) for k in ("test", "popular")}},
+            dataset=data.stats,
+        )
         extra = {}
         if torchserve:
             from ratingctr.export.torchserve import build_archive
 
             extra = build_archive(onnx_path, manifest, Path(tmp))
-        write_bundle(Path(out_dir), manifest, data.vocab, arrays, onnx_path, index_path, extra)
+        manifest = write_bundle(Path(out_dir), manifest, data.vocab, arrays, onnx_path, index_path, extra)
     print(f"bundle {out_dir}: parity max |Δp̂| {worst:.2e} on {report['rows']} rows, "
           f"{index.ntotal} items indexed ({index_kind})", file=sys.stderr)
     return manifest

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ratingctr.bundle import BundleManifest
 from ratingctr.errors import UserError
 
 HANDLER = Path(__file__).with_name("torchserve_handler.py")
@@ -46,14 +47,18 @@ def venv_tool(name: str) -> str:
     return found
 
 
-def build_archive(onnx_path: Path, manifest: dict, work_dir: Path) -> dict[str, Path]:
-    """Pack the ONNX model and handler with the real ``torch-model-archiver``."""
+def build_archive(onnx_path: Path, manifest: BundleManifest, work_dir: Path) -> dict[str, Path]:
+    """Pack the ONNX model and handler with the real ``torch-model-archiver``.
+
+    ``ranker_meta.json`` goes into the archive so a TorchServe operator can tell which
+    model it serves; the handler itself reads the column count from the ONNX input.
+    """
     archiver = venv_tool("torch-model-archiver")
     staging = work_dir / "mar"
     staging.mkdir(exist_ok=True)
     meta = staging / "ranker_meta.json"
-    meta.write_text(json.dumps({"name": manifest["name"], "model": manifest["model"],
-                                "outputs": manifest["outputs"], "num_columns": manifest["num_columns"]}))
+    meta.write_text(json.dumps({"name": manifest.name, "model": manifest.model.to_dict(),
+                                "outputs": list(manifest.outputs), "num_columns": manifest.num_columns}))
     cmd = [archiver, "--model-name", "ranker", "--version", "1.0", "--serialized-file", str(onnx_path),
            "--handler", str(HANDLER), "--extra-files", str(meta), "--export-path", str(staging), "--force"]
     proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)

@@ -39,13 +39,14 @@ def _time_calls(fn, inputs: list[np.ndarray]) -> list[float]:
 
 
 def run_bench_score(args: argparse.Namespace) -> int:
-    from ratingctr.serving.loader import open_bundle
+    from ratingctr.serving.ranker import load_ranker
 
-    binary, rating = open_bundle(Path(args.binary), args.threads, "cpu"), open_bundle(Path(args.rating), args.threads, "cpu")
-    if binary.bundle.manifest["model"]["arch"] != rating.bundle.manifest["model"]["arch"]:
+    binary = load_ranker(Path(args.binary), threads=args.threads, device="cpu", warmup_calls=0)
+    rating = load_ranker(Path(args.rating), threads=args.threads, device="cpu", warmup_calls=0)
+    if binary.manifest.model.arch != rating.manifest.model.arch:
         raise UserError("compare bundles of the same architecture: "
-                        f"{binary.bundle.manifest['model']['arch']} vs {rating.bundle.manifest['model']['arch']}")
-    if binary.bundle.manifest["fields"] != rating.bundle.manifest["fields"]:
+                        f"{binary.manifest.model.arch} vs {rating.manifest.model.arch}")
+    if binary.manifest.fields != rating.manifest.fields:
         raise UserError("the two bundles have different field schemas")
     sizes = [int(s) for s in args.candidates.split(",")]
     rng = np.random.default_rng(0)
@@ -53,15 +54,15 @@ def run_bench_score(args: argparse.Namespace) -> int:
     times: dict[tuple[str, int], list[float]] = {}
     for n in sizes:  # warm-up: allocator and ORT's first-run graph work
         for served in (binary, rating):
-            _time_calls(served.score, inputs[n][:20])
+            _time_calls(served.predict, inputs[n][:20])
     for _ in range(args.rounds):
         for n in sizes:
             for label, served in (("binary", binary), ("rating", rating)):
-                times.setdefault((label, n), []).extend(_time_calls(served.score, inputs[n]))
+                times.setdefault((label, n), []).extend(_time_calls(served.predict, inputs[n]))
     if args.torchserve:
         from ratingctr.export.torchserve_process import local_torchserve, post_json
 
-        with local_torchserve(Path(args.rating), rating.bundle.manifest["num_columns"]) as url:
+        with local_torchserve(Path(args.rating), rating.manifest.num_columns) as url:
             for n in sizes:
                 post = lambda x: post_json(f"{url}/predictions/ranker", {"fields": x.tolist()})  # noqa: E731
                 _time_calls(post, inputs[n][:20])
@@ -83,7 +84,7 @@ def run_bench_score(args: argparse.Namespace) -> int:
     header = ["candidates", "binary p50 ms", "rating p50 ms", "rating/binary", "binary p99 ms", "rating p99 ms"]
     if args.torchserve:
         header += ["TorchServe p50 ms", "TorchServe/ORT"]
-    print(f"{binary.bundle.manifest['model']['arch']}: {args.rounds} interleaved rounds x {args.calls} calls, "
+    print(f"{binary.manifest.model.arch}: {args.rounds} interleaved rounds x {args.calls} calls, "
           f"ORT intra-op threads {args.threads}")
     cells = []
     for r in rows:

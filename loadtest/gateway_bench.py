@@ -94,7 +94,7 @@ def run_bench_gateway(args: argparse.Namespace) -> int:
 
             ts_requests = [encode_post("127.0.0.1", "/predictions/ranker", b)
                            for b in _torchserve_bodies(bundle_path, users, args.candidates)]
-            ts_url = stack.enter_context(local_torchserve(bundle_path, bundle.manifest["num_columns"]))
+            ts_url = stack.enter_context(local_torchserve(bundle_path, bundle.manifest.num_columns))
             targets["torchserve"] = (int(ts_url.rsplit(":", 1)[1]), ts_requests)
         for name, (target_port, requests) in targets.items():  # warm-up both
             run_load(host, target_port, requests, max(clients), args.warmup)

@@ -295,7 +295,7 @@ def _targets(config: HarnessConfig) -> Iterator[dict[str, tuple[str, str]]]:
         from ratingctr.export.torchserve_process import local_torchserve
 
         with ExitStack() as stack:
-            urls = {v.label: (stack.enter_context(local_torchserve(v.path, read_manifest(v.path)["num_columns"])),
+            urls = {v.label: (stack.enter_context(local_torchserve(v.path, read_manifest(v.path).num_columns)),
                               "ranker") for v in variants}
             yield urls
         return
@@ -312,10 +312,10 @@ def _describe(variant: Variant) -> dict:
     from ratingctr.bundle import read_manifest
 
     manifest = read_manifest(variant.path)
-    model = manifest["model"]
-    return {"name": variant.name, "path": str(variant.path), "bundle_name": manifest["name"],
-            "version": manifest["version"], "arch": model.get("arch"), "head": model.get("head"),
-            "levels": model.get("levels") if model.get("head") == "rating" else None}
+    model = manifest.model
+    return {"name": variant.name, "path": str(variant.path), "bundle_name": manifest.name,
+            "version": manifest.version, "arch": model.arch, "head": model.head,
+            "levels": model.rating_levels}
 
 
 def validate(config: HarnessConfig) -> None:

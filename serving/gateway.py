@@ -253,6 +253,6 @@ class Gateway:
         redis_ok = bool(self.store) and self.store.available and await self.store.ping()
         return {"status": "ready" if self.models else "loading",
                 "redis": "ok" if redis_ok else "degraded",
-                "models": {n: {"version": r.version, "path": str(r.path), "head": r.served.bundle.manifest["model"]["head"]}
+                "models": {n: {"version": r.version, "path": str(r.path), "head": r.manifest.model.head}
                            for n, r in self.models.items()},
                 "default_model": self.default_model}

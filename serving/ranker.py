@@ -1,18 +1,24 @@
-"""The request path's array work for one loaded bundle: retrieve, build features, score, top-K.
+"""One loaded bundle, ready to serve: its ONNX session, FAISS index, lookups and the request path's array work.
 
-Everything per-request is whole-array numpy; the only Python loops run over the K items
-of a response.  Built once per bundle (start-up or reload) from a verified ServingBundle.
+The verified ``Bundle`` (``ratingctr.bundle``, numpy only) and this object are the only
+two layers: everything a request needs is built here once (start-up or reload), so the
+request path only does array work.  Everything per-request is whole-array numpy; the only
+Python loops run over the K items of a response.  Torch-free by construction (a test
+asserts it).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ratingctr.bundle import BundleError
-from ratingctr.serving.loader import ServingBundle, open_bundle
+from ratingctr.bundle import INPUT_NAME, Bundle, BundleError, BundleManifest, load_bundle
+from ratingctr.serving.runtime import faiss_index, ort_session
+
+DEFAULT_CANDIDATES = 200
 
 
 class UnknownFieldError(ValueError):
@@ -38,16 +44,25 @@ def _sorted_keys(raw_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Ranker:
-    """One bundle ready to serve.  Immutable after construction, so swapping is atomic."""
+    """One bundle ready to serve.  Immutable after construction, so swapping is atomic.
 
-    def __init__(self, served: ServingBundle, candidates: int) -> None:
-        self.served = served
-        bundle = served.bundle
-        self.name = bundle.name
-        self.version = bundle.version
-        self.path = bundle.path
-        self.levels = bundle.levels
-        self.candidates = candidates
+    Metadata (name, version, path, levels, manifest) is read from ``bundle``, never copied;
+    the attributes set here are the request path's own shapes of the bundle's arrays
+    (contiguous, the dtypes ONNX Runtime and FAISS take) and lookups built once.
+    """
+
+    def __init__(self, bundle: Bundle, session: Any, index: Any, candidates: int = DEFAULT_CANDIDATES) -> None:
+        fields = bundle.manifest.fields
+        inputs = session.get_inputs()
+        if [i.name for i in inputs] != [INPUT_NAME] or inputs[0].shape[1] != fields.num_columns:
+            raise BundleError(f"{bundle.path}: ranker.onnx input does not match the manifest's field schema")
+        self.output_names: list[str] = [o.name for o in session.get_outputs()]
+        if "p_click" not in self.output_names:
+            raise BundleError(f"{bundle.path}: ranker.onnx has no p_click output")
+        if index.ntotal != len(bundle.vocab["item_id"]) - 1:
+            raise BundleError(f"{bundle.path}: items.faiss holds {index.ntotal} items, the vocabulary has "
+                              f"{len(bundle.vocab['item_id']) - 1}")
+        self.bundle, self.session, self.index, self.candidates = bundle, session, index, candidates
         self.user_fields = np.ascontiguousarray(bundle["user_fields.npy"], dtype=np.int64)
         self.item_fields = np.ascontiguousarray(bundle["item_fields.npy"], dtype=np.int64)
         self.user_vectors = np.ascontiguousarray(bundle["user_vectors.npy"], dtype=np.float32)
@@ -58,13 +73,32 @@ class Ranker:
         self.item_ids: list[str] = bundle.vocab["item_id"]
         self.item_ids_array = np.array(self.item_ids, dtype=object)
         self.n_items = len(self.item_ids) - 1
-        self.user_index = served.user_index
+        self.user_index = {u: i for i, u in enumerate(self.user_ids) if i}
         self._item_keys, self._item_order = _sorted_keys(self.item_ids)
         # user-side columns in order, for cold-start rows built from request fields
-        self.user_field_slots: list[tuple[str, int]] = [(f["name"], f["slots"]) for f in bundle.manifest["fields"]
-                                                        if f["side"] == "user"]
+        self.user_field_slots: list[tuple[str, int]] = [(f.name, f.slots) for f in fields.side_fields("user")]
         self._field_vocab = {name: {v: i for i, v in enumerate(bundle.vocab[name]) if i}
                              for name, _ in self.user_field_slots if name != "user_id" and name in bundle.vocab}
+
+    @property
+    def manifest(self) -> BundleManifest:
+        return self.bundle.manifest
+
+    @property
+    def name(self) -> str:
+        return self.bundle.name
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    @property
+    def path(self) -> Path:
+        return self.bundle.path
+
+    @property
+    def levels(self) -> int | None:
+        return self.bundle.levels
 
     # ---- lookups -------------------------------------------------------------------
     def item_indices(self, raw_ids: list[str] | list[bytes]) -> np.ndarray:
@@ -106,7 +140,7 @@ class Ranker:
         """Top-``n`` item indices for a known user from FAISS, seen items and padding removed."""
         query = self.user_vectors[user:user + 1]
         fetch = min(self.n_items, n + len(seen))
-        _, ids = self.served.index.search(query, fetch)
+        _, ids = self.index.search(query, fetch)
         items = ids[0] + 1  # FAISS id = item index - 1; its -1 padding becomes 0 (unknown)
         keep = items > 0
         if len(seen):
@@ -126,13 +160,17 @@ class Ranker:
         features[:, self.user_fields.shape[1]:] = self.item_fields[items]
         return features
 
+    def predict(self, fields: np.ndarray) -> dict[str, np.ndarray]:
+        """One ONNX Runtime call over a ``[N, C]`` int64 matrix: output name → array."""
+        return dict(zip(self.output_names, self.session.run(None, {INPUT_NAME: fields})))
+
     def score(self, user_row: np.ndarray, items: np.ndarray) -> dict[str, np.ndarray]:
         """One ONNX Runtime call over the candidates' feature matrix.
 
         Non-finite scores raise: a broken model must fail loudly (a 500), never rank on NaN
         or reach the client as the ``null`` a JSON encoder would write for it.
         """
-        out = self.served.score(self.features(user_row, items))
+        out = self.predict(self.features(user_row, items))
         if not np.isfinite(out["p_click"]).all():
             raise FloatingPointError(f"bundle {self.version} produced non-finite scores")
         return out
@@ -169,12 +207,18 @@ class Ranker:
             self.rank(self.user_fields[user], items, min(10, max(1, len(items))), {})
 
 
-def load_ranker(path: Path, candidates: int, threads: int = 1, device: str | None = None,
+def load_ranker(path: Path, candidates: int = DEFAULT_CANDIDATES, threads: int = 1, device: str | None = None,
                 warmup_calls: int = 5) -> Ranker:
     """Open, verify and warm up a bundle; raises BundleError for anything unusable."""
-    served = open_bundle(Path(path), threads, device)
-    if "p_click" not in served.output_names:
-        raise BundleError(f"{path}: ranker.onnx has no p_click output")
-    ranker = Ranker(served, candidates)
+    bundle = load_bundle(Path(path))
+    try:
+        session = ort_session(bundle.ranker_path, threads, device)
+    except Exception as exc:  # onnxruntime raises its own types for a corrupt model
+        raise BundleError(f"{path}: ranker.onnx cannot be loaded by ONNX Runtime: {exc}") from exc
+    try:
+        index = faiss_index(bundle.index_path, device)
+    except Exception as exc:
+        raise BundleError(f"{path}: items.faiss cannot be read by FAISS: {exc}") from exc
+    ranker = Ranker(bundle, session, index, candidates)
     ranker.warm_up(warmup_calls)
     return ranker

@@ -9,7 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ratingctr.bundle import FORMAT_VERSION, BundleError, load_bundle, sha256_file
+from ratingctr.bundle import (
+    FORMAT_VERSION,
+    BundleError,
+    BundleManifest,
+    FieldSchema,
+    FieldSpec,
+    load_bundle,
+    read_manifest,
+    sha256_file,
+)
 from ratingctr.training.config import DataConfig
 from ratingctr.training.data.encode import load_dataset
 
@@ -28,11 +37,13 @@ def test_bundle_contents_and_manifest(tiny_bundles: dict, tiny_atomic: Path) -> 
                             "ranker.onnx", "user_fields.npy", "user_vectors.npy", "vocab.json"])
     bundle = load_bundle(path)
     m = bundle.manifest
-    assert m["format_version"] == FORMAT_VERSION and m["model"]["arch"] == "DCNV2" and m["model"]["head"] == "rating"
-    assert m["outputs"] == ["p_click", "rating_probs", "expected_rating"]
-    assert m["parity"]["max_abs_diff_p_click"] <= m["parity"]["bound"] == 1e-5 and m["parity"]["rows"] > 100
-    assert set(m["files"]) == set(names) - {"manifest.json"}
-    assert all(sha256_file(path / n) == meta["sha256"] for n, meta in m["files"].items())
+    assert m.format_version == FORMAT_VERSION and m.model.arch == "DCNV2" and m.model.head == "rating"
+    assert m.outputs == ("p_click", "rating_probs", "expected_rating")
+    assert m.parity.max_abs_diff_p_click <= m.parity.bound == 1e-5 and m.parity.rows > 100
+    assert set(m.parity.max_abs_diff) == set(m.outputs)
+    assert set(m.files) == set(names) - {"manifest.json"}
+    assert all(sha256_file(path / n) == entry.sha256 and (path / n).stat().st_size == entry.bytes
+               for n, entry in m.files.items())
     data = load_dataset(DataConfig(dataset="atomic", data_dir=str(tiny_atomic), k_core=3))
     assert np.array_equal(bundle["item_fields.npy"], data.item_rows)
     assert np.array_equal(bundle["user_fields.npy"], data.user_rows)
@@ -44,7 +55,88 @@ def test_bundle_contents_and_manifest(tiny_bundles: dict, tiny_atomic: Path) -> 
     assert sorted(popular) == list(range(1, data.n_items + 1))
     clicks = np.bincount(data.item[(data.split == 0) & (data.rating >= 4)], minlength=data.n_items + 1)
     assert clicks[popular[0]] == clicks[1:].max()
-    assert load_bundle(tiny_bundles["binary"]).manifest["outputs"] == ["p_click"]
+    binary = load_bundle(tiny_bundles["binary"])
+    assert binary.manifest.outputs == ("p_click",) and binary.levels is None and bundle.levels == 5
+
+
+def test_manifest_on_disk_is_exactly_the_typed_manifest(tiny_bundles: dict, tiny_atomic: Path) -> None:
+    """The typed manifest writes the JSON it reads; num_columns/inputs follow the field schema."""
+    raw = json.loads((tiny_bundles["rating"] / "manifest.json").read_text())
+    manifest = read_manifest(tiny_bundles["rating"])
+    assert manifest.to_dict() == raw and BundleManifest.from_dict(raw) == manifest
+    assert list(raw) == ["format_version", "name", "model", "fields", "num_columns", "inputs", "outputs",
+                         "retriever", "parity", "metrics", "dataset", "source", "version", "created_at", "files"]
+    assert "user_columns" not in raw  # recomputed from the field schema by every reader
+    assert raw["num_columns"] == 9 and raw["inputs"] == [{"name": "fields", "dtype": "int64", "shape": ["batch", 9]}]
+    assert manifest.fields.side_columns("user") == 4 and manifest.fields.side_columns("item") == 5
+    assert manifest.retriever.ntotal == len(load_bundle(tiny_bundles["rating"]).vocab["item_id"]) - 1
+    data = load_dataset(DataConfig(dataset="atomic", data_dir=str(tiny_atomic), k_core=3))
+    assert manifest.fields == data.schema and manifest.fields.to_dict() == data.schema.to_dict()
+
+
+def test_training_and_the_bundle_share_one_field_schema() -> None:
+    from ratingctr.training.data import schema
+
+    assert schema.FieldSchema is FieldSchema and schema.FieldSpec is FieldSpec
+    rows = [{"name": "user_id", "vocab_size": 5, "side": "user"},
+            {"name": "genre", "vocab_size": 4, "side": "item", "slots": 3}]
+    parsed = FieldSchema.from_dict(rows)
+    assert parsed.num_columns == 4 and parsed.columns("genre") == slice(1, 4)
+    assert parsed.side_slice("genre") == slice(0, 3) and parsed.side_columns("user") == 1
+    assert parsed.to_dict() == [{**rows[0], "slots": 1}, rows[1]]
+
+
+def test_a_manifest_of_an_older_export_with_user_columns_still_loads(tiny_bundles: dict, tmp_path: Path) -> None:
+    path = _copy(tiny_bundles["binary"], tmp_path)
+    raw = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**raw, "user_columns": 4}))
+    assert load_bundle(path).manifest == read_manifest(tiny_bundles["binary"])
+
+
+def _without(raw: dict, *keys: str) -> None:
+    target = raw
+    for key in keys[:-1]:
+        target = target[key]
+    del target[keys[-1]]
+
+
+def _set(raw: dict, value, *keys) -> None:
+    target = raw
+    for key in keys[:-1]:
+        target = target[key]
+    target[keys[-1]] = value
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: _without(m, "model", "head"), "manifest.model lacks the 'head' entry"),
+    (lambda m: _set(m, "ternary", "model", "head"), "manifest.model.head must be one of binary, rating, got 'ternary'"),
+    (lambda m: _without(m, "fields"), "manifest lacks the 'fields' entry"),
+    (lambda m: _set(m, 0, "fields", 1, "slots"), "manifest.fields[1].slots must be an integer >= 1, got 0"),
+    (lambda m: _set(m, "big", "fields", 0, "vocab_size"), "manifest.fields[0].vocab_size must be an integer"),
+    (lambda m: m["fields"].reverse(), "user-side fields must precede item-side fields"),
+    (lambda m: _set(m, 12, "num_columns"), "manifest.num_columns is 12 but the fields span 9 columns"),
+    (lambda m: _set(m, ["rating_probs"], "outputs"), "manifest.outputs must include p_click"),
+    (lambda m: _set(m, "many", "files", "popular.npy", "bytes"),
+     "manifest.files['popular.npy'].bytes must be an integer"),
+    (lambda m: _without(m, "parity", "max_abs_diff_p_click"), "manifest.parity lacks the 'max_abs_diff_p_click' entry"),
+    (lambda m: _set(m, [1, 2], "retriever"), "manifest.retriever must be a JSON object, got list"),
+    (lambda m: _without(m, "version"), "manifest lacks the 'version' entry"),
+    (lambda m: _set(m, True, "model", "levels"), "manifest.model.levels must be an integer >= 2, got True"),
+])
+def test_a_malformed_manifest_is_a_bundle_error_naming_the_entry(tiny_bundles: dict, tmp_path: Path, edit,
+                                                                message: str) -> None:
+    raw = json.loads((tiny_bundles["rating"] / "manifest.json").read_text())
+    edit(raw)
+    (tmp_path / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match=re.escape(message)) as info:
+        read_manifest(tmp_path)
+    assert str(info.value).startswith(f"{tmp_path / 'manifest.json'}: ")
+
+
+def test_a_manifest_that_is_not_an_object_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text("[1, 2, 3]")
+    with pytest.raises(BundleError, match="manifest must be a JSON object, got list"):
+        read_manifest(tmp_path)
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -101,7 +193,7 @@ def test_export_refuses_to_write_when_parity_fails(tiny_bundles: dict, tiny_retr
     from ratingctr.errors import UserError
     from ratingctr.export import build
 
-    ranker = Path(load_bundle(tiny_bundles["rating"]).manifest["source"]["ranker"])
+    ranker = Path(load_bundle(tiny_bundles["rating"]).manifest.source.ranker)
     real = build.parity
 
     def drifting(model, onnx_path, rows, providers=None):  # the ONNX graph disagrees with torch
@@ -123,6 +215,6 @@ def test_export_refuses_a_retriever_of_other_users(tiny_bundles: dict, tiny_atom
     other = tmp_path / "ret-k20"  # 20-core keeps fewer items, so its vocabulary differs
     train_retriever(DataConfig(dataset="atomic", data_dir=str(tiny_atomic), k_core=20),
                     RetrieverConfig(embedding_dim=4, layers=1, epochs=1, progress=False), other)
-    ranker = Path(load_bundle(tiny_bundles["rating"]).manifest["source"]["ranker"])
+    ranker = Path(load_bundle(tiny_bundles["rating"]).manifest.source.ranker)
     with pytest.raises(UserError, match="trained on other users/items than the ranker"):
         export_bundle(ranker, other, tmp_path / "b")

@@ -16,19 +16,19 @@ pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="TorchServe
 
 @pytest.fixture(scope="module")
 def torchserve(tiny_bundles: dict):
-    with local_torchserve(tiny_bundles["rating"], load_bundle(tiny_bundles["rating"]).manifest["num_columns"]) as url:
+    with local_torchserve(tiny_bundles["rating"], load_bundle(tiny_bundles["rating"]).manifest.num_columns) as url:
         yield url
 
 
 def test_torchserve_scores_equal_in_process_onnx_runtime(torchserve: str, tiny_bundles: dict) -> None:
-    from ratingctr.serving.loader import open_bundle
+    from ratingctr.serving.ranker import load_ranker
 
-    served = open_bundle(tiny_bundles["rating"])
+    served = load_ranker(tiny_bundles["rating"], warmup_calls=0)
     bundle = served.bundle
     items = bundle["item_fields.npy"][1:41]
     x = np.concatenate([np.repeat(bundle["user_fields.npy"][3:4], len(items), axis=0), items], axis=1)
     remote = _post(f"{torchserve}/predictions/ranker", {"fields": x.tolist()})
-    local = served.score(x)
+    local = served.predict(x)
     assert set(remote) == {"p_click", "rating_probs", "expected_rating"}
     for name in remote:
         assert np.max(np.abs(np.asarray(remote[name], dtype=np.float32) - local[name])) <= 1e-6, name

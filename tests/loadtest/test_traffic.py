@@ -123,7 +123,7 @@ def test_torchserve_rows_are_the_users_unseen_retrieved_candidates(traffic: Traf
     assert min(scores[items]) >= max(scores[[i for i in unseen if i not in set(items.tolist())]], default=-np.inf)
     rows = traffic.candidate_rows(4)
     user_cols = bundle["user_fields.npy"].shape[1]
-    assert rows.dtype == np.int64 and rows.shape == (items.size, bundle.manifest["num_columns"])
+    assert rows.dtype == np.int64 and rows.shape == (items.size, bundle.manifest.num_columns)
     assert (rows[:, :user_cols] == bundle["user_fields.npy"][4]).all()
     assert (rows[:, user_cols:] == bundle["item_fields.npy"][items]).all()
     body, count = traffic.prediction_body(4)

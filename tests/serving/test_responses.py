@@ -26,14 +26,14 @@ def test_non_finite_scores_raise_instead_of_becoming_null(tiny_bundles: dict) ->
     items = np.arange(1, 6)
     row = ranker.user_fields[1]
     assert np.isfinite(ranker.score(row, items)["p_click"]).all()
-    real_score = ranker.served.score
+    real_predict = ranker.predict
 
     def with_a_nan(features: np.ndarray) -> dict:
-        out = dict(real_score(features))
+        out = dict(real_predict(features))
         out["p_click"] = out["p_click"].copy()
         out["p_click"][2] = np.nan
         return out
 
-    ranker.served.score = with_a_nan
+    ranker.predict = with_a_nan
     with pytest.raises(FloatingPointError, match="non-finite"):
         ranker.rank(row, items, 3, {})

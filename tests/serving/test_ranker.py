@@ -1,4 +1,4 @@
-"""The serving side loads bundles without torch and scores exactly like the checkpoint."""
+"""The serving object: loads bundles without torch, scores exactly like the checkpoint, refuses mismatches."""
 import json
 import subprocess
 import sys
@@ -9,11 +9,11 @@ import numpy as np
 PROBE = """
 import json, sys
 import numpy as np
-from ratingctr.serving.loader import open_bundle
-b = open_bundle(sys.argv[1])
+from ratingctr.serving.ranker import load_ranker
+b = load_ranker(sys.argv[1])
 x = b.bundle["item_fields.npy"][1:6]
 u = np.repeat(b.bundle["user_fields.npy"][1:2], 5, axis=0)
-out = b.score(np.concatenate([u, x], axis=1))
+out = b.predict(np.concatenate([u, x], axis=1))
 print(json.dumps({"torch": "torch" in sys.modules, "p": out["p_click"].tolist(),
                   "outputs": b.output_names, "ntotal": b.index.ntotal}))
 """
@@ -33,7 +33,7 @@ def test_loader_is_torch_free_and_matches_torch(tiny_bundles: dict) -> None:
     from ratingctr.training.run import load_checkpoint, restore_model
 
     manifest = load_bundle(path).manifest
-    payload, config = load_checkpoint(Path(manifest["source"]["ranker"]))
+    payload, config = load_checkpoint(Path(manifest.source.ranker))
     model = restore_model(payload, config).eval()
     bundle = load_bundle(path)
     x = np.concatenate([np.repeat(bundle["user_fields.npy"][1:2], 5, axis=0), bundle["item_fields.npy"][1:6]], axis=1)
