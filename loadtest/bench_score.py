@@ -8,7 +8,6 @@ scored through a local TorchServe's HTTP inference API for the same candidates.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ratingctr.errors import UserError
+from ratingctr.loadtest.config import ScoreBenchConfig
 from ratingctr.tables import md_table
 
 
@@ -38,35 +38,35 @@ def _time_calls(fn, inputs: list[np.ndarray]) -> list[float]:
     return out
 
 
-def run_bench_score(args: argparse.Namespace) -> int:
+def run_bench_score(config: ScoreBenchConfig) -> int:
     from ratingctr.serving.ranker import load_ranker
 
-    binary = load_ranker(Path(args.binary), threads=args.threads, device="cpu", warmup_calls=0)
-    rating = load_ranker(Path(args.rating), threads=args.threads, device="cpu", warmup_calls=0)
+    binary = load_ranker(Path(config.binary), threads=config.threads, device="cpu", warmup_calls=0)
+    rating = load_ranker(Path(config.rating), threads=config.threads, device="cpu", warmup_calls=0)
     if binary.manifest.model.arch != rating.manifest.model.arch:
         raise UserError("compare bundles of the same architecture: "
                         f"{binary.manifest.model.arch} vs {rating.manifest.model.arch}")
     if binary.manifest.fields != rating.manifest.fields:
         raise UserError("the two bundles have different field schemas")
-    sizes = [int(s) for s in args.candidates.split(",")]
+    sizes = list(config.candidates)
     rng = np.random.default_rng(0)
-    inputs = {n: [_candidates(binary.bundle, n, rng) for _ in range(args.calls)] for n in sizes}
+    inputs = {n: [_candidates(binary.bundle, n, rng) for _ in range(config.calls)] for n in sizes}
     times: dict[tuple[str, int], list[float]] = {}
     for n in sizes:  # warm-up: allocator and ORT's first-run graph work
         for served in (binary, rating):
             _time_calls(served.predict, inputs[n][:20])
-    for _ in range(args.rounds):
+    for _ in range(config.rounds):
         for n in sizes:
             for label, served in (("binary", binary), ("rating", rating)):
                 times.setdefault((label, n), []).extend(_time_calls(served.predict, inputs[n]))
-    if args.torchserve:
+    if config.torchserve:
         from ratingctr.export.torchserve_process import local_torchserve, post_json
 
-        with local_torchserve(Path(args.rating), rating.manifest.num_columns) as url:
+        with local_torchserve(Path(config.rating), rating.manifest.num_columns) as url:
             for n in sizes:
                 post = lambda x: post_json(f"{url}/predictions/ranker", {"fields": x.tolist()})  # noqa: E731
                 _time_calls(post, inputs[n][:20])
-                calls = inputs[n][: max(50, args.calls // 4)]
+                calls = inputs[n][: max(50, config.calls // 4)]
                 times[("torchserve", n)] = _time_calls(post, calls)
     rows = []
     for n in sizes:
@@ -82,21 +82,21 @@ def run_bench_score(args: argparse.Namespace) -> int:
             row["torchserve_over_ort_p50"] = row["torchserve_ms_p50"] / row["rating_ms_p50"]
         rows.append(row)
     header = ["candidates", "binary p50 ms", "rating p50 ms", "rating/binary", "binary p99 ms", "rating p99 ms"]
-    if args.torchserve:
+    if config.torchserve:
         header += ["TorchServe p50 ms", "TorchServe/ORT"]
-    print(f"{binary.manifest.model.arch}: {args.rounds} interleaved rounds x {args.calls} calls, "
-          f"ORT intra-op threads {args.threads}")
+    print(f"{binary.manifest.model.arch}: {config.rounds} interleaved rounds x {config.calls} calls, "
+          f"ORT intra-op threads {config.threads}")
     cells = []
     for r in rows:
         line = [r["candidates"], f"{r['binary_ms_p50']:.3f}", f"{r['rating_ms_p50']:.3f}",
                 f"{r['rating_over_binary_p50']:.3f}", f"{r['binary_ms_p99']:.3f}", f"{r['rating_ms_p99']:.3f}"]
-        if args.torchserve:
+        if config.torchserve:
             line += [f"{r['torchserve_ms_p50']:.3f}", f"{r['torchserve_over_ort_p50']:.1f}x"]
         cells.append(line)
     print(md_table(header, cells))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"binary": str(args.binary), "rating": str(args.rating),
-                                              "threads": args.threads, "rounds": args.rounds, "calls": args.calls,
+    if config.out:
+        Path(config.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(config.out).write_text(json.dumps({"binary": str(config.binary), "rating": str(config.rating),
+                                              "threads": config.threads, "rounds": config.rounds, "calls": config.calls,
                                               "rows": rows}, indent=2) + "\n")
     return 0

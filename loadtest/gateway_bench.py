@@ -11,7 +11,6 @@ against "their model call alone".  A last phase measures p99 while the bundle is
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import threading
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ratingctr.errors import UserError
+from ratingctr.loadtest.config import GatewayBenchConfig
 from ratingctr.loadtest.http_load import encode_post, run_load
 from ratingctr.tables import md_table
 
@@ -64,77 +64,78 @@ def _reload(url: str, name: str, path: Path) -> None:
             raise UserError(f"reload failed with HTTP {response.status}")
 
 
-def run_bench_gateway(args: argparse.Namespace) -> int:
+def run_bench_gateway(config: GatewayBenchConfig) -> int:
     from ratingctr.bundle import BundleError, load_bundle
     from ratingctr.serving.process import running_gateway
 
-    bundle_path = Path(args.bundle)
-    reload_path = Path(args.reload_bundle) if args.reload_bundle else bundle_path
+    bundle_path = Path(config.bundle)
+    reload_path = Path(config.reload_bundle) if config.reload_bundle else bundle_path
     try:
         bundle = load_bundle(bundle_path)
         load_bundle(reload_path)
     except BundleError as exc:
         raise UserError(str(exc)) from exc
-    clients = [int(c) for c in args.clients.split(",")]
+    clients = list(config.clients)
     rng = np.random.default_rng(0)
-    users = rng.integers(1, len(bundle.vocab["user_id"]), size=args.distinct_users)
+    users = rng.integers(1, len(bundle.vocab["user_id"]), size=config.distinct_users)
     user_ids = [bundle.vocab["user_id"][u] for u in users.tolist()]
-    gateway_requests = [encode_post("127.0.0.1", "/v1/recommend", b) for b in _recommend_bodies(user_ids, args.k)]
-    results: dict = {"config": {"bundle": str(bundle_path), "version": bundle.version, "k": args.k,
-                                "candidates": args.candidates, "clients": clients, "seconds": args.seconds,
-                                "rounds": args.rounds, "workers": args.workers, "reloads": args.reloads},
+    gateway_requests = [encode_post("127.0.0.1", "/v1/recommend", b) for b in _recommend_bodies(user_ids, config.k)]
+    results: dict = {"config": {"bundle": str(bundle_path), "version": bundle.version, "k": config.k,
+                                "candidates": config.candidates, "clients": clients, "seconds": config.seconds,
+                                "rounds": config.rounds, "workers": config.workers, "reloads": config.reloads},
                      "gateway": {}, "torchserve": {}}
-    env = {"RATINGCTR_CANDIDATES": str(args.candidates), "RATINGCTR_ADMIN_TOKEN": ADMIN_TOKEN}
+    env = {"RATINGCTR_CANDIDATES": str(config.candidates), "RATINGCTR_ADMIN_TOKEN": ADMIN_TOKEN}
     with ExitStack() as stack:
-        gw = stack.enter_context(running_gateway({"main": bundle_path}, workers=args.workers, env=env))
+        gw = stack.enter_context(running_gateway({"main": bundle_path}, workers=config.workers, env=env))
         host, port = "127.0.0.1", int(gw.url.rsplit(":", 1)[1])
         targets = {"gateway": (port, gateway_requests)}
-        if args.torchserve:
+        if config.torchserve:
             from ratingctr.export.torchserve_process import local_torchserve
 
             ts_requests = [encode_post("127.0.0.1", "/predictions/ranker", b)
-                           for b in _torchserve_bodies(bundle_path, users, args.candidates)]
+                           for b in _torchserve_bodies(bundle_path, users, config.candidates)]
             ts_url = stack.enter_context(local_torchserve(bundle_path, bundle.manifest.num_columns))
             targets["torchserve"] = (int(ts_url.rsplit(":", 1)[1]), ts_requests)
         for name, (target_port, requests) in targets.items():  # warm-up both
-            run_load(host, target_port, requests, max(clients), args.warmup)
+            run_load(host, target_port, requests, max(clients), config.warmup)
         per_round: dict = {name: {c: [] for c in clients} for name in targets}
-        for r in range(args.rounds):
+        for r in range(config.rounds):
             for c in clients:
                 for name, (target_port, requests) in targets.items():
-                    summary = run_load(host, target_port, requests, c, args.seconds).summary()
+                    summary = run_load(host, target_port, requests, c, config.seconds).summary()
                     per_round[name][c].append(summary)
-                    print(f"round {r + 1}/{args.rounds} clients={c:>3} {name:<10} p50 {summary['p50_ms']:.3f} ms "
+                    print(f"round {r + 1}/{config.rounds} clients={c:>3} {name:<10} p50 {summary['p50_ms']:.3f} ms "
                           f"p99 {summary['p99_ms']:.3f} ms {summary['req_per_s']:.0f} req/s", flush=True)
         for name in targets:
             results[name] = {str(c): {**_median_summary(per_round[name][c]), "rounds": per_round[name][c]}
                              for c in clients}
-        if args.reloads:
-            results["reload"] = _reload_phase(host, port, gw.url, gateway_requests, args, bundle_path, reload_path)
+        if config.reloads:
+            results["reload"] = _reload_phase(host, port, gw.url, gateway_requests, config, bundle_path, reload_path)
     _verdicts(results, clients)
-    _write(results, args.out)
+    _write(results, config.out)
     return 0
 
 
-def _reload_phase(host: str, port: int, url: str, requests: list[bytes], args: argparse.Namespace,
+def _reload_phase(host: str, port: int, url: str, requests: list[bytes], config: GatewayBenchConfig,
                   bundle_path: Path, reload_path: Path) -> dict:
     """Steady phase, then the same load while ``reloads`` reloads alternate two bundles."""
-    clients = args.reload_clients
-    duration = args.reloads * args.reload_interval + 1.0
+    clients = config.reload_clients
+    duration = config.reloads * config.reload_interval + 1.0
     steady = run_load(host, port, requests, clients, duration).summary()
     box: dict = {}
     thread = threading.Thread(target=lambda: box.update(r=run_load(host, port, requests, clients, duration)))
     thread.start()
     time.sleep(0.5)
     seconds = []
-    for i in range(args.reloads):
+    for i in range(config.reloads):
         start = time.perf_counter()
         _reload(url, "main", reload_path if i % 2 == 0 else bundle_path)
         seconds.append(time.perf_counter() - start)
-        time.sleep(max(0.0, args.reload_interval - seconds[-1]))
+        time.sleep(max(0.0, config.reload_interval - seconds[-1]))
     thread.join()
     during = box["r"].summary()
-    print(f"reloads: steady p99 {steady['p99_ms']:.3f} ms, during {args.reloads} reloads p99 {during['p99_ms']:.3f} ms, "
+    print(f"reloads: steady p99 {steady['p99_ms']:.3f} ms, "
+          f"during {config.reloads} reloads p99 {during['p99_ms']:.3f} ms, "
           f"failed {during['failed']}", flush=True)
     return {"clients": clients, "steady": steady, "during": during, "reload_seconds_median": statistics.median(seconds),
             "p99_ratio": during["p99_ms"] / steady["p99_ms"]}
@@ -183,7 +184,7 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write(results: dict, out: str | None) -> None:
+def _write(results: dict, out: Path | None) -> None:
     text = render_markdown(results)
     print(text)
     if out:
@@ -191,23 +192,3 @@ def _write(results: dict, out: str | None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
         path.with_suffix(".md").write_text(text)
-
-
-def register_bench(bench_verbs: argparse._SubParsersAction) -> None:
-    bench = bench_verbs.add_parser("gateway", help="/v1/recommend p50/p95/p99 and req/s vs bare TorchServe")
-    bench.add_argument("--bundle", default="bundles/dcnv2-rating", help="bundle to serve (needs ranker.mar for TorchServe)")
-    bench.add_argument("--reload-bundle", default=None, help="second bundle the reload phase alternates with")
-    bench.add_argument("--clients", default="1,8,32", help="concurrent closed-loop clients")
-    bench.add_argument("--seconds", type=float, default=10.0, help="measured seconds per target, concurrency and round")
-    bench.add_argument("--warmup", type=float, default=3.0)
-    bench.add_argument("--rounds", type=int, default=3)
-    bench.add_argument("--k", type=int, default=10)
-    bench.add_argument("--candidates", type=int, default=200)
-    bench.add_argument("--workers", type=int, default=1, help="gateway worker processes")
-    bench.add_argument("--distinct-users", type=int, default=500)
-    bench.add_argument("--reloads", type=int, default=20, help="reloads under load in the last phase (0: skip)")
-    bench.add_argument("--reload-clients", type=int, default=8)
-    bench.add_argument("--reload-interval", type=float, default=0.25, help="seconds between reload starts")
-    bench.add_argument("--no-torchserve", dest="torchserve", action="store_false")
-    bench.add_argument("--out", default=None, help="write OUT.json and OUT.md")
-    bench.set_defaults(handler=lambda args, extra: run_bench_gateway(args))

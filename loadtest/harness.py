@@ -32,13 +32,13 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from ratingctr.errors import UserError
+from ratingctr.loadtest.config import LoadTestConfig, Variant
 from ratingctr.processes import free_port
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -47,46 +47,6 @@ CSV_PERCENTILES = {"p50": "50%", "p95": "95%", "p99": "99%"}
 PRIMARY = {"gateway": "/v1/recommend", "torchserve": "/predictions"}
 # Server-side ratios from the gateway's Prometheus histograms (sum/count: exact means).
 SERVER_RATIOS = ("server_mean", "server_onnx")
-
-
-@dataclass(frozen=True)
-class Variant:
-    label: str  # "A" or "B"
-    name: str   # model name served by the gateway
-    path: Path  # bundle directory
-
-
-@dataclass
-class HarnessConfig:
-    a: Variant
-    b: Variant
-    out: Path
-    users: int = 32
-    spawn_rate: float = 32.0
-    duration: float = 60.0
-    rounds: int = 3
-    warmup: float = 10.0
-    target: str = "gateway"
-    host: str | None = None
-    redis_url: str | None = None
-    gateway_workers: int = 1
-    locust_processes: int = 1
-    k_values: str = "5,10,20,50"
-    unknown_share: float = 0.05
-    events_share: float = 0.05
-    candidates: int = 200
-    think_ms: float = 0.0
-    command: list[str] = field(default_factory=list)
-
-
-def parse_variant(label: str, spec: str) -> Variant:
-    """``NAME=PATH`` (or ``PATH``: the name is the folder name, as ``ratingctr serve`` does)."""
-    name, sep, path = spec.partition("=")
-    if not sep:
-        name, path = Path(spec).name, spec
-    if not name or not path:
-        raise UserError(f"--{label.lower()} must be NAME=PATH, got {spec!r}")
-    return Variant(label, name, Path(path))
 
 
 def exact_percentile(values: np.ndarray, q: float) -> float:
@@ -195,7 +155,7 @@ def server_delta(before: dict | None, after: dict | None, model: str) -> dict | 
                           / max(1.0, delta("ratingctr_stage_seconds_count", stage)) for stage in stages}}
 
 
-def run_locust(config: HarnessConfig, variant: Variant, host: str, model: str, seconds: float,
+def run_locust(config: LoadTestConfig, variant: Variant, host: str, model: str, seconds: float,
                run_dir: Path) -> dict:
     """One headless Locust process for ``seconds``; returns the run's figures."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -204,10 +164,7 @@ def run_locust(config: HarnessConfig, variant: Variant, host: str, model: str, s
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
            "-u", str(config.users), "-r", str(config.spawn_rate), "-t", f"{max(1, round(seconds))}s",
            "--host", host, "--csv", str(prefix), "--exit-code-on-error", "0", "--loglevel", "WARNING",
-           "--bundle", str(variant.path), "--model", model, "--target", config.target,
-           "--unknown-share", str(config.unknown_share), "--events-share", str(config.events_share),
-           "--k-values", config.k_values, "--candidates", str(config.candidates),
-           "--think-ms", str(config.think_ms), "--samples-dir", str(run_dir / "samples")]
+           *config.traffic(variant, model).locust_args(), "--samples-dir", str(run_dir / "samples")]
     if config.locust_processes > 1:  # forked workers; keep the master's socket on loopback
         port = str(free_port())
         cmd += ["--processes", str(config.locust_processes), "--master-bind-host", "127.0.0.1",
@@ -284,7 +241,7 @@ def _ratio(rounds: list[dict], key: str) -> dict | None:
 
 
 @contextmanager
-def _targets(config: HarnessConfig) -> Iterator[dict[str, tuple[str, str]]]:
+def _targets(config: LoadTestConfig) -> Iterator[dict[str, tuple[str, str]]]:
     """{label: (host URL, model name to request)} for the run, with whatever must be started."""
     variants = (config.a, config.b)
     if config.host:
@@ -318,7 +275,7 @@ def _describe(variant: Variant) -> dict:
             "levels": model.rating_levels}
 
 
-def validate(config: HarnessConfig) -> None:
+def validate(config: LoadTestConfig) -> None:
     if config.a.name == config.b.name:
         raise UserError(f"--a and --b need different model names (both are {config.a.name!r})")
     for v in (config.a, config.b):
@@ -334,16 +291,9 @@ def validate(config: HarnessConfig) -> None:
         raise UserError(f"--host must be an http(s) URL, got {config.host!r}")
     if config.target not in PRIMARY:
         raise UserError(f"--target must be one of {', '.join(PRIMARY)}")
-    from ratingctr.loadtest.traffic import TrafficConfig
-
-    try:
-        k_values = tuple(int(k) for k in config.k_values.split(","))
-        TrafficConfig(config.a.path, "", config.unknown_share, config.events_share, k_values, config.candidates)
-    except ValueError as exc:
-        raise UserError(f"bad traffic settings (--k-values, --unknown-share, --events-share, --candidates): {exc}")
 
 
-def run_loadtest(config: HarnessConfig) -> dict:
+def run_loadtest(config: LoadTestConfig) -> dict:
     """Warm up, run the interleaved rounds, write report.md/json and latency.png; return the report."""
     from ratingctr.loadtest.report import write_report
 
@@ -373,9 +323,8 @@ def run_loadtest(config: HarnessConfig) -> dict:
     report = {
         "target": config.target,
         "variants": {"A": _describe(config.a), "B": _describe(config.b)},
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()
-                     if k not in ("a", "b", "out", "command")},
-        "command": config.command,
+        "settings": config.settings(),
+        "command": list(config.command),
         "environment": {"python": platform.python_version(), "platform": platform.platform(),
                         "cpus": os.cpu_count(), "locust": importlib.metadata.version("locust"),
                         "started_at": started, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},

@@ -9,8 +9,9 @@ their training activity plus ~5% unknown users, ``k`` varied, a share of ``/v1/e
 writes, and every response checked (status, ``k`` items, no seen item, well-formed
 probabilities); a wrong answer is a Locust failure with the reason as its message.
 
-Every option has an environment variable (``RATINGCTR_LOADTEST_BUNDLE``, ``..._MODEL``,
-``..._TARGET``, ...), which is how the compose ``locust`` profile configures workers.  In
+The options are the fields of ``TrafficConfig`` (``loadtest/config.py``), each with an
+environment variable (``RATINGCTR_LOADTEST_BUNDLE``, ``..._MODEL``, ``..._TARGET``, ...),
+which is how the compose ``locust`` profile configures workers.  In
 distributed mode the master hands its options to the workers; each worker reads the
 bundle itself, so the bundle must be readable where the workers run.
 
@@ -29,12 +30,13 @@ import numpy as np
 import orjson
 from locust import FastHttpUser, events, task
 
-from ratingctr.loadtest.traffic import EventLedger, Traffic, TrafficConfig
+from ratingctr.loadtest.config import TrafficConfig, add_locust_options
+from ratingctr.loadtest.traffic import EventLedger, Traffic
 
 RECOMMEND, EVENTS, PREDICT = "/v1/recommend", "/v1/events", "/predictions"
 JSON_HEADERS = {"Content-Type": "application/json"}
 
-_traffic: dict[tuple, Traffic] = {}
+_traffic: dict[TrafficConfig, Traffic] = {}
 _ledger = EventLedger()
 _last_recommended: dict[str, list[str]] = {}
 _samples: dict[str, list[float]] = {}
@@ -43,37 +45,15 @@ _failed: dict[str, int] = {}
 
 @events.init_command_line_parser.add_listener
 def _add_options(parser) -> None:
-    group = parser.add_argument_group("ratingctr traffic")
-    group.add_argument("--bundle", env_var="RATINGCTR_LOADTEST_BUNDLE", default="",
-                       help="bundle directory the traffic is drawn from (users, activity, seen sets)")
-    group.add_argument("--model", env_var="RATINGCTR_LOADTEST_MODEL", default="",
-                       help="gateway model name to request (TorchServe: the model name in /predictions/NAME)")
-    group.add_argument("--target", env_var="RATINGCTR_LOADTEST_TARGET", default="gateway",
-                       choices=["gateway", "torchserve"], help="what --host is")
-    group.add_argument("--unknown-share", env_var="RATINGCTR_LOADTEST_UNKNOWN_SHARE", type=float, default=0.05,
-                       help="share of requests for users the gateway has never seen")
-    group.add_argument("--events-share", env_var="RATINGCTR_LOADTEST_EVENTS_SHARE", type=float, default=0.05,
-                       help="share of requests that are /v1/events writes (gateway target)")
-    group.add_argument("--k-values", env_var="RATINGCTR_LOADTEST_K_VALUES", default="5,10,20,50",
-                       help="comma-separated k sizes, drawn uniformly")
-    group.add_argument("--candidates", env_var="RATINGCTR_LOADTEST_CANDIDATES", type=int, default=200,
-                       help="candidate rows per TorchServe request")
-    group.add_argument("--think-ms", env_var="RATINGCTR_LOADTEST_THINK_MS", type=float, default=0.0,
-                       help="mean think time between a user's requests (exponential); 0 = closed loop")
-    group.add_argument("--samples-dir", env_var="RATINGCTR_LOADTEST_SAMPLES_DIR", default="",
-                       help="write this process's exact response times here")
+    add_locust_options(parser.add_argument_group("ratingctr traffic"))
 
 
 def _traffic_for(options) -> Traffic:
     """One Traffic per process and configuration (workers get the master's options at spawn)."""
-    if not options.bundle:
-        raise RuntimeError("--bundle (or RATINGCTR_LOADTEST_BUNDLE) is required: the traffic is drawn from a bundle")
-    k_values = tuple(int(k) for k in str(options.k_values).split(",") if k.strip())
-    key = (options.bundle, options.model, options.unknown_share, options.events_share, k_values, options.candidates)
-    if key not in _traffic:
-        _traffic[key] = Traffic(TrafficConfig(Path(options.bundle), options.model, options.unknown_share,
-                                              options.events_share, k_values, options.candidates))
-    return _traffic[key]
+    config = TrafficConfig.from_options(options)
+    if config not in _traffic:
+        _traffic[config] = Traffic(config)
+    return _traffic[config]
 
 
 @events.request.add_listener
@@ -111,19 +91,19 @@ class RatingCtrUser(FastHttpUser):
     """One simulated client: recommendations, with a share of rating events (or TorchServe scoring calls)."""
 
     def wait_time(self) -> float:
-        think = self.environment.parsed_options.think_ms if self.environment.parsed_options else 0.0
+        think = self.config.think_ms
         return float(self.rng.exponential(think / 1000.0)) if think > 0 else 0.0
 
     def on_start(self) -> None:
         self.rng = np.random.default_rng()
-        self.options = self.environment.parsed_options
-        self.traffic = _traffic_for(self.options)
+        self.traffic = _traffic_for(self.environment.parsed_options)
+        self.config = self.traffic.config
 
     @task
     def step(self) -> None:
-        if self.options.target == "torchserve":
+        if self.config.target == "torchserve":
             self.predict()
-        elif self.rng.random() < self.options.events_share:
+        elif self.rng.random() < self.config.events_share:
             self.post_event()
         else:
             self.recommend()
@@ -132,13 +112,13 @@ class RatingCtrUser(FastHttpUser):
         user_id, index = self.traffic.sample_user(self.rng)
         k = self.traffic.sample_k(self.rng)
         payload = {"user_id": user_id, "k": k, "exclude_seen": True}
-        if self.options.model:
-            payload["model"] = self.options.model
+        if self.config.model:
+            payload["model"] = self.config.model
         sent = time.monotonic()
         with self.client.post(RECOMMEND, json=payload, name=RECOMMEND, catch_response=True) as response:
             body = _json(response)
             problem = self.traffic.check_recommend(response.status_code, body, user_id, index, k,
-                                                   _ledger.seen_before(user_id, sent), self.options.model)
+                                                   _ledger.seen_before(user_id, sent), self.config.model)
             if problem:
                 response.failure(problem)
             else:
@@ -161,7 +141,7 @@ class RatingCtrUser(FastHttpUser):
     def predict(self) -> None:
         _, index = self.traffic.sample_user(self.rng)
         body, rows = self.traffic.prediction_body(index)
-        path = f"{PREDICT}/{self.options.model or 'ranker'}"
+        path = f"{PREDICT}/{self.config.model or 'ranker'}"
         with self.client.post(path, data=body, headers=JSON_HEADERS, name=PREDICT, catch_response=True) as response:
             problem = self.traffic.check_prediction(response.status_code, _json(response), rows)
             if problem:

@@ -19,7 +19,6 @@ distinct, known and ordered by ``p_click``, and the probabilities are well forme
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,28 +26,11 @@ import numpy as np
 import orjson
 
 from ratingctr.bundle import load_bundle
+from ratingctr.loadtest.config import TrafficConfig
+
+__all__ = ["EventLedger", "Traffic", "TrafficConfig", "UNKNOWN_PREFIX"]
 
 UNKNOWN_PREFIX = "loadtest-unknown-"
-
-
-@dataclass(frozen=True)
-class TrafficConfig:
-    """Knobs of the traffic shape (all have command-line flags in the locustfile)."""
-
-    bundle: Path
-    model: str = ""
-    unknown_share: float = 0.05
-    events_share: float = 0.05
-    k_values: tuple[int, ...] = (5, 10, 20, 50)
-    candidates: int = 200  # rows per TorchServe request (the gateway scores 200 by default)
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.unknown_share < 1.0 or not 0.0 <= self.events_share < 1.0:
-            raise ValueError("unknown_share and events_share must lie in [0, 1)")
-        if not self.k_values or min(self.k_values) < 1 or max(self.k_values) > 1000:
-            raise ValueError(f"k values must lie in 1..1000, got {self.k_values}")
-        if self.candidates < 1:
-            raise ValueError("candidates must be at least 1")
 
 
 class EventLedger:

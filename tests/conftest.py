@@ -1,4 +1,5 @@
-"""Shared fixtures: a small synthetic atomic dataset with learnable structure, and ML-100k."""
+"""Shared fixtures: a small synthetic atomic dataset with learnable structure (raw and loaded),
+ML-100k, real tiny bundles, and the test tiers.  Plain helper functions are in helpers.py."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,6 +48,15 @@ def isolated_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_atomic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic_atomic(tmp_path_factory.mktemp("atomic") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_atomic: Path):
+    """The tiny dataset loaded as training sees it (k-core 3); one per module, as tests may train on it."""
+    from ratingctr.training.config import DataConfig
+    from ratingctr.training.data.encode import load_dataset
+
+    return load_dataset(DataConfig(dataset="atomic", data_dir=str(tiny_atomic), k_core=3))
 
 
 @pytest.fixture(scope="session")

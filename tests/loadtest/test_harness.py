@@ -3,20 +3,17 @@ Locust runs of a few seconds, and the report files checked against each other.""
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_cli
 
 from ratingctr.loadtest.harness import PERCENTILES, exact_percentile, locust_rounded
 
-CLI = [sys.executable, "-c", "import sys; from ratingctr.cli import main; sys.exit(main())"]
-
 
 def _loadtest(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*CLI, "loadtest", *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    proc = run_cli("loadtest", *args, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
 
@@ -139,7 +136,6 @@ def test_bad_arguments_are_one_error_line(tiny_bundles: dict, tmp_path: Path) ->
                           (["--a", f"x={tmp_path}", "--b", f"y={tiny_bundles['rating']}"], "not a bundle"),
                           (["--a", f"x={tiny_bundles['binary']}", "--b", f"y={tiny_bundles['rating']}",
                             "--k-values", "0,5"], "k values")):
-        proc = subprocess.run([*CLI, "loadtest", *args, "--out", str(tmp_path / "r")], capture_output=True,
-                              text=True, timeout=60)
+        proc = run_cli("loadtest", *args, "--out", str(tmp_path / "r"), timeout=60)
         assert proc.returncode == 2 and proc.stderr.startswith("error:") and message in proc.stderr, proc.stderr
     assert not (tmp_path / "r").exists()

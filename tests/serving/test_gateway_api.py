@@ -6,15 +6,9 @@ import json
 import httpx
 import numpy as np
 import pytest
+from helpers import bundle_history
 
 from ratingctr.bundle import load_bundle
-
-
-def _history(bundle_path, user_id: str) -> set[str]:
-    bundle = load_bundle(bundle_path)
-    u = bundle.vocab["user_id"].index(user_id)
-    indptr, items = bundle["history_indptr.npy"], bundle["history_items.npy"]
-    return {bundle.vocab["item_id"][i] for i in items[indptr[u]:indptr[u + 1]]}
 
 
 def test_recommend_returns_k_items_ranked_by_p_click(client: httpx.Client, tiny_bundles) -> None:
@@ -40,7 +34,7 @@ def test_binary_model_is_picked_by_name_and_has_no_rating_distribution(client: h
 
 
 def test_seen_items_are_never_returned_even_when_k_exceeds_the_catalogue(client: httpx.Client, tiny_bundles) -> None:
-    seen = _history(tiny_bundles["rating"], "u2")
+    seen = bundle_history(tiny_bundles["rating"], "u2")
     n_items = len(load_bundle(tiny_bundles["rating"]).vocab["item_id"]) - 1
     body = client.post("/v1/recommend", json={"user_id": "u2", "k": 1000}).json()
     returned = [i["item_id"] for i in body["items"]]
@@ -63,7 +57,7 @@ def test_training_history_stays_excluded_when_redis_lacks_the_seen_set(client: h
                                                                       tiny_bundles) -> None:
     """A worker can serve before another worker's bulk load has finished, and a Redis can come
     back empty: the bundle's own history must still keep training items out, with events added."""
-    seen = _history(tiny_bundles["rating"], "u4")
+    seen = bundle_history(tiny_bundles["rating"], "u4")
     assert seen
     redis_client.delete("rc:seen:u4")
     first = client.post("/v1/recommend", json={"user_id": "u4", "k": 1000}).json()

@@ -9,10 +9,10 @@ import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import httpx
 import redis
+from helpers import bundle_history, run_cli
 
 from ratingctr.bundle import load_bundle
 from ratingctr.serving.embedded_redis import EmbeddedRedis
@@ -95,7 +95,7 @@ def test_redis_killed_mid_traffic_degrades_then_recovers_with_zero_5xx(tiny_bund
                 assert r.status_code == 503 and "nothing was stored" in r.json()["error"]
                 assert client.get("/readyz").json()["redis"] == "degraded"
                 degraded = client.post("/v1/recommend", json={"user_id": "u2", "k": 50}).json()
-                seen = _history(tiny_bundles["rating"], "u2")
+                seen = bundle_history(tiny_bundles["rating"], "u2")
                 assert degraded["fallback"] == "degraded" and not seen & {i["item_id"] for i in degraded["items"]}
                 server = EmbeddedRedis(tmp_path / "redis", port=server.port).start()  # same port, same data
                 healthy = traffic.snapshot()[None]
@@ -106,13 +106,6 @@ def test_redis_killed_mid_traffic_degrades_then_recovers_with_zero_5xx(tiny_bund
         server.stop()
     assert traffic.failures == [], traffic.failures[:5]
     assert not [code for code in traffic.outcomes if code >= 500]
-
-
-def _history(bundle_path: Path, user_id: str) -> set[str]:
-    bundle = load_bundle(bundle_path)
-    u = bundle.vocab["user_id"].index(user_id)
-    indptr, items = bundle["history_indptr.npy"], bundle["history_items.npy"]
-    return {bundle.vocab["item_id"][i] for i in items[indptr[u]:indptr[u + 1]]}
 
 
 def test_twenty_reloads_under_concurrent_traffic_fail_no_request(tiny_bundles, redis_server, tmp_path) -> None:
@@ -199,8 +192,7 @@ def test_acknowledged_events_survive_a_sigkilled_gateway(tiny_bundles, tmp_path)
 
 
 def test_serve_refuses_a_missing_bundle_with_one_error_line(tmp_path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "ratingctr.cli", "serve", "--bundle", str(tmp_path / "nope")],
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    proc = run_cli("serve", "--bundle", str(tmp_path / "nope"), timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: bundle 'nope': bundle directory not found: {tmp_path / 'nope'}"]
 

@@ -1,17 +1,10 @@
 """The ``ratingctr`` CLI as a user runs it: a real process, real files."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-RATINGCTR = [sys.executable, "-c", "import sys; from ratingctr.cli import main; sys.exit(main())"]
-
-
-def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*RATINGCTR, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+from helpers import run_cli
 
 
 @pytest.fixture(scope="module")

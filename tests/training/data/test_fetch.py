@@ -1,10 +1,9 @@
 import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 from ratingctr.errors import UserError
 from ratingctr.training.data import fetch
@@ -41,9 +40,7 @@ def test_offline_without_cache_is_one_clear_error(tmp_path: Path) -> None:
     empty_links.mkdir()
     env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(empty_links), "PIP_CONFIG_FILE": os.devnull,
            "RATINGCTR_DATA_DIR": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "-c", "from ratingctr.cli import main; raise SystemExit(main())",
-                           "train", "--out", str(tmp_path / "run"), "--epochs", "1"],
-                          capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+    proc = run_cli("train", "--out", str(tmp_path / "run"), "--epochs", "1", env=env, timeout=120)
     assert proc.returncode == 2
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "cannot download recbole==1.2.1" in errors[0] and "offline" in errors[0]
