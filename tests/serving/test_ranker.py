@@ -19,7 +19,7 @@ print(json.dumps({"torch": "torch" in sys.modules, "p": out["p_click"].tolist(),
 """
 
 
-def test_loader_is_torch_free_and_matches_torch(tiny_bundles: dict) -> None:
+def test_ranker_is_torch_free_and_matches_torch(tiny_bundles: dict) -> None:
     path = tiny_bundles["rating"]
     proc = subprocess.run([sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -63,3 +63,46 @@ def test_runtime_falls_back_to_cpu_with_a_log_line(tiny_bundles: dict, caplog, m
     monkeypatch.setenv("RATINGCTR_DEVICE", "tpu")
     with pytest.raises(ValueError, match="RATINGCTR_DEVICE must be auto, cpu or cuda"):
         ort_session(path / "ranker.onnx")
+
+
+def test_the_ranker_refuses_an_index_of_another_catalogue(tiny_bundles: dict) -> None:
+    import faiss
+    import pytest
+
+    from ratingctr.bundle import BundleError, load_bundle
+    from ratingctr.serving.ranker import Ranker
+    from ratingctr.serving.runtime import ort_session
+
+    bundle = load_bundle(tiny_bundles["rating"])
+    short = faiss.IndexFlatIP(bundle["item_vectors.npy"].shape[1])
+    short.add(np.ascontiguousarray(bundle["item_vectors.npy"][1:-1], dtype=np.float32))
+    n_items = len(bundle.vocab["item_id"]) - 1
+    with pytest.raises(BundleError, match=f"items.faiss holds {n_items - 1} items, the vocabulary has {n_items}"):
+        Ranker(bundle, ort_session(bundle.ranker_path, device="cpu"), short)
+
+
+def test_lookups_retrieval_and_cold_start_rows(tiny_bundles: dict) -> None:
+    import pytest
+
+    from ratingctr.serving.ranker import UnknownFieldError, load_ranker
+
+    ranker = load_ranker(tiny_bundles["rating"], warmup_calls=0)
+    vocab = ranker.bundle.vocab
+    assert ranker.name == "dcnv2-rating" and ranker.levels == 5 and ranker.manifest.model.head == "rating"
+    # request strings and Redis bytes map to the same indices; unknown ids to 0
+    expected = [vocab["item_id"].index("i3"), vocab["item_id"].index("i5"), 0]
+    assert ranker.item_indices(["i3", "i5", "nope"]).tolist() == expected
+    assert ranker.item_indices([b"i3", b"i5", b"nope"]).tolist() == expected
+    # retrieval: the exact inner-product order of the flat index, minus the user's history
+    user = ranker.user_index["u2"]
+    seen = ranker.history(user)
+    got = ranker.retrieve(user, seen, 10)
+    scores = ranker.bundle["item_vectors.npy"][1:] @ ranker.bundle["user_vectors.npy"][user]
+    order = np.argsort(-scores, kind="stable") + 1
+    assert got.tolist() == [i for i in order.tolist() if i not in set(seen.tolist())][:10]
+    # cold start: supplied fields through the vocabulary, unknown values 0, unknown fields refused
+    row = ranker.cold_start_row({"gender": "F", "age": 25, "occupation": "no-such-job"})
+    assert row.tolist() == [0, vocab["age"].index("25"), vocab["gender"].index("F"), 0]
+    with pytest.raises(UnknownFieldError, match="unknown field\\(s\\) shoe_size; this model's user fields are: "
+                                                "age, gender, occupation"):
+        ranker.cold_start_row({"shoe_size": 9})
