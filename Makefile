@@ -10,7 +10,7 @@ BUNDLE ?= bundles/dcnv2-rating
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install test serve clean
+.PHONY: install test test-fast serve clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml setup.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The unit tier only (no servers, TorchServe, Locust, compose or ML-100k; tiers in tests/conftest.py).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m unit
 
 serve: $(BUNDLE)/manifest.json
 	$(RATINGCTR) serve --bundle $(BUNDLE) --host $(HOST) --port $(PORT)

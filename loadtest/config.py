@@ -42,16 +42,18 @@ def join_ints(values: Iterable[int]) -> str:
 
 def setting(default: Any = _MISSING, help: str | None = None, *, type: Callable | None = None,
             parse: Callable[[Any], Any] | None = None, flag: str | None = None, choices: tuple | None = None,
-            metavar: str | None = None, action: str | None = None, cli_default: Any = _MISSING) -> Any:
+            metavar: str | None = None, action: str | None = None) -> Any:
     """A config field that is also a command-line flag.
 
     ``type`` converts the flag's text (default: the default's type); ``parse`` turns the
     parsed flag into the field's value afterwards, so a bad value surfaces as the config's
-    own error message instead of argparse's; ``cli_default`` is what the flag shows when
-    the field's default is not a flag value (a tuple shown as ``"5,10,20"``).
+    own error message instead of argparse's.  The flag's default is the field's, spelled as
+    it would be typed (a tuple as ``"5,10,20"``).
     """
+    cli_default = (join_ints(default) if isinstance(default, tuple) else
+                   str(default) if isinstance(default, Path) else default)
     meta = {"help": help, "type": type, "parse": parse, "flag": flag, "choices": choices, "metavar": metavar,
-            "action": action, "cli_default": default if cli_default is _MISSING else cli_default}
+            "action": action, "cli_default": cli_default}
     if default is _MISSING:
         return field(metadata=meta)
     if isinstance(default, (list, dict, set)):
@@ -81,12 +83,11 @@ def _argument(f: dataclasses.Field) -> tuple[str, dict]:
     return flag, kwargs
 
 
-def add_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     """One flag per setting of ``cls``, in field order."""
     for f in _flag_fields(cls):
-        if f.name not in skip:
-            flag, kwargs = _argument(f)
-            parser.add_argument(flag, **kwargs)
+        flag, kwargs = _argument(f)
+        parser.add_argument(flag, **kwargs)
 
 
 def values_from(cls: type, namespace: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -108,7 +109,7 @@ class TrafficShape:
     unknown_share: float = setting(0.05, "share of requests for unknown users")
     events_share: float = setting(0.05, "share of /v1/events writes (gateway target)")
     k_values: tuple[int, ...] = setting((5, 10, 20, 50), "k sizes, drawn uniformly per request", type=str,
-                                        parse=parse_ints, cli_default="5,10,20,50")
+                                        parse=parse_ints)
     candidates: int = setting(200, "candidate rows per TorchServe call")
     think_ms: float = setting(0.0, "mean think time per Locust user (0: closed loop)")
 
@@ -204,7 +205,7 @@ class LoadTestConfig(TrafficShape):
     duration: float = setting(60.0, "seconds per round per model")
     rounds: int = setting(3, "interleaved rounds (A B A B …)")
     warmup: float = setting(10.0, "unrecorded seconds per model before round 1")
-    out: Path = setting(Path("reports/loadtest"), "report directory", type=Path, cli_default="reports/loadtest")
+    out: Path = setting(Path("reports/loadtest"), "report directory", type=Path)
     target: str = setting("gateway", "gateway (one process serving both bundles) "
                           "or TorchServe (each bundle's ranker.mar)", choices=TARGETS)
     host: str | None = setting(None, "load an already running gateway at this URL instead of starting one on loopback")
@@ -240,10 +241,9 @@ class GatewayBenchConfig:
     """``ratingctr bench gateway``: the gateway's whole request path against bare TorchServe."""
 
     bundle: Path = setting(Path("bundles/dcnv2-rating"), "bundle to serve (needs ranker.mar for TorchServe)",
-                           type=Path, cli_default="bundles/dcnv2-rating")
+                           type=Path)
     reload_bundle: Path | None = setting(None, "second bundle the reload phase alternates with", parse=optional_path)
-    clients: tuple[int, ...] = setting((1, 8, 32), "concurrent closed-loop clients", type=str, parse=parse_ints,
-                                       cli_default="1,8,32")
+    clients: tuple[int, ...] = setting((1, 8, 32), "concurrent closed-loop clients", type=str, parse=parse_ints)
     seconds: float = setting(10.0, "measured seconds per target, concurrency and round")
     warmup: float = setting(3.0, "unrecorded seconds of load per target before round 1")
     rounds: int = setting(3, "interleaved rounds (gateway, TorchServe, gateway, …)")
@@ -269,7 +269,7 @@ class ScoreBenchConfig:
     binary: Path = setting(help="binary-head bundle", type=Path)
     rating: Path = setting(help="rating-head bundle of the same architecture", type=Path)
     candidates: tuple[int, ...] = setting((100, 500, 2000), "candidate rows per call, one size at a time", type=str,
-                                          parse=parse_ints, cli_default="100,500,2000")
+                                          parse=parse_ints)
     calls: int = setting(300, "timed calls per size, per bundle, per round")
     rounds: int = setting(5, "interleaved A/B rounds")
     threads: int = setting(1, "ORT intra-op threads")

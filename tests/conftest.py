@@ -115,3 +115,41 @@ def tiny_bundles(tiny_atomic: Path, tiny_retriever: Path, tmp_path_factory: pyte
         bundles[head] = root / f"dcnv2-{head}"
         export_bundle(run, tiny_retriever, bundles[head], torchserve=(head == "rating"))
     return bundles
+
+
+# ---- test tiers ------------------------------------------------------------------------
+# `make test` runs every tier; `make test-fast` runs `-m unit`, the loop for a change inside a
+# room.  A test is `unit` unless a rule below (or its own mark) puts it in another tier.
+INTEGRATION_FIXTURES = frozenset({"gateway", "redis_server", "compose_gateway"})  # real uvicorn / Redis
+SLOW_FIXTURES = frozenset({"ml100k_root"})  # MovieLens-100k fetch and full-size training
+TIERS_BY_PATH: dict[str, tuple[str, ...]] = {  # path under tests/ (a file, or file::test) -> tiers
+    "docker/": ("integration", "slow"),
+    "training/experiments/": ("slow",),  # plans of several trainings each
+    "loadtest/test_harness.py": ("integration", "slow"),
+    "export/test_torchserve.py": ("integration", "java"),
+    "serving/test_gateway_resilience.py": ("integration",),
+    "training/test_cli.py": ("integration",),
+    "training/data/test_fetch.py::test_offline_without_cache_is_one_clear_error": ("integration",),
+    "test_bundle.py::test_export_cli_errors": ("integration",),
+    "test_layout.py::test_gateway_build_context_installs_serving_alone": ("integration",),
+}
+TIERS = ("integration", "java", "slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its tiers, so ``-m unit`` / ``-m "not java"`` select by what a test needs."""
+    tests_dir = Path(__file__).parent
+    for item in items:
+        path = item.path.relative_to(tests_dir).as_posix()
+        test = f"{path}::{getattr(item, 'originalname', item.name)}"
+        tiers = {mark.name for mark in item.iter_markers() if mark.name in TIERS}
+        for prefix, marks in TIERS_BY_PATH.items():
+            if path.startswith(prefix) or test == prefix:
+                tiers.update(marks)
+        fixtures = set(item.fixturenames)
+        if fixtures & INTEGRATION_FIXTURES:
+            tiers.add("integration")
+        if fixtures & SLOW_FIXTURES:
+            tiers.add("slow")
+        for tier in sorted(tiers) or ["unit"]:
+            item.add_marker(getattr(pytest.mark, tier))

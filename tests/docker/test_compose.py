@@ -337,6 +337,7 @@ def test_docker_compose_config_accepts_the_file(profile: str | None, tmp_path: P
     assert json.dumps(proc.stdout)  # printable
 
 
+@pytest.mark.java
 @pytest.mark.skipif(shutil.which("java") is None, reason="TorchServe needs java (JDK 17) on PATH")
 def test_torchserve_image_command_and_properties_serve_a_bundle(compose: dict, tiny_bundles: dict,
                                                                tmp_path: Path) -> None:
