@@ -17,6 +17,7 @@ from torch.nn.utils.fusion import fuse_linear_bn_eval
 
 from ratingctr.training.models.ctr import CTRModel
 from ratingctr.training.models.encoders import LightGCNEncoder
+from ratingctr.training.models.kernels import KernelMode, use_kernels
 
 OPSET = 17
 
@@ -41,8 +42,8 @@ def output_names(model: CTRModel) -> list[str]:
 
 
 def prepare_for_export(model: CTRModel) -> CTRModel:
-    """Eval mode, on CPU, with a LightGCN encoder replaced by its materialised table."""
-    model = model.cpu().eval()
+    """Eval mode, on CPU, the inference kernels, with a LightGCN encoder replaced by its materialised table."""
+    model = use_kernels(model.cpu().eval(), KernelMode.INFERENCE)
     if isinstance(model.encoder, LightGCNEncoder):
         model.encoder = model.encoder.materialize()
     model.encoder.noise_std = 0.0
@@ -53,7 +54,7 @@ def fold_batch_norm(module: nn.Module) -> nn.Module:
     """Fold every eval-mode ``BatchNorm1d`` that directly follows a ``Linear`` into it, in place.
 
     Why: ONNX Runtime keeps Gemm → BatchNormalization as two kernels; folded, each MLP
-    block is one Gemm (about 40 µs less per 200-candidate DCNV2 request on this CPU).
+    block is one Gemm (one kernel launch and one pass over the activations fewer).
     Only ``Linear, BatchNorm1d`` neighbours inside a ``Sequential`` are touched, so a
     BatchNorm on anything else (AFN's log-space norms) stays as it is.
     """

@@ -136,7 +136,7 @@ class Gateway:
         if user:
             # Redis holds the history once a bulk load has finished; until then (a worker that
             # lost the load lock to another, a Redis that came back empty) the bundle's own
-            # history keeps training items out (a union of two short index arrays, a few µs).
+            # history keeps training items out (a union of two short sorted index arrays).
             seen = np.union1d(seen, ranker.history(user)) if len(seen) else ranker.history(user)
             row = decode_row(record.fields, ranker.user_fields.shape[1])
             return user, (row if row is not None else ranker.user_fields[user]), seen, None

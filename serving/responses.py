@@ -1,7 +1,7 @@
 """The gateway's JSON response: orjson, with float32 model outputs written as float32.
 
 Why not Starlette's ``JSONResponse``: stdlib ``json`` writes every float32 score as its
-float64 expansion (``0.6369616985321045``) and is ~6× slower; a rating-head response
+float64 expansion (``0.6369616985321045``) and is several times slower; a rating-head response
 carries six numbers per item, so encoding was a visible part of its extra serving cost.
 orjson serialises numpy arrays and scalars directly and prints float32 values by their
 shortest float32 round-trip form, which parses back to exactly the value ONNX produced.
