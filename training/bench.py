@@ -22,7 +22,7 @@ RECBOLE_MODELS = {"WideDeep", "NFM", "xDeepFM", "AutoInt", "FiGNN", "DCNV2", "Eu
 
 
 def _run_json(cmd: list[str], cwd: str | None = None) -> dict:
-    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=cwd)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=cwd)
     if proc.returncode != 0:
         raise UserError(f"benchmark process failed ({' '.join(cmd[:4])} ...): {proc.stderr.strip().splitlines()[-1:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -115,13 +115,13 @@ def run_bench_propagate(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ratingctr.training.config import DataConfig
+    from ratingctr.training.commands import data_config
     from ratingctr.training.data.encode import TRAIN, load_dataset
     from ratingctr.training.graph import layer_weights, normalized_adjacency, propagate
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = load_dataset(DataConfig(dataset=args.dataset, data_dir=args.data_dir))
+    data = load_dataset(data_config(args))
     train = data.split == TRAIN
     csr = normalized_adjacency(data.user[train], data.item[train], data.n_users, data.n_items)
     coo = csr.to_sparse_coo()

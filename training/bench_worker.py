@@ -13,9 +13,9 @@ import time
 import torch
 
 from ratingctr.training.allocator import retain_freed_memory
-from ratingctr.training.config import DataConfig, TrainConfig, model_defaults
+from ratingctr.training.config import build_run_config
 from ratingctr.training.data.encode import TRAIN, load_dataset
-from ratingctr.training.models.ctr import build_model
+from ratingctr.training.models.build import build_model
 from ratingctr.training.trainer import (
     TrainTensors,
     autocast_dtype,
@@ -44,15 +44,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     retain_freed_memory()  # as fit() does, so the bench times what users run
     seed_everything(2020)
-    data = load_dataset(DataConfig(data_dir=args.data_dir))
-    defaults = model_defaults(args.model)
-    model = build_model(data.schema, args.model, defaults["embedding_dim"], defaults["params"], args.head,
-                        data.levels, data.threshold, 0.5, "logit_sum")
+    config = build_run_config({"model": args.model, "head": args.head, "data_dir": args.data_dir,
+                               "batch_size": args.batch_size, "precision": args.precision, "device": "cpu"})
+    data = load_dataset(config.data)
+    model = build_model(data.schema, config)
     train = TrainTensors.from_rows(data, data.rows(TRAIN), torch.device("cpu"))
-    optimizer = make_optimizer(model, defaults["lr"], TrainConfig.weight_decay)
-    amp = autocast_dtype(args.precision, torch.device("cpu"))
+    optimizer = make_optimizer(model, config.train.lr, config.train.weight_decay)
+    amp = autocast_dtype(config.train.precision, torch.device("cpu"))
     rss_before = _rss_mb()
-    n, bs = train.x.shape[0], args.batch_size
+    n, bs = train.x.shape[0], config.train.batch_size
     seconds = []
     for epoch in range(args.epochs + 1):  # epoch 0 is warm-up (allocator, lazy init)
         model.train()

@@ -4,8 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ratingctr.errors import UserError
+
+if TYPE_CHECKING:
+    from ratingctr.training.config import DataConfig
 
 
 def parse_overrides(extra: list[str]) -> dict:
@@ -21,59 +25,49 @@ def parse_overrides(extra: list[str]) -> dict:
     return overrides
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="ml-100k", help="ml-100k (bundled), ml-1m, atomic or csv")
-    parser.add_argument("--data-dir", default=None,
-                        help="ml-100k: cache root; ml-1m: folder of .dat files; atomic: folder of NAME.inter/.user/.item; csv: the file")
-    parser.add_argument("--levels", type=int, default=5, help="rating scale 1..N")
-    parser.add_argument("--threshold", type=int, default=4, help="rating >= threshold is a click")
-    parser.add_argument("--k-core", type=int, default=10, help="keep users and items with at least k ratings")
-    parser.add_argument("--drop-middle", choices=["none", "train", "eval", "both"], default="none",
-                        help="drop ratings equal to threshold-1 from training and/or evaluation")
+def add_data_arguments(parser: argparse.ArgumentParser) -> list[str]:
+    """The dataset flags shared by every verb that loads ratings; returns their destinations."""
+    actions = [
+        parser.add_argument("--dataset", default="ml-100k", help="ml-100k (bundled), ml-1m, atomic or csv"),
+        parser.add_argument("--data-dir", default=None,
+                            help="ml-100k: cache root; ml-1m: folder of .dat files; atomic: folder of "
+                                 "NAME.inter/.user/.item; csv: the file"),
+        parser.add_argument("--levels", type=int, default=5, help="rating scale 1..N"),
+        parser.add_argument("--threshold", type=int, default=4, help="rating >= threshold is a click"),
+        parser.add_argument("--k-core", type=int, default=10, help="keep users and items with at least k ratings"),
+        parser.add_argument("--drop-middle", choices=["none", "train", "eval", "both"], default="none",
+                            help="drop ratings equal to threshold-1 from training and/or evaluation"),
+    ]
+    return [action.dest for action in actions]
 
 
-def build_run_config(args: argparse.Namespace, extra: list[str]):
-    from ratingctr.training.config import (
-        DataConfig,
-        EncoderConfig,
-        HeadConfig,
-        ModelConfig,
-        RunConfig,
-        TrainConfig,
-        apply_overrides,
-        model_defaults,
-    )
+def run_overrides(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
+    """Parsed flags that are run settings (their destinations are override keys), then the
+    ``--key=value`` pairs, which win: the overrides ``build_run_config`` takes."""
+    from ratingctr.training.config import run_keys
 
-    defaults = model_defaults(args.model)
-    data = DataConfig(dataset=args.dataset, data_dir=args.data_dir, levels=args.levels, threshold=args.threshold,
-                      k_core=args.k_core, drop_middle=args.drop_middle, seed=args.seed)
-    train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
-                        lr=args.lr if args.lr is not None else defaults["lr"], patience=args.patience,
-                        seed=args.seed, device=args.device, precision=args.precision,
-                        progress=not args.no_progress)
-    config = RunConfig(data=data, model=ModelConfig(args.model, defaults["embedding_dim"], defaults["params"]),
-                       head=HeadConfig(kind=args.head, ratio=args.ratio, aggregate=args.aggregate), train=train,
-                       encoder=EncoderConfig(kind=args.encoder, gcn_layers=args.gcn_layers,
-                                             layer_weights=tuple(args.layer_weights) if args.layer_weights else None,
-                                             init_from=args.init_from))
-    if args.gcn_layers < 0:
-        raise UserError(f"--gcn-layers must be >= 0, got {args.gcn_layers}")
-    config = apply_overrides(config, parse_overrides(extra))
-    from ratingctr.training.models.registry import check_params
+    keys = run_keys()
+    given = {key: value for key, value in vars(args).items() if key in keys}
+    if "no_progress" in vars(args):
+        given["progress"] = not args.no_progress
+    return {**given, **parse_overrides(extra)}
 
-    try:  # fail before any data is fetched
-        check_params(config.model.name, config.model.params)
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
-    if not 0.0 <= config.head.ratio <= 1.0:
-        raise UserError(f"--ratio must be in [0, 1], got {config.head.ratio}")
-    return config
+
+def data_config(args: argparse.Namespace) -> DataConfig:
+    """The ``DataConfig`` of a verb that loads ratings but trains no ranker (retriever, benches)."""
+    from dataclasses import fields
+
+    from ratingctr.training.config import DataConfig, build_run_config
+
+    keys = {f.name for f in fields(DataConfig)}
+    return build_run_config({key: value for key, value in vars(args).items() if key in keys}).data
 
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
+    from ratingctr.training.config import build_run_config
     from ratingctr.training.run import train_run
 
-    config = build_run_config(args, extra)
+    config = build_run_config(run_overrides(args, extra))
     metrics = train_run(config, Path(args.out))
     test = metrics["test"]
     print(f"{config.model.name} {config.head.kind}: test auc {test['auc']:.4f} logloss {test['logloss']:.4f} "
@@ -105,11 +99,9 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_train_retriever(args: argparse.Namespace, extra: list[str]) -> int:
-    from ratingctr.training.config import DataConfig
     from ratingctr.training.retriever import RetrieverConfig, train_retriever
 
-    data = DataConfig(dataset=args.dataset, data_dir=args.data_dir, levels=args.levels, threshold=args.threshold,
-                      k_core=args.k_core, drop_middle=args.drop_middle, seed=args.seed)
+    data = data_config(args)
     config = RetrieverConfig(embedding_dim=args.embedding_dim, layers=args.gcn_layers, lr=args.lr,
                              reg_weight=args.reg_weight, batch_size=args.batch_size, epochs=args.epochs,
                              patience=args.patience, seed=args.seed, device=args.device, progress=not args.no_progress)

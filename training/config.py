@@ -1,14 +1,18 @@
 """Typed run configuration, built once at the CLI edge and passed down as plain values.
 
 Model hyper-parameters start from ``training/configs/models/<Model>.yaml`` (the
-reference values) and are overridden by ``--key=value`` flags, the way RecBole users
-already work; nothing below reads a global dict.
+reference values) and are overridden by plain ``{key: value}`` overrides
+(``build_run_config``): the CLI's flags and ``--key=value`` pairs, an experiment's
+grid, a benchmark's settings, the way RecBole users already work; nothing below reads
+a global dict or an ``argparse.Namespace``.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -95,7 +99,7 @@ class RunConfig:
         return out
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
         data = dict(raw["data"])
         data["split"] = tuple(data["split"])
         encoder = dict(raw.get("encoder") or {})
@@ -126,17 +130,92 @@ def parse_override(value: str) -> Any:
         raise UserError(f"cannot parse override value {value!r}: {exc}") from exc
 
 
-def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
-    """Route each ``--key=value`` to the train config, the model or the model's params."""
-    train_keys = {f.name for f in fields(TrainConfig)}
-    train_updates = {k: v for k, v in overrides.items() if k in train_keys}
-    model = config.model
-    params = dict(model.params)
-    for key, value in overrides.items():
-        if key in train_keys:
-            continue
-        if key == "embedding_dim":
-            model = replace(model, embedding_dim=int(value))
-        else:
+# Override keys that name a section's selector rather than one of its fields.
+_SELECTORS = {"model": ("model", "name"), "head": ("head", "kind"), "encoder": ("encoder", "kind")}
+# Every other key of a section is its field name; ``seed`` belongs to data and train alike
+# (one seed fixes the split, the initialisation and the batch order).
+_SECTIONS: dict[str, type] = {"data": DataConfig, "head": HeadConfig, "train": TrainConfig,
+                              "encoder": EncoderConfig, "model": ModelConfig}
+_UNROUTED = {"name", "kind", "params"}  # reached through a selector, or not an override at all
+
+
+def run_keys() -> dict[str, tuple[str, ...]]:
+    """Every override key that is not a model hyper-parameter → the config sections it sets."""
+    keys: dict[str, tuple[str, ...]] = {key: (section,) for key, (section, _) in _SELECTORS.items()}
+    for section, cls in _SECTIONS.items():
+        for f in fields(cls):
+            if f.name not in _UNROUTED:
+                keys[f.name] = keys.get(f.name, ()) + (section,)
+    return keys
+
+
+def _field_name(section: str, key: str) -> str:
+    selector = _SELECTORS.get(key)
+    return selector[1] if selector is not None and selector[0] == section else key
+
+
+def _check_value(section: str, name: str, key: str, value: Any) -> Any:
+    """One override against its field's annotation: Literal choices named, numbers coerced, lists as tuples."""
+    hint = get_type_hints(_SECTIONS[section])[name]
+    choices = get_args(hint) if get_origin(hint) is Literal else ()
+    if choices:
+        if value not in choices:
+            raise UserError(f"unknown {key} {value!r}; choose one of: {', '.join(map(str, choices))}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{key} must be true or false, got {value!r}")
+        return value
+    if hint is int or hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (hint is int and value != int(value)):
+            raise UserError(f"{key} must be {'an integer' if hint is int else 'a number'}, got {value!r}")
+        return hint(value)
+    if value is not None and get_origin(hint) in (tuple, UnionType) and isinstance(value, (list, tuple)):
+        return tuple(float(v) for v in value) if key == "layer_weights" else tuple(value)
+    return value
+
+
+def build_run_config(overrides: Mapping[str, Any]) -> RunConfig:
+    """The run configuration for plain ``{key: value}`` overrides on top of the model's YAML.
+
+    The one way every caller (CLI, experiments, benches) turns settings into a
+    ``RunConfig``, so defaults and validation cannot drift between them. Keys are a
+    section field (``epochs``, ``k_core``, ``ratio``, ``gcn_layers``, ...), a selector
+    (``model``, ``head``, ``encoder``) or, failing those, a hyper-parameter of the model
+    (``mlp_hidden_size``, ...). ``lr``/``embedding_dim`` default to the YAML's values; a
+    ``None`` value means "not given". Bad input raises ``UserError`` naming what is valid,
+    before any data is fetched.
+
+    Example:
+        >>> build_run_config({"model": "DCNV2", "head": "binary", "epochs": 3}).train.epochs
+        3
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    name = given.get("model", ModelConfig.name)
+    defaults = model_defaults(name)  # unknown model: UserError listing the architectures
+    routes = run_keys()
+    updates: dict[str, dict[str, Any]] = {section: {} for section in _SECTIONS}
+    params = dict(defaults["params"])
+    for key, value in given.items():
+        if key not in routes:
             params[key] = value
-    return replace(config, model=replace(model, params=params), train=replace(config.train, **train_updates))
+            continue
+        for section in routes[key]:
+            field_name = _field_name(section, key)
+            updates[section][field_name] = _check_value(section, field_name, key, value)
+    updates["train"].setdefault("lr", defaults["lr"])
+    updates["model"].setdefault("embedding_dim", defaults["embedding_dim"])
+    config = RunConfig(data=DataConfig(**updates["data"]), head=HeadConfig(**updates["head"]),
+                       train=TrainConfig(**updates["train"]), encoder=EncoderConfig(**updates["encoder"]),
+                       model=ModelConfig(**updates["model"], params=params))
+    if config.encoder.gcn_layers < 0:
+        raise UserError(f"--gcn-layers must be >= 0, got {config.encoder.gcn_layers}")
+    from ratingctr.training.models.registry import check_params
+
+    try:
+        check_params(config.model.name, config.model.params)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    if not 0.0 <= config.head.ratio <= 1.0:
+        raise UserError(f"--ratio must be in [0, 1], got {config.head.ratio}")
+    return config

@@ -14,6 +14,7 @@ import torch
 from ratingctr.training.data.encode import TEST, TRAIN, VALID, EncodedData
 from ratingctr.training.metrics import auc, group_auc, logloss, ranking_metrics
 from ratingctr.training.models.ctr import CTRModel
+from ratingctr.training.sampling import interaction_keys, sample_negatives
 
 
 @torch.no_grad()
@@ -36,23 +37,14 @@ def predict_arrays(model: CTRModel, features: np.ndarray, batch_size: int, devic
 def sample_uni100(data: EncodedData, positives: np.ndarray, num_negatives: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Negatives ``[len(positives), num_negatives]`` of items each positive's user never touched.
 
-    Rejection sampling over whole arrays: draw all, redraw only the collisions, repeat.
     Users who touched every item (no valid negative exists) are dropped; the returned
     mask says which positives were kept.
     """
-    n_items = data.n_items
-    stride = n_items + 1
-    touched = np.unique(data.user * stride + data.item)
+    touched = interaction_keys(data.user, data.item, data.n_items)
     users = data.user[positives]
-    touched_per_user = np.bincount(touched // stride, minlength=data.n_users + 1)
-    keep = touched_per_user[users] < n_items
-    users = users[keep]
-    rng = np.random.default_rng(seed)
-    negatives = rng.integers(1, n_items + 1, size=(users.size, num_negatives))
-    bad = np.isin(users[:, None] * stride + negatives, touched)
-    while bad.any():
-        negatives[bad] = rng.integers(1, n_items + 1, size=int(bad.sum()))
-        bad = np.isin(users[:, None] * stride + negatives, touched)
+    touched_per_user = np.bincount(touched // (data.n_items + 1), minlength=data.n_users + 1)
+    keep = touched_per_user[users] < data.n_items
+    negatives = sample_negatives(users[keep], touched, data.n_items, num_negatives, np.random.default_rng(seed))
     return negatives, keep
 
 

@@ -3,7 +3,8 @@
 * ``auc``: rank statistic with average ranks for ties, global over all rows (RecBole).
 * ``logloss``: RecBole's clipped binary cross-entropy (eps = 1e-15, float64).
 * ``ranking_metrics``: NDCG@K / Recall@K over per-user candidate lists (uni100 protocol,
-  see ``training.evaluation``), averaged over users.
+  see ``training.evaluation``), averaged over users; ``ranked_hits_at_k`` is the formula
+  both it and the retriever's full ranking (``training.retriever``) use.
 * ``group_auc``: AUC per user-activity tertile and the variance across the groups.
 * ``mci``: the marginal-contribution index log((1−p_b)/(1−p_b−c)) of paper 2.
 """
@@ -58,18 +59,30 @@ def ranking_metrics(group: np.ndarray, scores: np.ndarray, relevant: np.ndarray,
     group_pos = np.searchsorted(uniq, g_sorted)
     rank = np.arange(g_sorted.size) - starts[group_pos]  # 0-based rank inside its group
     n_relevant = np.bincount(group_pos, weights=rel_sorted, minlength=uniq.size)
-    valid = n_relevant > 0
     out: dict[str, float] = {}
-    discounts = 1.0 / np.log2(np.arange(max(ks)) + 2.0)
-    ideal_cum = np.concatenate([[0.0], np.cumsum(discounts)])
     for k in ks:
-        hit = rel_sorted & (rank < k)
-        hits = np.bincount(group_pos, weights=hit, minlength=uniq.size)
-        dcg = np.bincount(group_pos, weights=np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0), minlength=uniq.size)
-        idcg = ideal_cum[np.minimum(n_relevant, k).astype(np.int64)]
-        out[f"ndcg@{k}"] = float(np.mean(dcg[valid] / idcg[valid]))
-        out[f"recall@{k}"] = float(np.mean(hits[valid] / n_relevant[valid]))
+        out.update(ranked_hits_at_k(group_pos[rel_sorted], rank[rel_sorted], n_relevant, k))
     return out
+
+
+def ranked_hits_at_k(group: np.ndarray, rank: np.ndarray, n_relevant: np.ndarray, k: int) -> dict[str, float]:
+    """NDCG@k and Recall@k from where each relevant item ranked, averaged over groups with ≥ 1 relevant item.
+
+    ``group[i]``/``rank[i]``: the group index (into ``n_relevant``) and 0-based rank of
+    relevant item i; ``n_relevant[g]``: all relevant items of group g, ranked or not (a
+    full-ranking retriever lists only its top k, yet recall counts every positive).
+    Both the uni100 candidate lists and the retriever's top-k lists end here.
+    """
+    n_relevant = np.asarray(n_relevant, dtype=np.float64)
+    hit = rank < k
+    hit_group, hit_rank = group[hit], rank[hit]
+    hits = np.bincount(hit_group, minlength=n_relevant.size)
+    dcg = np.bincount(hit_group, weights=1.0 / np.log2(hit_rank + 2.0), minlength=n_relevant.size)
+    ideal = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))])
+    idcg = ideal[np.minimum(n_relevant, k).astype(np.int64)]
+    valid = n_relevant > 0
+    return {f"ndcg@{k}": float(np.mean(dcg[valid] / idcg[valid])),
+            f"recall@{k}": float(np.mean(hits[valid] / n_relevant[valid]))}
 
 
 def activity_groups(train_counts: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:

@@ -7,7 +7,6 @@ the same split (a retriever that cannot beat popularity is not worth serving).
 """
 from __future__ import annotations
 
-import copy
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -21,7 +20,10 @@ from tqdm import tqdm
 
 from ratingctr.training.config import DataConfig
 from ratingctr.training.data.encode import TEST, TRAIN, VALID, EncodedData, load_dataset
+from ratingctr.training.early_stopping import train_until_stale
 from ratingctr.training.graph import layer_weights, normalized_adjacency, propagate
+from ratingctr.training.metrics import ranked_hits_at_k
+from ratingctr.training.sampling import interaction_keys, sample_negatives
 from ratingctr.training.trainer import seed_everything, select_device
 
 RETRIEVER_FORMAT = 1
@@ -80,25 +82,11 @@ def topk_metrics(scores: torch.Tensor, seen: np.ndarray, relevant: np.ndarray, k
     scores[:, 0] = -torch.inf  # the unknown-item row is never a candidate
     scores[torch.from_numpy(seen).to(scores.device)] = -torch.inf
     top = torch.topk(scores, k, dim=1).indices.cpu().numpy()
-    hits = np.take_along_axis(relevant, top, axis=1)
-    n_rel = relevant.sum(1)
-    users = n_rel > 0
-    discount = 1.0 / np.log2(np.arange(k) + 2.0)
-    dcg = (hits * discount).sum(1)
-    idcg = np.cumsum(discount)[np.minimum(n_rel, k) - 1]
-    return {f"recall@{k}": float((hits.sum(1)[users] / n_rel[users]).mean()),
-            f"ndcg@{k}": float((dcg[users] / idcg[users]).mean()), "users": int(users.sum())}
-
-
-def _sample_negatives(users: np.ndarray, positives: np.ndarray, n_items: int, rng: np.random.Generator) -> np.ndarray:
-    """Uniform items that are not a training positive of the user (whole-array rejection)."""
-    stride = n_items + 1
-    neg = rng.integers(1, n_items + 1, users.size)
-    bad = np.isin(users * stride + neg, positives)
-    while bad.any():
-        neg[bad] = rng.integers(1, n_items + 1, int(bad.sum()))
-        bad = np.isin(users * stride + neg, positives)
-    return neg
+    user_row, rank = np.nonzero(np.take_along_axis(relevant, top, axis=1))
+    n_relevant = relevant.sum(1)
+    metrics = ranked_hits_at_k(user_row, rank, n_relevant, k)
+    return {f"recall@{k}": metrics[f"recall@{k}"], f"ndcg@{k}": metrics[f"ndcg@{k}"],
+            "users": int((n_relevant > 0).sum())}
 
 
 def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: Path,
@@ -119,16 +107,16 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
     valid_rel = _positive_mask(data, np.flatnonzero((data.split == VALID) & clicks))
     test_seen = train_seen | _positive_mask(data, data.rows(VALID))
     test_rel = _positive_mask(data, np.flatnonzero((data.split == TEST) & clicks))
-    positive_keys = np.unique(users * (data.n_items + 1) + items)
+    positive_keys = interaction_keys(users, items, data.n_items)
     rng = np.random.default_rng(config.seed)
-    best, best_epoch, best_state, stale = -1.0, -1, copy.deepcopy(model.state_dict()), 0
-    epoch_seconds, history = [], []
+    epoch_seconds: list[float] = []
     bar = tqdm(range(config.epochs), desc="retriever", unit="epoch", disable=not config.progress, file=sys.stderr)
-    for epoch in bar:
+
+    def run_epoch(epoch: int) -> tuple[float, dict]:
         model.train()
         start = time.perf_counter()
         order = rng.permutation(train_pos.size)
-        neg_all = _sample_negatives(users[order], positive_keys, data.n_items, rng)
+        neg_all = sample_negatives(users[order], positive_keys, data.n_items, 1, rng)[:, 0]
         u_all = torch.from_numpy(users[order]).to(device)
         p_all = torch.from_numpy(items[order]).to(device)
         n_all = torch.from_numpy(neg_all).to(device)
@@ -145,17 +133,11 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
         with torch.no_grad():
             user_vec, item_vec = model.vectors()
             valid = topk_metrics(user_vec @ item_vec.T, train_seen, valid_rel, config.k)
-        history.append({"epoch": epoch, "loss": total / train_pos.size, **valid})
         bar.set_postfix(loss=f"{total / train_pos.size:.4f}", valid_recall=f"{valid[f'recall@{config.k}']:.4f}")
-        if valid[f"recall@{config.k}"] > best:
-            best, best_epoch, stale = valid[f"recall@{config.k}"], epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
+        return valid[f"recall@{config.k}"], {"epoch": epoch, "loss": total / train_pos.size, **valid}
+
+    stopped = train_until_stale(model, bar, config.patience, run_epoch)
     bar.close()
-    model.load_state_dict(best_state)
     model.eval()
     with torch.no_grad():
         user_vec, item_vec = model.vectors()
@@ -173,7 +155,7 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
 
     metrics = {"test": test, "valid": valid, "popular": popular,
                "relative_gain_recall@20": test[f"recall@{config.k}"] / popular[f"recall@{config.k}"] - 1.0,
-               "best_epoch": best_epoch, "epoch_seconds": epoch_seconds, "history": history,
+               "best_epoch": stopped.best_epoch, "epoch_seconds": epoch_seconds, "history": stopped.history,
                "dataset": data.stats, "config": asdict(config), "graph_edges": int(positive_keys.size),
                "device": str(device)}
     write_json(out_dir / "metrics.json", metrics)

@@ -9,9 +9,10 @@ import json
 import math
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -20,26 +21,22 @@ from ratingctr.training.config import RunConfig
 from ratingctr.training.data.encode import TRAIN, EncodedData, load_dataset
 from ratingctr.training.data.schema import FieldSchema
 from ratingctr.training.evaluation import full_eval
-from ratingctr.training.graph import cached_adjacency, layer_weights
-from ratingctr.training.models.ctr import CTRModel, build_model
+from ratingctr.training.graph import cached_adjacency
+from ratingctr.training.models.build import build_model
+from ratingctr.training.models.ctr import CTRModel
 from ratingctr.training.trainer import TrainResult, fit, seed_everything, select_device
 
 CHECKPOINT_FORMAT = 1
 
 
-def training_graph(config: RunConfig, data: EncodedData) -> tuple[torch.Tensor | None, list[float] | None]:
-    """The LightGCN adjacency over *training* edges only, or (None, None) for the table encoder."""
+def training_graph(config: RunConfig, data: EncodedData) -> torch.Tensor | None:
+    """The LightGCN adjacency over *training* edges only, or None for the table encoder."""
     if config.encoder.kind == "table":
-        return None, None
+        return None
     if config.encoder.kind != "lightgcn":
         raise UserError(f"unknown encoder '{config.encoder.kind}'; choose table or lightgcn")
     train = data.split == TRAIN
-    adjacency = cached_adjacency(data.user[train], data.item[train], data.n_users, data.n_items)
-    try:
-        weights = layer_weights(config.encoder.gcn_layers, config.encoder.layer_weights)
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
-    return adjacency, weights
+    return cached_adjacency(data.user[train], data.item[train], data.n_users, data.n_items)
 
 
 def _check_fine_tune_base(config: RunConfig, base: RunConfig, payload: dict, data: EncodedData) -> None:
@@ -60,11 +57,9 @@ def _check_fine_tune_base(config: RunConfig, base: RunConfig, payload: dict, dat
 
 def make_model(config: RunConfig, data: EncodedData) -> CTRModel:
     """Build the configured model; FT also loads the base run's weights into it."""
-    adjacency, weights = training_graph(config, data)
+    adjacency = training_graph(config, data)
     try:
-        model = build_model(data.schema, config.model.name, config.model.embedding_dim, config.model.params,
-                            config.head.kind, data.levels, data.threshold, config.head.ratio, config.head.aggregate,
-                            adjacency=adjacency, layer_weights=weights)
+        model = build_model(data.schema, config, adjacency)
     except (ValueError, TypeError) as exc:
         raise UserError(str(exc)) from exc
     if config.encoder.init_from:
@@ -122,14 +117,12 @@ def load_checkpoint(run_dir: Path) -> tuple[dict, RunConfig]:
 def restore_model(payload: dict, config: RunConfig, data: EncodedData | None = None) -> CTRModel:
     """Rebuild a saved model; a LightGCN model needs its dataset to rebuild the graph."""
     schema = FieldSchema.from_dict(payload["schema"])
-    adjacency, weights = (None, None)
+    adjacency = None
     if config.encoder.kind == "lightgcn":
         if data is None:
             raise UserError("a LightGCN checkpoint needs its dataset to rebuild the training graph")
-        adjacency, weights = training_graph(config, data)
-    model = build_model(schema, config.model.name, config.model.embedding_dim, config.model.params,
-                        config.head.kind, config.data.levels, config.data.threshold, config.head.ratio,
-                        config.head.aggregate, adjacency=adjacency, layer_weights=weights)
+        adjacency = training_graph(config, data)
+    model = build_model(schema, config, adjacency)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

@@ -1,11 +1,11 @@
-"""The training loop: AdamW, early stopping on validation AUC, best-epoch restore.
+"""The training loop: AdamW, early stopping on validation AUC, best-epoch restore
+(the stopping policy is ``training.early_stopping``, shared with the retriever).
 
 Data lives on the device as whole tensors; a batch is an index slice of a per-epoch
 permutation, so there is no DataLoader, no collate and no per-row Python.
 """
 from __future__ import annotations
 
-import copy
 import random
 import sys
 import time
@@ -18,6 +18,7 @@ from tqdm import tqdm
 from ratingctr.training.allocator import retain_freed_memory
 from ratingctr.training.config import TrainConfig
 from ratingctr.training.data.encode import TRAIN, VALID, EncodedData
+from ratingctr.training.early_stopping import train_until_stale
 from ratingctr.training.evaluation import pointwise_eval
 from ratingctr.training.models.ctr import CTRModel
 
@@ -84,7 +85,7 @@ class TrainTensors:
     click: torch.Tensor
 
     @classmethod
-    def from_rows(cls, data: EncodedData, rows: np.ndarray, device: torch.device) -> "TrainTensors":
+    def from_rows(cls, data: EncodedData, rows: np.ndarray, device: torch.device) -> TrainTensors:
         x = torch.from_numpy(data.features(data.user[rows], data.item[rows]))
         return cls(x.to(device), torch.from_numpy(data.rating[rows]).to(device),
                    torch.from_numpy(data.click[rows]).to(device))
@@ -132,13 +133,11 @@ def fit(model: CTRModel, data: EncodedData, config: TrainConfig, device: torch.d
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     n, bs = train.x.shape[0], config.batch_size
     steps = (n + bs - 1) // bs
-    result = TrainResult(best_epoch=-1, best_valid_auc=-1.0)
-    best_state = copy.deepcopy(model.state_dict())
-    stale = 0
     emb_weight = _embedding_weight(model)
     amp_dtype = autocast_dtype(config.precision, device)
-    result.precision = precision_name(amp_dtype)
-    for epoch in range(config.epochs):
+    epoch_seconds: list[float] = []
+
+    def run_epoch(epoch: int) -> tuple[float, dict]:
         model.train()
         start = time.perf_counter()
         order = torch.randperm(n, generator=generator).to(device)
@@ -156,23 +155,18 @@ def fit(model: CTRModel, data: EncodedData, config: TrainConfig, device: torch.d
                 rate = (step + 1) * bs / max(time.perf_counter() - start, 1e-9)
                 bar.set_postfix(loss=f"{loss.item():.4f}", rows_per_s=f"{rate:,.0f}")
         train_seconds = time.perf_counter() - start
-        result.epoch_seconds.append(train_seconds)
+        epoch_seconds.append(train_seconds)
         valid, _ = pointwise_eval(model, data, valid_rows, config.eval_batch_size, device)
         record = {"epoch": epoch, "train_loss": float(total_loss) / n, "valid_auc": valid["auc"],
                   "valid_logloss": valid["logloss"], "seconds": train_seconds,
                   "embedding_grad_norm": float(grad_norms) / steps,
                   "embedding_weight_norm": float(emb_weight.detach().norm()) if emb_weight is not None else None}
-        result.history.append(record)
         if config.progress:
             print(f"epoch {epoch:>3}  loss {record['train_loss']:.4f}  valid auc {valid['auc']:.4f}  "
                   f"logloss {valid['logloss']:.4f}  {train_seconds:.2f}s  {n / train_seconds:,.0f} rows/s",
                   file=sys.stderr)
-        if valid["auc"] > result.best_valid_auc:
-            result.best_valid_auc, result.best_epoch, stale = valid["auc"], epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            if stale >= config.patience:
-                break
-    model.load_state_dict(best_state)
-    return result
+        return valid["auc"], record
+
+    stopped = train_until_stale(model, range(config.epochs), config.patience, run_epoch)
+    return TrainResult(best_epoch=stopped.best_epoch, best_valid_auc=stopped.best_score,
+                       precision=precision_name(amp_dtype), epoch_seconds=epoch_seconds, history=stopped.history)

@@ -17,7 +17,7 @@ from ratingctr.training.config import (
     TrainConfig,
 )
 from ratingctr.training.data.encode import load_dataset
-from ratingctr.training.models.ctr import build_model
+from ratingctr.training.models.build import build_model
 from ratingctr.training.models.registry import ARCHITECTURES
 from ratingctr.training.run import make_model
 
@@ -46,7 +46,7 @@ def _rows(data, n: int = 512) -> np.ndarray:
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_every_architecture_exports_within_the_parity_bound(tiny, name: str, head: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = build_model(tiny.schema, name, 8, SMALL[name], head, 5, 4, 0.5, "logit_sum")
+    model = build_model(tiny.schema, RunConfig(model=ModelConfig(name, 8, SMALL[name]), head=HeadConfig(head)))
     model = prepare_for_export(model)
     x = _rows(tiny)
     names = export_onnx(model, x[:4], tmp_path / "m.onnx")
@@ -83,8 +83,8 @@ def test_batch_norm_is_folded_and_the_rating_head_adds_no_matmul(tiny, tmp_path:
     ops = {}
     for head in ("binary", "rating"):
         torch.manual_seed(0)
-        model = prepare_for_export(build_model(tiny.schema, "DCNV2", 8, {"mlp_hidden_size": [16, 16]}, head,
-                                               5, 4, 0.5, "logit_sum"))
+        config = RunConfig(model=ModelConfig("DCNV2", 8, {"mlp_hidden_size": [16, 16]}), head=HeadConfig(head))
+        model = prepare_for_export(build_model(tiny.schema, config))
         norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
         assert len(norms) == 2
         with torch.no_grad():  # running statistics and affine terms far from the identity

@@ -48,7 +48,7 @@ def test_propagation_is_the_weighted_sum_of_powers() -> None:
 
 def test_graph_uses_training_edges_only(tiny_atomic: Path) -> None:
     data = load_dataset(DataConfig(dataset="atomic", data_dir=str(tiny_atomic), k_core=3))
-    adj, _ = training_graph(RunConfig(encoder=EncoderConfig(kind="lightgcn")), data)
+    adj = training_graph(RunConfig(encoder=EncoderConfig(kind="lightgcn")), data)
     dense = adj.to_dense()
     offset = data.n_users + 1
     train_pairs = {(u, i) for u, i in zip(data.user[data.split == TRAIN], data.item[data.split == TRAIN])}

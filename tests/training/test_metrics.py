@@ -10,6 +10,7 @@ from ratingctr.training.metrics import (
     group_auc,
     logloss,
     mci,
+    ranked_hits_at_k,
     ranking_metrics,
 )
 
@@ -73,6 +74,36 @@ def test_constant_scores_do_not_favour_positives() -> None:
     relevant = np.tile(np.r_[True, np.zeros(100, bool)], 400)  # positive listed first in every group
     got = ranking_metrics(group, np.zeros(group.size), relevant)
     assert got["recall@10"] == pytest.approx(10 / 101, abs=0.05)
+
+
+def test_ranked_hits_by_hand() -> None:
+    # group 0: 3 relevant, ranked 0 and 3 (one unranked); group 1: none (skipped); group 2: 1 relevant at rank 1
+    out = ranked_hits_at_k(np.array([0, 0, 2]), np.array([0, 3, 1]), np.array([3, 0, 1]), k=2)
+    assert out["recall@2"] == pytest.approx((1 / 3 + 1) / 2)
+    assert out["ndcg@2"] == pytest.approx((1 / (1 + 1 / math.log2(3)) + 1 / math.log2(3)) / 2)
+
+
+def test_retriever_full_ranking_agrees_with_candidate_lists() -> None:
+    """The retriever's top-k over every item and uni100-style candidate lists of every item agree."""
+    import torch
+
+    from ratingctr.training.retriever import topk_metrics
+
+    rng = np.random.default_rng(4)
+    n_users, n_items = 40, 60
+    scores = rng.random((n_users + 1, n_items + 1)).astype(np.float32)
+    relevant = rng.random(scores.shape) < 0.1
+    relevant[0], relevant[:, 0] = False, False
+    seen = np.zeros_like(relevant)
+    seen[1:, 1] = True  # a training item of every user: masked out of the ranking
+    relevant[:, 1] = False
+    full = topk_metrics(torch.from_numpy(scores), seen, relevant, 20)
+    users = np.repeat(np.arange(n_users + 1), n_items - 1)
+    items = np.tile(np.arange(2, n_items + 1), n_users + 1)
+    lists = ranking_metrics(users, scores[users, items], relevant[users, items], ks=(20,))
+    assert full["recall@20"] == pytest.approx(lists["recall@20"], abs=1e-12)
+    assert full["ndcg@20"] == pytest.approx(lists["ndcg@20"], abs=1e-12)
+    assert full["users"] == int((relevant.sum(1) > 0).sum()) and 0 < full["recall@20"] < 1
 
 
 def test_group_auc_by_tertiles() -> None:

@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ratingctr.training.config import DataConfig, TrainConfig, model_defaults
+from ratingctr.training.config import DataConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig, build_run_config
 from ratingctr.training.data.encode import VALID, load_dataset
 from ratingctr.training.evaluation import pointwise_eval
-from ratingctr.training.models.ctr import build_model
+from ratingctr.training.models.build import build_model
 from ratingctr.training.trainer import autocast_dtype, fit, select_device
 
 CONFIG = TrainConfig(epochs=12, batch_size=256, patience=2, progress=False, precision="fp32")
@@ -21,7 +21,8 @@ def tiny(tiny_atomic: Path):
 
 def _model(data, name: str = "WideDeep"):
     torch.manual_seed(0)
-    return build_model(data.schema, name, 8, {"mlp_hidden_size": [16]}, "rating", 5, 4, 0.5, "logit_sum")
+    return build_model(data.schema, RunConfig(model=ModelConfig(name, 8, {"mlp_hidden_size": [16]}),
+                                              head=HeadConfig("rating", 0.5)))
 
 
 def test_early_stopping_when_validation_never_improves(tiny) -> None:
@@ -60,13 +61,10 @@ def test_bf16_autocast_trains_to_the_same_quality(tiny) -> None:
 
 def test_real_ml100k_run_learns(ml100k_root: Path, tmp_path: Path) -> None:
     """Three epochs of WideDeep with the rating head on MovieLens-100k clear 0.75 test AUC."""
-    from ratingctr.training.config import HeadConfig, ModelConfig, RunConfig
     from ratingctr.training.run import train_run
 
-    defaults = model_defaults("WideDeep")
-    config = RunConfig(data=DataConfig(data_dir=str(ml100k_root)),
-                       model=ModelConfig("WideDeep", 16, defaults["params"]), head=HeadConfig("rating", 0.5),
-                       train=TrainConfig(epochs=3, lr=defaults["lr"], progress=False))
+    config = build_run_config({"model": "WideDeep", "head": "rating", "data_dir": str(ml100k_root), "epochs": 3,
+                               "progress": False})
     metrics = train_run(config, tmp_path / "run")
     assert metrics["test"]["auc"] > 0.75, metrics["test"]
     assert metrics["test"]["rows"] == 9796 and metrics["dataset"]["users"] == 943

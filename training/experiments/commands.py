@@ -1,8 +1,9 @@
 """``ratingctr experiment supervision|connectivity``: plan, run (cached, resumable, parallel), report.
 
 Every run's configuration is built by the same code as ``ratingctr train``
-(``training.commands.build_run_config``), so ``--key=value`` overrides, YAML defaults and
-validation behave identically; an override applies to every architecture of the run.
+(``training.config.build_run_config`` over ``training.commands.run_overrides``), so
+``--key=value`` overrides, YAML defaults and validation behave identically; an override
+applies to every architecture of the run.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from ratingctr.errors import UserError
 
@@ -37,11 +39,16 @@ def _models(value: str, default: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _config_factory(args: argparse.Namespace, extra: list[str]):
-    from ratingctr.training.commands import build_run_config
+    """``make(model, seed, **changes) -> RunConfig``: the command's settings, one grid point's
+    changes on top, the ``--key=value`` pairs last (as ``ratingctr train`` applies them)."""
+    from ratingctr.training.commands import parse_overrides, run_overrides
+    from ratingctr.training.config import build_run_config
+
+    settings = {**run_overrides(args, []), "progress": False}
+    pairs = parse_overrides(extra)
 
     def make(model: str, seed: int, **changes):
-        namespace = argparse.Namespace(**{**vars(args), "model": model, "seed": seed, **changes})
-        return build_run_config(namespace, extra)
+        return build_run_config({**settings, "model": model, "seed": seed, **changes, **pairs})
 
     return make
 
@@ -149,27 +156,28 @@ def cmd_connectivity(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, options: list[str]) -> None:
+    """The flags both experiments take; their destinations are appended to ``options``."""
     from ratingctr.training.commands import add_data_arguments
 
-    add_data_arguments(parser)
-    parser.add_argument("--seeds", type=int, default=5, help="number of seeds (each fixes split, init and batch order)")
-    parser.add_argument("--seed", type=int, default=2020, help="first seed; the others follow it")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=4096)
-    parser.add_argument("--lr", type=float, default=None, help="default: each model's YAML value")
-    parser.add_argument("--patience", type=int, default=3)
-    parser.add_argument("--aggregate", choices=["logit_sum", "prob_sum"], default="logit_sum")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
-    parser.add_argument("--jobs", type=int, default=1, help="runs executed in parallel processes")
-    parser.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR,
-                        help="cache of finished runs, keyed by configuration (shared by experiments)")
-    parser.add_argument("--out", required=True, help="report folder: report.md, results.json, PNGs")
-    parser.add_argument("--report-only", action="store_true",
-                        help="re-render report.md and the PNGs from OUT/results.json without touching runs")
-    parser.set_defaults(no_progress=True, encoder="table", gcn_layers=2, layer_weights=None, init_from=None,
-                        accepts_overrides=True)
+    options += add_data_arguments(parser)
+    _option(parser, options, "--seeds", type=int, default=5,
+            help="number of seeds (each fixes split, init and batch order)")
+    _option(parser, options, "--seed", type=int, default=2020, help="first seed; the others follow it")
+    _option(parser, options, "--epochs", type=int, default=30)
+    _option(parser, options, "--batch-size", type=int, default=4096)
+    _option(parser, options, "--lr", type=float, default=None, help="default: each model's YAML value")
+    _option(parser, options, "--patience", type=int, default=3)
+    _option(parser, options, "--aggregate", choices=["logit_sum", "prob_sum"], default="logit_sum")
+    _option(parser, options, "--device", default="auto")
+    _option(parser, options, "--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    _option(parser, options, "--jobs", type=int, default=1, help="runs executed in parallel processes")
+    _option(parser, options, "--runs-dir", default=DEFAULT_RUNS_DIR,
+            help="cache of finished runs, keyed by configuration (shared by experiments)")
+    _option(parser, options, "--out", required=True, help="report folder: report.md, results.json, PNGs")
+    _option(parser, options, "--report-only", action="store_true",
+            help="re-render report.md and the PNGs from OUT/results.json without touching runs")
+    parser.set_defaults(accepts_overrides=True)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -177,33 +185,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verbs = experiment.add_subparsers(dest="experiment_verb", required=True, parser_class=type(experiment))
 
     sup = verbs.add_parser("supervision", help="binary vs rating head: Tables 1-3, Figures 2-4 (paper 1)")
-    sup.add_argument("--models", default="WideDeep,NFM,xDeepFM,AutoInt,FiGNN,DCNV2,EulerNet")
-    _common(sup)
-    sup.add_argument("--ratio", type=float, default=0.5, help="λr of the rating head in Tables 1-3")
-    sup.add_argument("--ratios", default="0.1,0.3,0.5,0.7,0.9", help="λr grid of Figure 4")
-    sup.add_argument("--ratio-models", default="all", help="architectures of Figure 4 (all, none or a list)")
-    sup.add_argument("--trace-models", default=None,
-                     help="architectures whose embedding gradient norms are recorded (Figure 2; all, none or a "
-                          "list; default: those of DCNV2, AutoInt, FiGNN in --models)")
-    sup.add_argument("--noise-stds", default="0.01,0.03,0.05,0.07,0.09",
-                     help="Figure 3 noise grid (paper: 0.01..0.09 dense data, 0.006..0.014 sparse)")
-    sup.add_argument("--noise-models", default="all", help="architectures of Figure 3 (all, none or a list)")
+    sup_options: list[str] = []
+    _option(sup, sup_options, "--models", default="WideDeep,NFM,xDeepFM,AutoInt,FiGNN,DCNV2,EulerNet")
+    _common(sup, sup_options)
+    _option(sup, sup_options, "--ratio", type=float, default=0.5, help="λr of the rating head in Tables 1-3")
+    _option(sup, sup_options, "--ratios", default="0.1,0.3,0.5,0.7,0.9", help="λr grid of Figure 4")
+    _option(sup, sup_options, "--ratio-models", default="all", help="architectures of Figure 4 (all, none or a list)")
+    _option(sup, sup_options, "--trace-models", default=None,
+            help="architectures whose embedding gradient norms are recorded (Figure 2; all, none or a "
+                 "list; default: those of DCNV2, AutoInt, FiGNN in --models)")
+    _option(sup, sup_options, "--noise-stds", default="0.01,0.03,0.05,0.07,0.09",
+            help="Figure 3 noise grid (paper: 0.01..0.09 dense data, 0.006..0.014 sparse)")
+    _option(sup, sup_options, "--noise-models", default="all", help="architectures of Figure 3 (all, none or a list)")
     sup.set_defaults(handler=cmd_supervision, head="rating")
-    sup.set_defaults(option_dests=_option_dests(sup))
+    sup.set_defaults(option_dests=sup_options)
 
     con = verbs.add_parser("connectivity", help="Base vs LightGCN TS vs FT per k-core and activity group (paper 2)")
-    con.add_argument("--models", default="DCNV2,AutoInt,FinalMLP,EulerNet,AFN,GDCN")
-    _common(con)
-    con.add_argument("--k-cores", default="3,6,10", help="k-core filters to compare (replaces --k-core)")
-    con.add_argument("--head", choices=["binary", "rating"], default="rating")
-    con.add_argument("--ratio", type=float, default=0.5, help="λr of the rating head")
-    con.add_argument("--gcn-layers", type=int, default=2)
+    con_options: list[str] = []
+    _option(con, con_options, "--models", default="DCNV2,AutoInt,FinalMLP,EulerNet,AFN,GDCN")
+    _common(con, con_options)
+    _option(con, con_options, "--k-cores", default="3,6,10", help="k-core filters to compare (replaces --k-core)")
+    _option(con, con_options, "--head", choices=["binary", "rating"], default="rating")
+    _option(con, con_options, "--ratio", type=float, default=0.5, help="λr of the rating head")
+    _option(con, con_options, "--gcn-layers", type=int, default=2)
     con.set_defaults(handler=cmd_connectivity, k_core=None)  # every run gets its k from --k-cores
-    con.set_defaults(option_dests=[d for d in _option_dests(con) if d != "k_core"])
+    con.set_defaults(option_dests=[d for d in con_options if d != "k_core"])
 
 
-def _option_dests(parser: argparse.ArgumentParser) -> list[str]:
-    return [a.dest for a in parser._actions if a.option_strings and a.dest != "help"]
+def _option(parser: argparse.ArgumentParser, options: list[str], *flags: str, **kwargs: Any) -> None:
+    """``add_argument`` that also records the destination, in declaration order, for ``_command_line``."""
+    options.append(parser.add_argument(*flags, **kwargs).dest)
 
 
 def _command_line(args: argparse.Namespace, extra: list[str]) -> str:

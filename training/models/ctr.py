@@ -12,13 +12,11 @@ from ratingctr.training.data.schema import FieldSchema
 from ratingctr.training.models.base import Body
 from ratingctr.training.models.encoders import (
     FieldIndexer,
-    LightGCNEncoder,
     TableEncoder,
     lookup,
 )
-from ratingctr.training.models.heads import Prediction, build_head
+from ratingctr.training.models.heads import Prediction
 from ratingctr.training.models.layers import FirstOrderLinear
-from ratingctr.training.models.registry import build_body
 
 
 class CTRModel(nn.Module):
@@ -88,16 +86,3 @@ def id_rows(schema: FieldSchema, name: str) -> tuple[int, int]:
     start = sum(f.vocab_size for f in schema.fields[:schema.index(name)])
     return start, start + schema.fields[schema.index(name)].vocab_size
 
-
-def build_model(schema: FieldSchema, model_name: str, embedding_dim: int, params: dict,
-                head_kind: str, levels: int, threshold: int, ratio: float, aggregate: str,
-                adjacency: torch.Tensor | None = None, layer_weights: list[float] | None = None) -> CTRModel:
-    """Assemble a model; passing ``adjacency`` selects the LightGCN encoder."""
-    head = build_head(head_kind, levels, threshold, ratio, aggregate)
-    body = build_body(model_name, schema.num_fields, embedding_dim, head.out_dim, params)
-    encoder = None
-    if adjacency is not None:
-        total = sum(f.vocab_size for f in schema.fields)
-        encoder = LightGCNEncoder(total, embedding_dim, adjacency, id_rows(schema, "user_id"),
-                                  id_rows(schema, "item_id"), layer_weights or [0.5, 0.5])
-    return CTRModel(schema, body, head, encoder)

@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from ratingctr.training.config import model_defaults
+from ratingctr.training.config import HeadConfig, ModelConfig, RunConfig, model_defaults
 from ratingctr.training.data.schema import FieldSchema, FieldSpec
-from ratingctr.training.models.ctr import CTRModel, build_model
+from ratingctr.training.models.build import build_model
+from ratingctr.training.models.ctr import CTRModel
 from ratingctr.training.models.registry import ARCHITECTURES
 
 SCHEMA = FieldSchema((FieldSpec("user_id", 40, "user"), FieldSpec("age", 6, "user"),
@@ -24,7 +25,7 @@ def _batch(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, tor
 
 def _model(name: str, head: str) -> CTRModel:
     defaults = model_defaults(name)
-    return build_model(SCHEMA, name, 8, defaults["params"], head, 5, 4, 0.5, "logit_sum")
+    return build_model(SCHEMA, RunConfig(model=ModelConfig(name, 8, defaults["params"]), head=HeadConfig(head)))
 
 
 @pytest.mark.parametrize("head", ["binary", "rating"])
