@@ -4,21 +4,29 @@ Why: a training step allocates and frees the same few-MB activations every step.
 serves blocks above its mmap threshold (128 KiB at start) with a fresh ``mmap`` and
 returns them with ``munmap`` on free, so every step page-faults its activations in again,
 4 KiB at a time; its dynamic threshold only partly adapts, and the heap top is trimmed back
-to the kernel whenever 128 KiB lie free there.  On the 2-core bench machine this cost
-6–12 % of an ML-100k epoch (AutoInt 0.85 → 0.75 s, DCNV2 0.49 → 0.43 s).  Raising the mmap
-threshold to glibc's maximum (32 MiB) and disabling trimming makes the allocator reuse the
-same pages, which is what tcmalloc/jemalloc give PyTorch on CPU without a preload.
+to the kernel whenever 128 KiB lie free there (the measured cost per epoch is in
+``reports/bench/kernels.md``).  Raising the mmap threshold to glibc's maximum (32 MiB) and
+disabling trimming makes the allocator reuse the same pages, which is what
+tcmalloc/jemalloc give PyTorch on CPU without a preload.
 
 The cost is that the process's resident size does not shrink after a peak — fine for a
-trainer, which is why the gateway does not call this.  Only glibc has ``mallopt``;
-elsewhere this does nothing.  ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` in
-the environment win: a user who tuned glibc is left alone.
+trainer, not for the gateway.  So the tuning is a decision of a training process's entry
+point (the training CLI verbs, via ``training_entry_point``; the bench worker; experiment workers),
+never a side effect of a library call.  Only glibc has ``mallopt``; elsewhere this does
+nothing.  ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` in the environment win:
+a user who tuned glibc is left alone.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -46,3 +54,14 @@ def retain_freed_memory() -> bool:
     # order matters: setting the trim threshold first would freeze the mmap threshold at 128 KiB
     _applied = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_NEVER))
     return _applied
+
+
+def training_entry_point(handler: Callable[P, R]) -> Callable[P, R]:
+    """Decorate a training process's entry point: ``retain_freed_memory()`` before it runs."""
+
+    @functools.wraps(handler)
+    def entry(*args: P.args, **kwargs: P.kwargs) -> R:
+        retain_freed_memory()
+        return handler(*args, **kwargs)
+
+    return entry

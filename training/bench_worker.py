@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    retain_freed_memory()  # as fit() does, so the bench times what users run
+    retain_freed_memory()  # as the training CLI verbs do at entry, so the bench times what users run
     seed_everything(2020)
     config = build_run_config({"model": args.model, "head": args.head, "data_dir": args.data_dir,
                                "batch_size": args.batch_size, "precision": args.precision, "device": "cpu"})

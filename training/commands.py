@@ -10,6 +10,7 @@ from ratingctr.errors import UserError
 
 if TYPE_CHECKING:
     from ratingctr.training.config import DataConfig
+from ratingctr.training.allocator import training_entry_point
 
 
 def parse_overrides(extra: list[str]) -> dict:
@@ -63,6 +64,7 @@ def data_config(args: argparse.Namespace) -> DataConfig:
     return build_run_config({key: value for key, value in vars(args).items() if key in keys}).data
 
 
+@training_entry_point
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from ratingctr.training.config import build_run_config
     from ratingctr.training.run import train_run
@@ -98,6 +100,7 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+@training_entry_point
 def cmd_train_retriever(args: argparse.Namespace, extra: list[str]) -> int:
     from ratingctr.training.retriever import RetrieverConfig, train_retriever
 

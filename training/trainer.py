@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ratingctr.training.allocator import retain_freed_memory
 from ratingctr.training.config import TrainConfig
 from ratingctr.training.data.encode import TRAIN, VALID, EncodedData
 from ratingctr.training.early_stopping import train_until_stale
@@ -125,7 +124,6 @@ def _embedding_weight(model: CTRModel) -> torch.Tensor | None:
 def fit(model: CTRModel, data: EncodedData, config: TrainConfig, device: torch.device,
         lr: float | None = None) -> TrainResult:
     """Train ``model`` in place and leave it holding its best-validation-AUC weights."""
-    retain_freed_memory()
     model.to(device)
     train = TrainTensors.from_rows(data, data.rows(TRAIN), device)
     valid_rows = data.rows(VALID)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ratingctr.errors import UserError
+from ratingctr.training.allocator import training_entry_point
 
 DEFAULT_RUNS_DIR = "runs/experiments"
 PAPER_TRACE_MODELS = ("DCNV2", "AutoInt", "FiGNN")  # the architectures of paper 1's Figure 2
@@ -83,6 +84,7 @@ def _stored_results(out: Path, experiment: str) -> dict:
     return results
 
 
+@training_entry_point
 def cmd_supervision(args: argparse.Namespace, extra: list[str]) -> int:
     from ratingctr.training.experiments import plots
     from ratingctr.training.experiments.supervision import (
@@ -135,6 +137,7 @@ def _run_or_load(args: argparse.Namespace, extra: list[str], kind: str, spec, pl
     return results
 
 
+@training_entry_point
 def cmd_connectivity(args: argparse.Namespace, extra: list[str]) -> int:
     from ratingctr.training.experiments import plots
     from ratingctr.training.experiments.connectivity import (

@@ -221,6 +221,9 @@ def execute(job: Job, run_dir: Path) -> dict:
 def _init_worker(threads: int) -> None:
     import torch
 
+    from ratingctr.training.allocator import retain_freed_memory
+
+    retain_freed_memory()  # a spawned worker is a training process's entry point
     torch.set_num_threads(threads)
 
 

@@ -14,10 +14,12 @@ import torch
 from torch import nn
 
 from ratingctr.training.models.base import Body
+from ratingctr.training.models.kernels import KernelSwitch
+from ratingctr.training.models.kernels.afn import fast_afn, reference_afn
 from ratingctr.training.models.layers import MLP, reset_linear_
 
 
-class AFN(Body):
+class AFN(KernelSwitch, Body):
     """Logarithmic transformation layer + MLP (+ DNN) → ``out_dim`` logits.
 
     Args:
@@ -39,28 +41,21 @@ class AFN(Body):
         self.log_norm = nn.BatchNorm1d(num_fields)
         self.coefficients = nn.Linear(num_fields, logarithmic_neurons, bias=False)
         self.exp_norm = nn.BatchNorm1d(logarithmic_neurons)
+        # dropout after each activation: the MLP starts with the Linear the AFN kernel reads
         self.afn = MLP(embedding_dim * logarithmic_neurons, afn_hidden_size, out_dim, dropout=afn_dropout,
                        batch_norm=batch_norm)
+        if not isinstance(self.afn[0], nn.Linear):
+            raise TypeError("AFN's MLP must start with its Linear (the logarithmic neurons feed it directly)")
         self.dnn = MLP(num_fields * embedding_dim, dnn_hidden_size, out_dim, dropout=dnn_dropout,
                        batch_norm=batch_norm) if ensemble_dnn else None
         self.apply(reset_linear_)
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        """The N·d neurons stay in the ``[B, d, N]`` layout the coefficient product makes.
-
-        FuxiCTR transposes them to ``[B, N, d]`` first; with N·d = 4096 values a row, the
-        exp, the BatchNorm over a strided channel axis and the flatten copy (and their
-        backward) then ran over 16M strided elements a step.  Here the exp is contiguous,
-        the BatchNorm sees ``[B·d, N]`` (the same per-neuron statistics over batch and d)
-        and the first MLP Linear reads its weight columns in d-major order instead.
-        """
-        b, f, d = emb.shape
-        log_emb = self.log_norm(torch.log(emb.abs().clamp_min(1e-5)))  # [B, F, d]
-        crossed = torch.exp(self.coefficients(log_emb.transpose(1, 2)))  # [B, d, N]
-        neurons = self.exp_norm(crossed.reshape(b * d, -1)).view(b, -1)  # [B, d·N]
+        """exp(coefficients · BN(log|e|)) → BN → MLP; the transformation through the MLP's
+        first Linear is ``kernels/afn.py`` (by default in a d-major neuron layout)."""
         first, *rest = self.afn
-        weight = first.weight.view(first.out_features, -1, d).transpose(1, 2).reshape(first.out_features, -1)
-        out = nn.functional.linear(neurons, weight, first.bias)
+        transform = fast_afn if self.forward_kernels() else reference_afn
+        out = transform(emb, self.log_norm, self.coefficients, self.exp_norm, first)
         for layer in rest:
             out = layer(out)
         if self.dnn is not None:

@@ -12,12 +12,14 @@ import torch
 from torch import nn
 
 from ratingctr.training.models.base import Body
+from ratingctr.training.models.kernels import KernelSwitch
+from ratingctr.training.models.kernels.cross_deep import fast_parallel_predict, reference_parallel_predict
 from ratingctr.training.models.layers import MLP, reset_linear_
 
 Structure = Literal["parallel", "stacked"]
 
 
-class CrossDeepBody(Body):
+class CrossDeepBody(KernelSwitch, Body):
     """Base for cross + deep architectures; subclasses pass their cross network and MLP."""
 
     def _assemble(self, cross: nn.Module, deep: MLP, structure: str) -> None:
@@ -34,11 +36,6 @@ class CrossDeepBody(Body):
         x0 = emb.flatten(1)
         if not self.parallel:
             return self.predict(self.deep(self.cross(x0)))
-        cross, deep = self.cross(x0), self.deep(x0)
-        if torch.is_grad_enabled():
-            # W·[c ‖ d] = W_c·c + W_d·d: training skips materialising the concatenation
-            # (a fresh [B, F·d + 256] copy forward and split-up gradients backward, ~1 ms
-            # a DCNV2 step on CPU); export and evaluation keep the one Gemm.
-            w_cross, w_deep = self.predict.weight.split([cross.shape[1], deep.shape[1]], dim=1)
-            return nn.functional.linear(cross, w_cross, self.predict.bias) + nn.functional.linear(deep, w_deep)
-        return self.predict(torch.cat([cross, deep], dim=1))
+        cross, deep = self.cross(x0), self.deep(x0)  # side by side: one Linear over [cross ‖ deep]
+        predict = fast_parallel_predict if self.training_kernels() else reference_parallel_predict
+        return predict(cross, deep, self.predict.weight, self.predict.bias)

@@ -10,16 +10,14 @@ from torch import nn
 
 from ratingctr.training.data.schema import FieldSchema
 from ratingctr.training.models.base import Body
-from ratingctr.training.models.encoders import (
-    FieldIndexer,
-    TableEncoder,
-    lookup,
-)
+from ratingctr.training.models.encoders import FieldIndexer, TableEncoder
 from ratingctr.training.models.heads import Prediction
+from ratingctr.training.models.kernels import KernelSwitch
+from ratingctr.training.models.kernels.lookup import fast_embed_with_first_order
 from ratingctr.training.models.layers import FirstOrderLinear
 
 
-class CTRModel(nn.Module):
+class CTRModel(KernelSwitch, nn.Module):
     """A ranker over ``[B, C]`` int64 field ids.
 
     ``forward`` returns the serving outputs (p̂, rating distribution, expected rating),
@@ -42,22 +40,15 @@ class CTRModel(nn.Module):
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Field embeddings ``[B, F, d]`` and the first-order logits ``[B, out]`` (None without one).
 
-        With a first-order branch both come from one gather over the two tables side by
-        side, ``[V, d + out]``, pooled together: the first-order term Σ_c w_c·row_c is the
-        sum over fields of the same pooling the embeddings get.  One gather and one
-        ``index_add`` backward instead of two — the narrow one cost as much as the wide
-        one on CPU (5-wide rows for the rating head).  With embedding noise (robustness
-        study, noise per column before pooling) the two lookups stay separate.
+        By default both come from one gather (``kernels/lookup.py``).  With embedding noise
+        (robustness study, noise per column before pooling) the two lookups stay separate.
         """
         ids, weights = self.indexer(x)
-        if self.linear is None or self.encoder.noise_std > 0:
-            emb = self.indexer.pool(self.encoder(ids), weights)
-            return emb, self.linear(ids, weights) if self.linear is not None else None
-        table = self.encoder.table()
-        both = torch.cat([table, self.linear.table.weight.to(table.dtype)], dim=1)
-        pooled = self.indexer.pool(lookup(both, ids), weights)
-        emb, first = torch.split(pooled, [table.shape[1], self.linear.bias.shape[0]], dim=2)  # backward: one cat
-        return emb, first.sum(dim=1) + self.linear.bias
+        if self.linear is not None and self.encoder.noise_std == 0 and self.forward_kernels():
+            return fast_embed_with_first_order(self.encoder.table(), self.linear.table.weight, self.linear.bias,
+                                               ids, weights, self.indexer.pool)
+        emb = self.indexer.pool(self.encoder(ids), weights)
+        return emb, self.linear(ids, weights) if self.linear is not None else None
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         emb, first_order = self._embed(x)

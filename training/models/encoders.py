@@ -10,17 +10,9 @@ import torch
 from torch import nn
 
 from ratingctr.training.data.schema import FieldSchema
+from ratingctr.training.models.kernels.lookup import lookup
 
-
-def lookup(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """``table[ids]`` via ``index_select``.
-
-    Why not ``nn.functional.embedding``: on CPU its backward sorts the indices
-    (``embedding_dense_backward``), a fifth of a WideDeep step in our profile, while
-    ``index_select``'s backward is a plain ``index_add_``, about twice as fast; both
-    export to the same ONNX ``Gather``.
-    """
-    return table.index_select(0, ids.reshape(-1)).view(*ids.shape, table.shape[1])
+__all__ = ["FieldIndexer", "LightGCNEncoder", "TableEncoder", "lookup"]
 
 
 class FieldIndexer(nn.Module):
@@ -77,7 +69,7 @@ class FieldIndexer(nn.Module):
             return per_column
         # Slices + one weighted sum per multi-valued field.  (An einsum with the assignment
         # matrix did the same as a bmm, but under bf16 autocast it cast and permuted the
-        # whole [B, C, d] tensor forth and back: ~5 ms a step on this CPU.)
+        # whole [B, C, d] tensor forth and back every step.)
         # ``split``, not one slice per span: a slice's backward zero-fills a full-size
         # gradient per span, a split's backward is one ``cat``.
         pieces = torch.split(per_column, [b - a for a, b, _ in self.spans], dim=1)

@@ -16,15 +16,16 @@ a sigmoid.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ratingctr.training.models.base import Body
+from ratingctr.training.models.kernels import KernelSwitch
+from ratingctr.training.models.kernels.fignn import fast_fignn, gru_cell_fab, reference_fignn
 from ratingctr.training.models.layers import MultiHeadSelfAttention, reset_linear_
 
 
 class _GRUCell(nn.Module):
-    """``nn.GRUCell`` (same parameters, init and gate order r, z, n), written out so it exports to ONNX."""
+    """``nn.GRUCell``'s parameters (same shapes, init and gate order r, z, n), used by ``kernels/fignn.py``."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -36,22 +37,13 @@ class _GRUCell(nn.Module):
             nn.init.uniform_(p, -dim ** -0.5, dim ** -0.5)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """``[N, dim]`` rows."""
-        return self.forward_fab(x.t().unsqueeze(0), h.t().unsqueeze(0))[0].t()
-
-    def forward_fab(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """Feature-major ``[F, dim, B]`` (FiGNN's internal layout): the gates are ``W @ x``."""
-        f = x.shape[0]
-        # baddbmm, not ``W @ x + b``: under autocast the sum with an fp32 bias would promote back to fp32
-        xr, xz, xn = torch.baddbmm(self.bias_ih[None, :, None], self.weight_ih.expand(f, -1, -1), x).chunk(3, dim=1)
-        hr, hz, hn = torch.baddbmm(self.bias_hh[None, :, None], self.weight_hh.expand(f, -1, -1), h).chunk(3, dim=1)
-        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-        n = torch.tanh(xn + r * hn)
-        return (1 - z) * n + z * h
+        """``[N, dim]`` rows, as ``nn.GRUCell``."""
+        return gru_cell_fab(x.t().unsqueeze(0), h.t().unsqueeze(0), self)[0].t()
 
 
 class _GraphLayer(nn.Module):
-    """One propagation step with per-field in/out matrices (RecBole/FuxiCTR ``GraphLayer``)."""
+    """One propagation step's per-field in/out matrices (RecBole/FuxiCTR ``GraphLayer``):
+    a_i = W_in,i Σ_j A_ij W_out,j h_j + b."""
 
     def __init__(self, num_fields: int, dim: int) -> None:
         super().__init__()
@@ -61,23 +53,10 @@ class _GraphLayer(nn.Module):
         nn.init.xavier_normal_(self.w_out)
         self.bias = nn.Parameter(torch.zeros(dim))
 
-    def forward(self, graph: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """``graph`` ``[F_i, F_j, B]``, ``h`` ``[F, A, B]`` → ``[F, A, B]``.
 
-        ``W_in,i Σ_j A_ij W_out,j h_j + b``: the per-field matrices are one ``bmm`` over
-        fields (wide along the batch), the neighbour sum a broadcast product along B.
-        """
-        h_out = torch.bmm(self.w_out, h)  # [F, A, B]
-        agg = (graph.unsqueeze(2) * h_out.unsqueeze(0)).sum(1)  # Σ_j A_ij h_out,j
-        return torch.baddbmm(self.bias[None, :, None], self.w_in, agg)
-
-
-class FiGNN(Body):
-    """Graph-neural field interactions → ``out_dim`` logits.
-
-    Internally the node states are field-major, ``[F, A, B]``: every per-field product is
-    then a GEMM or an element-wise op along the contiguous batch axis, rather than
-    B·F tiny matrices (which, with the reshapes around them, dominated a CPU epoch).
+class FiGNN(KernelSwitch, Body):
+    """Graph-neural field interactions → ``out_dim`` logits (the graph part is ``kernels/fignn.py``,
+    by default on field-major node states).
 
     Args:
         n_layers: RecBole's count: ``n_layers − 1`` propagation steps (1 = none).
@@ -109,28 +88,12 @@ class FiGNN(Body):
         self.field_weight = nn.Linear(num_fields * attention_size, num_fields, bias=False)
         self.apply(reset_linear_)
 
-    def _graph(self, h: torch.Tensor, edge_attention: nn.Linear) -> torch.Tensor:
-        """Edge weights for ``h`` ``[B, F, A]`` as ``[B, F_i, F_j]`` (the layout RecBole uses)."""
-        return self._graph_fab(h.permute(1, 2, 0), edge_attention).permute(2, 0, 1)
-
-    def _graph_fab(self, h: torch.Tensor, edge_attention: nn.Linear) -> torch.Tensor:
-        """wᵀ[h_i ‖ h_j] = w_srcᵀh_i + w_dstᵀh_j: RecBole's concat-then-Linear without the F² pairs.
-
-        ``h`` ``[F, A, B]`` → softmax-normalised ``[F_i, F_j, B]``, no self-loops.
-        """
-        w_src, w_dst = edge_attention.weight.chunk(2, dim=1)  # [1, A] each
-        src, dst = torch.matmul(w_src, h), torch.matmul(w_dst, h)  # [F, 1, B]
-        alpha = F.leaky_relu(src + dst.transpose(0, 1), 0.01)  # [F_i, F_j, B]
-        return torch.softmax(alpha.masked_fill(self.self_loop.unsqueeze(-1), float("-inf")), dim=1)
-
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        h0 = self.attention.forward_wfb(emb).transpose(0, 1).contiguous()  # [F, A, B]
-        h = h0
-        if self.edge_attention is not None and self.gru is not None:
-            graph = self._graph_fab(h0, self.edge_attention)
-            for layer in self.graph_layers:
-                h = self.gru.forward_fab(layer(graph, h), h) + h0
-        f, a, b = h.shape
-        scores = torch.matmul(self.field_score.weight, h)  # [F, out, B]
-        weights = self.field_weight.weight @ h.reshape(f * a, b)  # [F, B]; (f, a) order = RecBole's flatten
-        return (scores * weights.unsqueeze(1)).sum(0).t()
+        steps, edge = list(self.graph_layers), self.edge_attention
+        edge_weight = edge.weight if edge is not None else None
+        if self.forward_kernels():
+            h0 = self.attention.forward_wfb(emb).transpose(0, 1).contiguous()  # [F, A, B]
+            return fast_fignn(h0, edge_weight, self.self_loop, steps, self.gru, self.field_score.weight,
+                              self.field_weight.weight)
+        return reference_fignn(self.attention(emb), edge_weight, self.self_loop, steps, self.gru,
+                               self.field_score.weight, self.field_weight.weight)

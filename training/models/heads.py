@@ -95,7 +95,7 @@ class RatingHead(nn.Module):
     def loss(self, logits: torch.Tensor, rating: torch.Tensor, click: torch.Tensor,
              reg: torch.Tensor) -> torch.Tensor:
         # Classes on dim 1 of a [1, N, B] view: the same mean CE, but the CPU log-softmax then
-        # vectorises along the batch instead of over 5 classes (~3× faster fwd+bwd here).
+        # vectorises along the batch instead of over 5 classes.
         rating_loss = F.cross_entropy(logits.t().unsqueeze(0), (rating - 1).unsqueeze(0))
         return self.ratio * rating_loss + (1.0 - self.ratio) * (self.binary_loss(logits, click) + reg)
 
@@ -106,7 +106,7 @@ class RatingHead(nn.Module):
         else:
             p_click = (probs * self.positive.to(probs.dtype)).sum(dim=1)
         # multiply-and-sum, not ``probs @ stars``: ONNX Runtime runs that [N, 5]·[5] MatMul
-        # ~4× slower than Mul + ReduceSum, a third of the rating head's serving cost
+        # several times slower than Mul + ReduceSum
         return Prediction(p_click, probs, (probs * self.stars).sum(dim=1))
 
 

@@ -6,36 +6,26 @@ dropout is a module that is the identity in eval mode.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from ratingctr.training.models.field_attention import FieldAttentionFunction
+from ratingctr.training.models.kernels import KernelSwitch
+from ratingctr.training.models.kernels.attention import fast_field_attention, reference_field_attention
+from ratingctr.training.models.kernels.cin import fast_cin, reference_cin
+from ratingctr.training.models.kernels.dropout import fast_dropout_mask, reference_dropout_mask
+from ratingctr.training.models.kernels.lookup import lookup
 
-#: float dtype → the integer dtype of the same width, for building dropout masks as bit patterns
-_BIT_TWINS = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32}
 
+class Dropout(KernelSwitch, nn.Module):
+    """Inverted dropout whose mask comes from random bytes (``kernels/dropout.py``), not ``bernoulli_``.
 
-class Dropout(nn.Module):
-    """Inverted dropout whose mask comes from random bytes, not ``bernoulli_``.
-
-    Why: on CPU ``nn.Dropout``'s Bernoulli sampling cost a third of a DCNV2 epoch in our
-    profile; eight mask bytes per 64-bit random draw are ~10× cheaper.  The keep
-    probability is quantised to 1/256 (0.2 → 51/256 dropped) and the scale uses the
-    quantised value, so the expectation stays exact.  Identity in eval mode, so the
-    exported ONNX graph has no trace of it.
-
-    The mask is built as ``{0, 1/(1−p)}`` in the input's dtype once and applied with one
-    multiply forward and one backward (autograd saves only the mask, which needs no grad).  The bool → float step goes
-    through a ``uint8`` view: on CPU, casting ``bool`` to bf16 directly is ~10× slower.
-
-    On CPU the bytes come from numpy's SFC64 and are compared in numpy: for a
-    ``[4096, 256]`` mask that is 170 + 40 µs against 440 + 215 µs for ``torch.randint`` and
-    torch's (unvectorised) ``uint8 >=``.  Each draw seeds its own SFC64 from torch's global
-    generator, so ``torch.manual_seed`` still makes a run reproducible.
+    The keep probability is quantised to 1/256 (0.2 → 51/256 dropped) and the scale uses
+    the quantised value, so the expectation stays exact.  Identity in eval mode, so the
+    exported ONNX graph has no trace of it.  The mask ``{0, 1/(1−p)}`` is built in the
+    input's dtype and applied with one multiply forward and one backward (autograd saves
+    only the mask, which needs no grad).
     """
 
     def __init__(self, p: float = 0.5) -> None:
@@ -49,22 +39,8 @@ class Dropout(nn.Module):
         """The scaled keep mask ``{0, 1/(1−p)}`` for one draw; None when dropout is off."""
         if not self.training or self.cut == 0:
             return None
-        n = math.prod(shape)
-        scale = 1.0 / (1.0 - self.p)
-        if torch.device(device).type == "cpu":
-            seed = int(torch.randint(0, 2 ** 63 - 1, (1,)))
-            keep = torch.from_numpy(np.random.SFC64(seed).random_raw((n + 7) // 8).view(np.uint8)[:n] >= self.cut)
-            keep = keep.view(shape)
-            twin = _BIT_TWINS.get(dtype)
-            if twin is not None:
-                # {0, scale} built as integer bit patterns (0 or scale's bits) and viewed as
-                # floats: an integer multiply is ~3x cheaper than the float cast + scale
-                pattern = torch.tensor(scale, dtype=dtype).view(twin).item()  # sign bit 0: scale > 0
-                return keep.view(torch.uint8).to(twin).mul_(pattern).view(dtype)
-        else:
-            bits = torch.randint(-(2 ** 63), 2 ** 63 - 1, ((n + 7) // 8,), dtype=torch.int64, device=device)
-            keep = bits.view(torch.uint8)[:n].view(shape) >= self.cut
-        return keep.view(torch.uint8).to(dtype).mul_(scale)
+        draw = fast_dropout_mask if self.training_kernels() else reference_dropout_mask
+        return draw(tuple(shape), self.cut, dtype, device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mask = self.mask(x.shape, x.dtype, x.device)
@@ -164,7 +140,7 @@ class FirstOrderLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_dim))
 
     def forward(self, ids: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-        rows = self.table.weight.index_select(0, ids.reshape(-1)).view(*ids.shape, -1)  # [B, C, out]; see encoders.lookup
+        rows = lookup(self.table.weight, ids)  # [B, C, out]
         if weights is not None:
             rows = rows * weights.unsqueeze(-1).to(rows.dtype)
         return rows.sum(dim=1) + self.bias
@@ -222,17 +198,13 @@ class GatedCrossNet(nn.Module):
         return x
 
 
-class _SelfAttention(nn.Module):
+class _SelfAttention(KernelSwitch, nn.Module):
     """One ``nn.MultiheadAttention`` over fields (same parameters, same maths), written out.
 
     Spelled out rather than calling ``nn.MultiheadAttention`` so the ONNX graph is plain
-    MatMul/Softmax whatever fast path that module would pick in eval mode.
-
-    Works in the *width-major* layout ``[W, F, B]`` (see ``MultiHeadSelfAttention``): with
-    F ≈ 7 fields and 4-wide heads, the per-sample ``[F, hd] @ [hd, F]`` products as a
-    ``bmm`` over B·H tiny matrices (and the transposes/reshapes around them) were most of
-    an AutoInt epoch on CPU; here every projection is one ``addmm`` and the F×F scores
-    are broadcast products vectorised along the contiguous batch axis.
+    MatMul/Softmax whatever fast path that module would pick in eval mode.  Works in the
+    width-major layout ``[W, F, B]`` (see ``MultiHeadSelfAttention``); the maths is
+    ``kernels/attention.py``'s, which trains on CPU through a hand-written backward.
     """
 
     def __init__(self, width: int, heads: int, dropout: float) -> None:
@@ -245,22 +217,13 @@ class _SelfAttention(nn.Module):
         self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[W, F, B]`` → ``[W, F, B]``."""
-        width, f, b = x.shape
-        h, hd = self.heads, self.head_dim
-        if (x.device.type == "cpu" and torch.is_grad_enabled() and not torch.jit.is_tracing()
-                and not torch.onnx.is_in_onnx_export()):
-            # training on CPU: the same maths with a hand-written backward (field_attention.py)
-            mask = self.dropout.mask((h, f, f, b), torch.float32, x.device)
-            return FieldAttentionFunction.apply(x, self.in_proj_weight, self.in_proj_bias, self.out_proj.weight,
-                                                self.out_proj.bias, mask, h)
-        qkv = torch.addmm(self.in_proj_bias.unsqueeze(1), self.in_proj_weight, x.reshape(width, f * b))
-        q, k, v = qkv.view(3, h, hd, f, b).unbind(0)  # each [H, hd, F, B]
-        scores = ((q * hd ** -0.5).unsqueeze(3) * k.unsqueeze(2)).sum(1)  # [H, F_i, F_j, B]
-        attn = self.dropout(torch.softmax(scores, dim=2))
-        out = (attn.unsqueeze(1) * v.unsqueeze(2)).sum(3)  # [H, hd, F_i, B]
-        return torch.addmm(self.out_proj.bias.unsqueeze(1), self.out_proj.weight,
-                           out.reshape(width, f * b)).view(width, f, b)
+        """``[W, F, B]`` → ``[W, F, B]``; dropout on the attention weights."""
+        _, f, b = x.shape
+        fast = self.training_kernels() and x.device.type == "cpu"
+        mask = self.dropout.mask((self.heads, f, f, b), torch.float32 if fast else x.dtype, x.device)
+        attention = fast_field_attention if fast else reference_field_attention
+        return attention(x, self.in_proj_weight, self.in_proj_bias, self.out_proj.weight, self.out_proj.bias,
+                         mask, self.heads, self.head_dim)
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -331,7 +294,7 @@ class BiInteraction(nn.Module):
         return 0.5 * (emb.sum(dim=1) ** 2 - (emb ** 2).sum(dim=1))
 
 
-class CIN(nn.Module):
+class CIN(KernelSwitch, nn.Module):
     """xDeepFM's compressed interaction network (Lian et al., 2018), ``out_dim`` logits.
 
     Layer k forms every Hadamard product of its input maps with the F input fields and
@@ -372,27 +335,8 @@ class CIN(nn.Module):
         self.fc = nn.Linear(pooled, out_dim)
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        """Channels-last: maps are ``[B, d, H]``, so each 1×1 convolution is one GEMM.
-
-        The convolution over ``[B, H_k·F, d]`` (RecBole's layout) is a batch of B tiny
-        ``[H_{k+1}, H_k·F] @ [H_k·F, d]`` products with d = 16 columns; as
-        ``[B·d, H_k·F] @ [H_k·F, H_{k+1}]`` it is one large GEMM (an xDeepFM epoch on
-        ML-100k on this CPU: 18.6 → 12 s, and → 9.6 s with the field-major products below).
-        Same weights as the convolution (its channel order h·F + f, permuted per call).
-        """
-        b, f, d = emb.shape
-        emb_t = emb.transpose(1, 2)  # [B, d, F]
-        hidden, pooled = emb_t, []
-        for i, conv in enumerate(self.convs):
-            # field-major products, z[·, f·H + h] = e_f · h_h: the long H axis is innermost, so
-            # the products and their gradient reductions vectorise (an h·F + f layout put
-            # the 7-wide field axis innermost: ~100 ms per backward product at H = 100)
-            z = (emb_t.unsqueeze(3) * hidden.unsqueeze(2)).reshape(b * d, -1)  # [B·d, F·H_k]
-            weight = conv.weight.view(conv.out_channels, -1, f).transpose(1, 2).reshape(conv.out_channels, -1)
-            out = torch.relu(nn.functional.linear(z, weight, conv.bias)).view(b, d, -1)
-            if self.split_half and i < len(self.convs) - 1:
-                hidden, direct = torch.split(out, [self.hidden_sizes[i], self.hidden_sizes[i]], dim=2)
-            else:
-                hidden, direct = out, out
-            pooled.append(direct.sum(dim=1))
-        return self.fc(torch.cat(pooled, dim=1))
+        """The layers' 1×1 convolutions (RecBole's parameters) run channels-last by default (``kernels/cin.py``)."""
+        cin = fast_cin if self.forward_kernels() else reference_cin
+        pooled = cin(emb, [conv.weight for conv in self.convs], [conv.bias for conv in self.convs],
+                     self.hidden_sizes, self.split_half)
+        return self.fc(pooled)

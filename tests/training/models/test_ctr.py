@@ -82,24 +82,3 @@ def test_state_dict_round_trip_with_weights_only(tmp_path) -> None:
     x, _, _ = _batch(16)
     model.eval(), restored.eval()
     assert torch.equal(model.predict(x).p_click, restored.predict(x).p_click)
-
-
-@pytest.mark.parametrize("head", ["binary", "rating"])
-def test_one_gather_first_order_equals_separate_lookups(head: str) -> None:
-    """The fused embedding + first-order gather gives the same logits and gradients as two lookups."""
-    torch.manual_seed(0)
-    model = _model("WideDeep", head).eval()
-    with torch.no_grad():
-        model.linear.table.weight.normal_()  # starts at zero; make the branch matter
-        model.linear.bias.normal_()
-    x, _, _ = _batch(64)
-    fused = model.logits(x)
-    ids, weights = model.indexer(x)
-    separate = model.body(model.indexer.pool(model.encoder(ids), weights)) + model.linear(ids, weights)
-    torch.testing.assert_close(fused, separate, atol=1e-6, rtol=1e-6)
-    tables = [model.encoder.embedding.weight, model.linear.table.weight, model.linear.bias]
-    fused_grads = torch.autograd.grad(fused.square().sum(), tables)
-    separate_grads = torch.autograd.grad(separate.square().sum(), tables)
-    for mine, theirs in zip(fused_grads, separate_grads):
-        torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
-    assert model.linear.table.weight.abs().sum() > 0 and fused_grads[1].abs().sum() > 0

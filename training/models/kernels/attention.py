@@ -1,24 +1,54 @@
-"""Training kernel of one field self-attention layer on CPU, with a hand-written backward.
+"""Field self-attention (one ``nn.MultiheadAttention`` layer over fields), width-major.
 
-Why not autograd over the spelled-out layer (``layers._SelfAttention``): with F ≈ 7
-fields and 4-wide heads every contraction is a tiny per-sample product.  Autograd runs
-each as a broadcast multiply into a fresh ``[H, hd, F, F, B]`` tensor followed by a sum,
-forward and backward, saves a bf16 copy of everything under autocast, and stacks the
-q/k/v gradients at the end.  Here each contraction is written as a short loop of
-``addcmul_`` into one preallocated output along the contiguous batch axis (no 5-D
-temporaries), the three projections are fp32 ``mm`` (oneDNN's bf16 kernels for K = 8
-were several times slower than MKL's fp32 ones), and the q/k/v gradients are written straight into
-one ``[3W, N]`` buffer.  One layer's forward + backward at B = 4096: 6.2 → 3.3 ms.
+Layout as in ``layers.MultiHeadSelfAttention``: ``[W, F, B]``, W = heads · hd, so every
+projection is one GEMM over all F·B field vectors and the F×F products vectorise along
+the contiguous batch axis.
 
-Layout as in ``MultiHeadSelfAttention``: width-major ``[W, F, B]``, W = heads · hd.
-Values and gradients equal the spelled-out layer's (float64 test); the eval/ONNX path
-keeps using the spelled-out layer, which traces to plain MatMul/Softmax.
+``reference_field_attention`` is the maths spelled out with broadcast products; it traces
+to plain MatMul/Softmax and is what export and evaluation run.
+
+``fast_field_attention`` (a *training* kernel) is the same maths with a hand-written
+backward.  Why: with F ≈ 7 fields and 4-wide heads every contraction is a tiny per-sample
+product; autograd runs each as a broadcast multiply into a fresh ``[H, hd, F, F, B]``
+tensor followed by a sum, forward and backward, saves a bf16 copy of everything under
+autocast, and stacks the q/k/v gradients at the end.  Here each contraction is a short
+loop of ``addcmul_`` into one preallocated output along the contiguous batch axis (no 5-D
+temporaries), the projections are fp32 ``mm`` (oneDNN's bf16 kernels for K = 8 were
+slower than MKL's fp32 ones), and the q/k/v gradients are written straight into one
+``[3W, N]`` buffer.  CPU only: on other devices the reference runs.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+
+
+def reference_field_attention(x: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor, w_out: torch.Tensor,
+                              b_out: torch.Tensor, mask: torch.Tensor | None, heads: int,
+                              head_dim: int) -> torch.Tensor:
+    """``y = W_o · MHA(W_in · x + b_in) + b_o`` over fields, ``[W, F, B]`` → ``[W, F, B]``.
+
+    ``mask``: the dropout mask on the attention weights, already scaled by 1/(1-p), shape
+    ``[H, F, F, B]``, or None.  ``heads`` and ``head_dim`` are plain ints (W = their
+    product), so a traced graph scales the scores by a constant.
+    """
+    width, f, b = x.shape
+    hd = head_dim
+    qkv = torch.addmm(b_in.unsqueeze(1), w_in, x.reshape(width, f * b))
+    q, k, v = qkv.view(3, heads, hd, f, b).unbind(0)  # each [H, hd, F, B]
+    scores = ((q * hd ** -0.5).unsqueeze(3) * k.unsqueeze(2)).sum(1)  # [H, F_i, F_j, B]
+    attn = torch.softmax(scores, dim=2)
+    if mask is not None:
+        attn = attn * mask
+    out = (attn.unsqueeze(1) * v.unsqueeze(2)).sum(3)  # [H, hd, F_i, B]
+    return torch.addmm(b_out.unsqueeze(1), w_out, out.reshape(width, f * b)).view(width, f, b)
+
+
+def fast_field_attention(x: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor, w_out: torch.Tensor,
+                         b_out: torch.Tensor, mask: torch.Tensor | None, heads: int, head_dim: int) -> torch.Tensor:
+    """``reference_field_attention`` with ``FieldAttentionFunction``'s backward, in fp32 under autocast."""
+    return FieldAttentionFunction.apply(x, w_in, b_in, w_out, b_out, mask, heads)
 
 
 def _contract(out: torch.Tensor, pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -31,11 +61,7 @@ def _contract(out: torch.Tensor, pairs: Sequence[tuple[torch.Tensor, torch.Tenso
 
 
 class FieldAttentionFunction(torch.autograd.Function):
-    """``y = W_o · MHA(W_in · x + b_in) + b_o`` over fields, attention weights times ``mask``.
-
-    ``mask``: the dropout mask on the attention weights, already scaled by 1/(1-p), shape
-    ``[H, F, F, B]``, or None.  Runs in fp32 whatever autocast says (the inputs are cast).
-    """
+    """``reference_field_attention`` as an autograd function; runs in fp32 whatever autocast says."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
