@@ -89,5 +89,10 @@ def test_retriever_trains_and_beats_nothing_less_than_random(tiny_atomic: Path, 
     assert set(saved["test"]) >= {"recall@20", "ndcg@20"} and set(saved["popular"]) >= {"recall@20", "ndcg@20"}
     # 20 of ~80 items: random recall@20 is about 0.25 on this data; a trained retriever does better
     assert saved["test"]["recall@20"] > 0.3
+    # the shared early-stopping loop: the saved vectors are the best validation epoch's
+    best = metrics["best_epoch"]
+    assert metrics["valid"]["recall@20"] == pytest.approx(metrics["history"][best]["recall@20"], abs=1e-12)
+    assert metrics["history"][best]["recall@20"] == max(h["recall@20"] for h in metrics["history"])
+    assert len(metrics["history"]) == 15 or len(metrics["history"]) == best + 1 + 5
     payload = torch.load(tmp_path / "ret" / "model.pt", weights_only=True)
     assert payload["vocab"]["item_id"] == data.vocab["item_id"]
