@@ -4,6 +4,9 @@ Its propagated user and item vectors are what the gateway's FAISS index searches
 the retriever is judged the way it is used: full ranking over all items, items the user
 already interacted with masked, Recall@20 / NDCG@20, against the most-popular list on
 the same split (a retriever that cannot beat popularity is not worth serving).
+Only the model and its BPR epoch are its own: the early stopping (``early_stopping``),
+the NDCG/Recall formula (``metrics``) and the negative sampler (``sampling``) are the
+ranker's.
 """
 from __future__ import annotations
 
