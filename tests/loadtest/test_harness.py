@@ -13,6 +13,8 @@ from ratingctr.loadtest.harness import PERCENTILES, exact_percentile, locust_rou
 
 
 def _loadtest(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """One ``ratingctr loadtest`` run.  Rounds last at least 3 s: Locust's run time starts at spawn,
+    and on a busy machine its first request can come 2 s later."""
     proc = run_cli("loadtest", *args, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
@@ -105,7 +107,7 @@ def test_a_wrong_answer_is_a_counted_failure_against_a_running_host(tiny_bundles
 
     with running_gateway({"binary": tiny_bundles["binary"]}) as gateway:
         _loadtest("--host", gateway.url, "--a", f"binary={tiny_bundles['binary']}",
-                  "--b", f"absent={tiny_bundles['rating']}", "--users", "2", "--spawn-rate", "2", "--duration", "2",
+                  "--b", f"absent={tiny_bundles['rating']}", "--users", "2", "--spawn-rate", "2", "--duration", "4",
                   "--rounds", "1", "--warmup", "0", "--out", str(tmp_path))
     report = json.loads((tmp_path / "report.json").read_text())
     a, b = report["rounds"]
@@ -117,11 +119,12 @@ def test_a_wrong_answer_is_a_counted_failure_against_a_running_host(tiny_bundles
     assert "Failures:" in (tmp_path / "report.md").read_text()
 
 
+@pytest.mark.java
 @pytest.mark.skipif(shutil.which("java") is None, reason="TorchServe needs java (JDK 17) on PATH")
 def test_torchserve_target_drives_the_same_traffic_at_predictions(tiny_bundles: dict, tmp_path: Path) -> None:
     rating = tiny_bundles["rating"]  # the tiny binary bundle has no ranker.mar; two archives of one bundle
     _loadtest("--target", "torchserve", "--a", f"first={rating}", "--b", f"second={rating}", "--users", "2",
-              "--spawn-rate", "2", "--duration", "2", "--rounds", "1", "--warmup", "0", "--candidates", "30",
+              "--spawn-rate", "2", "--duration", "4", "--rounds", "1", "--warmup", "0", "--candidates", "30",
               "--out", str(tmp_path), timeout=400)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["target"] == "torchserve" and report["failures"] == 0
