@@ -125,6 +125,16 @@ SLOW_FIXTURES = frozenset({"ml100k_root"})  # MovieLens-100k fetch and full-size
 TIERS_BY_PATH: dict[str, tuple[str, ...]] = {  # path under tests/ (a file, or file::test) -> tiers
     "docker/": ("integration", "slow"),
     "training/experiments/": ("slow",),  # plans of several trainings each
+    # long trainings and checks: every full-size architecture × head for 61 steps, LightGCN-encoded
+    # TS/FT runs, bf16 against fp32, kernels against reference maths over whole trainings, the
+    # attention gradcheck (together most of the unit tier's time otherwise)
+    "training/models/test_ctr.py::test_forward_backward_and_loss_decreases": ("slow",),
+    "training/models/kernels/test_kernels.py::test_model_trains_the_same_with_kernels_as_with_the_reference_maths":
+        ("slow",),
+    "training/models/kernels/test_kernels.py::test_attention_kernel_gradcheck_with_a_dropout_mask": ("slow",),
+    "training/test_lightgcn_runs.py": ("slow",),
+    "training/test_trainer.py::test_bf16_autocast_trains_to_the_same_quality": ("slow",),
+    "training/test_allocator.py": ("integration",),  # page faults of fresh probe processes
     "loadtest/test_harness.py": ("integration", "slow"),
     "export/test_torchserve.py": ("integration", "java"),
     "serving/test_gateway_resilience.py": ("integration",),
