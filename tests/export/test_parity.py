@@ -16,7 +16,6 @@ from ratingctr.training.config import (
     RunConfig,
     TrainConfig,
 )
-from ratingctr.training.data.encode import load_dataset
 from ratingctr.training.models.build import build_model
 from ratingctr.training.models.registry import ARCHITECTURES
 from ratingctr.training.run import make_model
@@ -26,11 +25,6 @@ SMALL = {"WideDeep": {"mlp_hidden_size": [16]}, "NFM": {"mlp_hidden_size": [16]}
          "AutoInt": {"mlp_hidden_size": [16], "n_layers": 2}, "FiGNN": {}, "DCNV2": {"mlp_hidden_size": [16]},
          "EulerNet": {}, "FinalMLP": {"mlp1_hidden_size": [16], "mlp2_hidden_size": [16], "fs_hidden_size": [16]},
          "AFN": {"logarithmic_neurons": 16, "afn_hidden_size": [16]}, "GDCN": {"mlp_hidden_size": [16]}}
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_atomic: Path):
-    return load_dataset(DataConfig(dataset="atomic", data_dir=str(tiny_atomic), k_core=3))
 
 
 def _rows(data, n: int = 512) -> np.ndarray:

@@ -5,18 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from ratingctr.training.config import DataConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig, build_run_config
-from ratingctr.training.data.encode import VALID, load_dataset
+from ratingctr.training.config import HeadConfig, ModelConfig, RunConfig, TrainConfig, build_run_config
+from ratingctr.training.data.encode import VALID
 from ratingctr.training.evaluation import pointwise_eval
 from ratingctr.training.models.build import build_model
 from ratingctr.training.trainer import autocast_dtype, fit, select_device
 
 CONFIG = TrainConfig(epochs=12, batch_size=256, patience=2, progress=False, precision="fp32")
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_atomic: Path):
-    return load_dataset(DataConfig(dataset="atomic", data_dir=str(tiny_atomic), k_core=3))
 
 
 def _model(data, name: str = "WideDeep"):
