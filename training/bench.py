@@ -128,7 +128,7 @@ def run_bench_propagate(args: argparse.Namespace) -> int:
     weights = layer_weights(args.layers)
     print(f"{data.stats['dataset']}: {csr.shape[0]} nodes, {csr.values().numel()} non-zeros, "
           f"{args.layers} layers, {torch.get_num_threads()} threads")
-    print("| layout | dim | median ms | p10 ms | p90 ms |\n|---|---|---|---|---|")
+    rows = []
     for dim in [int(d) for d in args.dims.split(",")]:
         emb = torch.randn(csr.shape[0], dim)
         for name, adj in (("csr", csr), ("coo", coo)):
@@ -141,5 +141,6 @@ def run_bench_propagate(args: argparse.Namespace) -> int:
                     propagate(adj, emb, weights)
                     times.append((time.perf_counter() - start) * 1000)
             p10, p50, p90 = np.percentile(times, [10, 50, 90])
-            print(f"| {name} | {dim} | {p50:.3f} | {p10:.3f} | {p90:.3f} |")
+            rows.append([name, dim, f"{p50:.3f}", f"{p10:.3f}", f"{p90:.3f}"])
+    print(md_table(["layout", "dim", "median ms", "p10 ms", "p90 ms"], rows))
     return 0

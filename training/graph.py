@@ -63,7 +63,7 @@ class _SymmetricSpMM(torch.autograd.Function):
     """Â @ X whose backward is Â @ grad, because Â is symmetric.
 
     torch's own backward for CSR @ dense builds Âᵀ on every call, which made the
-    backward pass about 6× the forward; reusing Â makes them cost the same.
+    backward pass several times the forward; reusing Â makes them cost the same.
     """
 
     @staticmethod

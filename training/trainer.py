@@ -39,7 +39,7 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matmuls run natively (~4× fp32 here), not emulated."""
+    """AVX512-BF16 or AMX: bf16 matmuls run natively, not emulated."""
     try:
         with open("/proc/cpuinfo") as fh:
             flags = fh.read()
@@ -68,8 +68,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """AdamW, fused into one kernel per step where torch supports it (CPU and CUDA fp32).
 
-    The unfused ``foreach`` AdamW issues a dozen small ops per step; on this CPU they
-    were several percent of a DCNV2 epoch.
+    The unfused ``foreach`` AdamW issues a dozen small ops per step, a visible share of
+    an epoch for the small CTR models.
     """
     try:
         return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
