@@ -2,12 +2,11 @@
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_cli
 
 from ratingctr.bundle import (
     FORMAT_VERSION,
@@ -179,12 +178,11 @@ def test_pickled_arrays_are_never_loaded(tiny_bundles: dict, tmp_path: Path) -> 
 
 
 def test_export_cli_errors(tiny_bundles: dict, tiny_retriever: Path, tmp_path: Path) -> None:
-    cli = [sys.executable, "-c", "import sys; from ratingctr.cli import main; sys.exit(main())", "export"]
-    proc = subprocess.run([*cli, "--ranker", str(tmp_path / "nope"), "--retriever", str(tiny_retriever),
-                           "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
+    proc = run_cli("export", "--ranker", str(tmp_path / "nope"), "--retriever", str(tiny_retriever),
+                   "--out", str(tmp_path / "b"), timeout=120)
     assert proc.returncode == 2 and "checkpoint not found" in proc.stderr
-    proc = subprocess.run([*cli, "--ranker", str(tmp_path / "nope"), "--retriever", str(tiny_retriever),
-                           "--out", str(tmp_path / "b"), "--index", "lsh"], capture_output=True, text=True, timeout=120)
+    proc = run_cli("export", "--ranker", str(tmp_path / "nope"), "--retriever", str(tiny_retriever),
+                   "--out", str(tmp_path / "b"), "--index", "lsh", timeout=120)
     assert proc.returncode == 2 and "--index must be one of flat, ivf, hnsw" in proc.stderr
 
 
