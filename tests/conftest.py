@@ -74,14 +74,7 @@ SMALL_DCNV2 = {"mlp_hidden_size": [32, 32], "cross_layer_num": 1}
 
 def train_tiny_ranker(data_dir: Path, out: Path, head: str = "rating", model: str = "DCNV2",
                       params: dict | None = None, encoder: str = "table") -> Path:
-    from ratingctr.training.config import (
-        DataConfig,
-        EncoderConfig,
-        HeadConfig,
-        ModelConfig,
-        RunConfig,
-        TrainConfig,
-    )
+    from ratingctr.training.config import DataConfig, EncoderConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
     from ratingctr.training.run import train_run
 
     config = RunConfig(data=DataConfig(dataset="atomic", data_dir=str(data_dir), k_core=3),

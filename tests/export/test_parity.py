@@ -8,14 +8,7 @@ import torch
 
 from ratingctr.export.build import PARITY_BOUND
 from ratingctr.export.onnx_export import export_onnx, parity, prepare_for_export
-from ratingctr.training.config import (
-    DataConfig,
-    EncoderConfig,
-    HeadConfig,
-    ModelConfig,
-    RunConfig,
-    TrainConfig,
-)
+from ratingctr.training.config import DataConfig, EncoderConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
 from ratingctr.training.models.build import build_model
 from ratingctr.training.models.registry import ARCHITECTURES
 from ratingctr.training.run import make_model

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import configargparse
+import pytest
 
 from ratingctr.cli import build_parser
 from ratingctr.errors import UserError

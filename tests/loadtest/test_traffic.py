@@ -7,12 +7,7 @@ import numpy as np
 import pytest
 
 from ratingctr.bundle import load_bundle
-from ratingctr.loadtest.traffic import (
-    UNKNOWN_PREFIX,
-    EventLedger,
-    Traffic,
-    TrafficConfig,
-)
+from ratingctr.loadtest.traffic import UNKNOWN_PREFIX, EventLedger, Traffic, TrafficConfig
 
 
 @pytest.fixture(scope="module")

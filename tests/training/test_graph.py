@@ -7,12 +7,7 @@ import torch
 
 from ratingctr.training.config import DataConfig, EncoderConfig, RunConfig
 from ratingctr.training.data.encode import TEST, TRAIN, VALID, load_dataset
-from ratingctr.training.graph import (
-    cached_adjacency,
-    layer_weights,
-    normalized_adjacency,
-    propagate,
-)
+from ratingctr.training.graph import cached_adjacency, layer_weights, normalized_adjacency, propagate
 from ratingctr.training.run import training_graph
 
 

@@ -8,14 +8,7 @@ import pytest
 import torch
 
 from ratingctr.errors import UserError
-from ratingctr.training.config import (
-    DataConfig,
-    EncoderConfig,
-    HeadConfig,
-    ModelConfig,
-    RunConfig,
-    TrainConfig,
-)
+from ratingctr.training.config import DataConfig, EncoderConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
 from ratingctr.training.data.encode import load_dataset
 from ratingctr.training.models.encoders import LightGCNEncoder
 from ratingctr.training.retriever import RetrieverConfig, train_retriever

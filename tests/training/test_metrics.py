@@ -4,15 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from ratingctr.training.metrics import (
-    activity_groups,
-    auc,
-    group_auc,
-    logloss,
-    mci,
-    ranked_hits_at_k,
-    ranking_metrics,
-)
+from ratingctr.training.metrics import activity_groups, auc, group_auc, logloss, mci, ranked_hits_at_k, ranking_metrics
 
 
 @pytest.mark.parametrize("seed", range(5))

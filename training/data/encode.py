@@ -15,14 +15,7 @@ import pandas as pd
 from ratingctr.errors import UserError
 from ratingctr.training.config import DataConfig
 from ratingctr.training.data.fetch import fetch_ml100k
-from ratingctr.training.data.readers import (
-    DATASETS,
-    RawData,
-    read_atomic,
-    read_csv,
-    read_ml1m,
-    read_ml100k,
-)
+from ratingctr.training.data.readers import DATASETS, RawData, read_atomic, read_csv, read_ml1m, read_ml100k
 from ratingctr.training.data.schema import UNKNOWN_TOKEN, FieldSchema, FieldSpec
 
 TRAIN, VALID, TEST, EXCLUDED = 0, 1, 2, -1

@@ -6,16 +6,7 @@ import pytest
 
 from ratingctr.errors import UserError
 from ratingctr.training.config import DataConfig
-from ratingctr.training.data.encode import (
-    EXCLUDED,
-    TEST,
-    TRAIN,
-    VALID,
-    encode,
-    k_core_mask,
-    load_dataset,
-    random_split,
-)
+from ratingctr.training.data.encode import EXCLUDED, TEST, TRAIN, VALID, encode, k_core_mask, load_dataset, random_split
 from ratingctr.training.data.readers import RawData
 
 

@@ -9,20 +9,8 @@ import numpy as np
 import pytest
 
 from ratingctr.cli import main
-from ratingctr.training.config import (
-    DataConfig,
-    EncoderConfig,
-    HeadConfig,
-    ModelConfig,
-    RunConfig,
-    TrainConfig,
-)
-from ratingctr.training.experiments.runner import (
-    Plan,
-    run_key,
-    run_plan,
-    traced_train_run,
-)
+from ratingctr.training.config import DataConfig, EncoderConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
+from ratingctr.training.experiments.runner import Plan, run_key, run_plan, traced_train_run
 from ratingctr.training.experiments.stats import mean_std, paired_p_value
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -24,11 +24,7 @@ from ratingctr.training.models.layers import (
     GatedCrossNet,
     MultiHeadSelfAttention,
 )
-from ratingctr.training.models.registry import (
-    ARCHITECTURES,
-    build_body,
-    hyper_parameters,
-)
+from ratingctr.training.models.registry import ARCHITECTURES, build_body, hyper_parameters
 
 F, D, B = 7, 16, 32
 NAMES = list(ARCHITECTURES)
