@@ -37,6 +37,17 @@ def _grid(plt, rows: int, cols: int, width: float = 3.4, height: float = 2.8):
     return fig, axes
 
 
+def _panels(plt, count: int, max_cols: int):
+    """A grid of ``count`` panels, at most ``max_cols`` wide; returns the figure and the panels in order."""
+    cols = min(max_cols, count)
+    rows = (count + cols - 1) // cols
+    fig, axes = _grid(plt, rows, cols)
+    flat = [axes[j // cols][j % cols] for j in range(rows * cols)]
+    for ax in flat[count:]:
+        ax.axis("off")
+    return fig, flat[:count]
+
+
 def _save(plt, fig, out_dir: Path, name: str) -> str:
     fig.tight_layout()
     fig.savefig(out_dir / name, dpi=110)
@@ -93,11 +104,8 @@ def figure3(results: dict, out_dir: Path) -> str:
 def figure4(results: dict, out_dir: Path) -> str:
     plt = _pyplot()
     models = list(results["figure4"])
-    cols = min(4, len(models))
-    rows = (len(models) + cols - 1) // cols
-    fig, axes = _grid(plt, rows, cols)
-    for i, model in enumerate(models):
-        ax = axes[i // cols][i % cols]
+    fig, panels = _panels(plt, len(models), max_cols=4)
+    for ax, model in zip(panels, models):
         fig4 = results["figure4"][model]
         x = [p["ratio"] for p in fig4["rating"]]
         ax.errorbar(x, _arr([p["auc_mean"] for p in fig4["rating"]]),
@@ -111,9 +119,7 @@ def figure4(results: dict, out_dir: Path) -> str:
         ax.set_title(model)
         ax.set_xlabel("λr")
         ax.set_ylabel("test AUC")
-    for j in range(len(models), rows * cols):
-        axes[j // cols][j % cols].axis("off")
-    axes[0][0].legend(fontsize=7)
+    panels[0].legend(fontsize=7)
     return _save(plt, fig, out_dir, "figure4_ratio.png")
 
 
@@ -121,12 +127,9 @@ def connectivity_auc(results: dict, out_dir: Path) -> str:
     """Base / TS / FT test AUC against the k-core, one panel per architecture."""
     plt = _pyplot()
     models = results["models"]
-    cols = min(3, len(models))
-    rows = (len(models) + cols - 1) // cols
-    fig, axes = _grid(plt, rows, cols)
+    fig, panels = _panels(plt, len(models), max_cols=3)
     ks = results["k_cores"]
-    for i, model in enumerate(models):
-        ax = axes[i // cols][i % cols]
+    for ax, model in zip(panels, models):
         for mode in ("Base", "TS", "FT"):
             cells = [results["cells"][f"{model}|{k}"][mode]["auc"] for k in ks]
             ax.errorbar(ks, _arr([c[0] for c in cells]), yerr=np.nan_to_num(_arr([c[1] for c in cells])),
@@ -135,9 +138,7 @@ def connectivity_auc(results: dict, out_dir: Path) -> str:
         ax.set_xlabel("k-core")
         ax.set_ylabel("test AUC")
         ax.set_xticks(ks)
-    for j in range(len(models), rows * cols):
-        axes[j // cols][j % cols].axis("off")
-    axes[0][0].legend(fontsize=7)
+    panels[0].legend(fontsize=7)
     return _save(plt, fig, out_dir, "auc_by_k.png")
 
 
