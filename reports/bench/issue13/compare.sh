@@ -1,35 +1,45 @@
 #!/usr/bin/env bash
-# Behaviour-preserving refactor check (issue 13): `bench train` and `bench gateway` of a
-# baseline commit and of this checkout, interleaved (base, new, base, new, ...) on the same
-# machine, data and bundles.  Writes raw JSON per round under $OUT and summary.md.
+# Behaviour-preserving refactor check (issue 13): `bench train` and/or `bench gateway` of a
+# baseline commit and of a new commit, interleaved (base, new, base, new, ...) on the same
+# machine, data and bundles.  Writes raw JSON per round under $OUT/raw and $OUT/summary.md.
 #
-#   reports/bench/issue13/compare.sh BASE_REV BINARY_BUNDLE RATING_BUNDLE [ROUNDS]
+#   reports/bench/issue13/compare.sh BASE_REV NEW_REV BINARY_BUNDLE RATING_BUNDLE [ROUNDS] [train|gateway|both]
 #
-# The baseline runs from a git worktree of BASE_REV with this checkout's .venv (before the
-# single namespace its modules were top-level `training`, `serving`, ... so PYTHONPATH and
-# `python -m training.cli` reach it without reinstalling anything).
+# Both sides run from clean git worktrees with this checkout's .venv, so uncommitted edits
+# never leak into a measurement.  Before the single namespace (BASE_REV) the modules were
+# top-level `training`, `serving`, ...: PYTHONPATH and `python -m training.cli` reach them.
+# After it, the worktree's rooms are linked under its `ratingctr/` so that PYTHONPATH
+# resolves every `ratingctr.*` module inside the worktree, not in the editable install.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../../.." && pwd)"
-BASE_REV="$1"; BINARY="$2"; RATING="$3"; ROUNDS="${4:-3}"
+BASE_REV="$1"; NEW_REV="$2"; BINARY="$3"; RATING="$4"; ROUNDS="${5:-3}"; WHAT="${6:-both}"
 OUT="${OUT:-$ROOT/reports/bench/issue13}"
 PY="$ROOT/.venv/bin/python"
-BASE_TREE="$(mktemp -d /tmp/ratingctr-base-XXXX)"
+BASE_TREE="$(mktemp -d /tmp/ratingctr-base-XXXX)"; NEW_TREE="$(mktemp -d /tmp/ratingctr-new-XXXX)"
 git -C "$ROOT" worktree add -q --detach "$BASE_TREE" "$BASE_REV"
-trap 'git -C "$ROOT" worktree remove --force "$BASE_TREE"' EXIT
+git -C "$ROOT" worktree add -q --detach "$NEW_TREE" "$NEW_REV"
+trap 'git -C "$ROOT" worktree remove --force "$BASE_TREE"; git -C "$ROOT" worktree remove --force "$NEW_TREE"' EXIT
+for room in training export serving loadtest; do ln -s "$NEW_TREE/$room" "$NEW_TREE/ratingctr/$room"; done
 mkdir -p "$OUT/raw"
 
 base() { (cd "$BASE_TREE" && PYTHONPATH="$BASE_TREE" "$PY" -m training.cli "$@"); }
-new() { (cd "$ROOT" && "$PY" -m ratingctr.cli "$@"); }
+new() { (cd "$NEW_TREE" && PYTHONPATH="$NEW_TREE" "$PY" -m ratingctr.cli "$@"); }
+(cd "$NEW_TREE" && PYTHONPATH="$NEW_TREE" "$PY" -c "import ratingctr.serving.gateway as g, sys; \
+  sys.exit(0 if g.__file__.startswith('$NEW_TREE') else 'new side does not resolve to its worktree')")
 
 TRAIN=(bench train --models DCNV2,AutoInt --heads binary,rating --epochs 3 --runs 1)
 GATEWAY=(bench gateway --bundle "$RATING" --reload-bundle "$BINARY" --clients 1 --seconds 8 --rounds 3
          --reloads 10 --reload-clients 1 --no-torchserve)
-for round in $(seq 1 "$ROUNDS"); do
-  base "${TRAIN[@]}" --out "$OUT/raw/train-base-$round.json"
-  new "${TRAIN[@]}" --out "$OUT/raw/train-new-$round.json"
-done
-for round in $(seq 1 "$ROUNDS"); do
-  base "${GATEWAY[@]}" --out "$OUT/raw/gateway-base-$round"
-  new "${GATEWAY[@]}" --out "$OUT/raw/gateway-new-$round"
-done
-"$PY" "$ROOT/reports/bench/issue13/summarize.py" "$OUT" "$BASE_REV" "$(git -C "$ROOT" rev-parse --short HEAD)"
+if [[ "$WHAT" != gateway ]]; then
+  for round in $(seq 1 "$ROUNDS"); do
+    base "${TRAIN[@]}" --out "$OUT/raw/train-base-$round.json"
+    new "${TRAIN[@]}" --out "$OUT/raw/train-new-$round.json"
+  done
+fi
+if [[ "$WHAT" != train ]]; then
+  for round in $(seq 1 "$ROUNDS"); do
+    base "${GATEWAY[@]}" --out "$OUT/raw/gateway-base-$round"
+    new "${GATEWAY[@]}" --out "$OUT/raw/gateway-new-$round"
+  done
+fi
+"$PY" "$ROOT/reports/bench/issue13/summarize.py" "$OUT" "$BASE_REV" "$NEW_REV"

@@ -58,7 +58,7 @@ def main(out: Path, base_rev: str, new_rev: str) -> None:
     text = "\n".join([
         f"# Issue 13 refactor: baseline {base_rev} vs {new_rev}",
         "",
-        f"Made by `reports/bench/issue13/compare.sh {base_rev} BINARY_BUNDLE RATING_BUNDLE` on one machine, "
+        f"Made by `reports/bench/issue13/compare.sh {base_rev} {new_rev} BINARY_BUNDLE RATING_BUNDLE` on one machine, "
         "baseline and new interleaved (base, new, base, new, …); every figure is the median over the "
         "invocations with the range in brackets.",
         "",
