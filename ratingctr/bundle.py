@@ -287,6 +287,18 @@ class Parity:
         return cls(_int(raw, "rows", where), _strings(raw, "providers", where), diffs, _number(raw, "bound", where))
 
 
+def _plain_file_name(name: str, where: str) -> str:
+    """A manifest names files inside its own bundle directory, nothing else.
+
+    Why: the names are joined to the bundle path and then sized and hashed, so ``/etc/passwd``
+    or ``../x`` would make a reload report facts about files outside the bundle.
+    """
+    if (not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name
+            or name != name.strip() or any(ord(c) < 32 for c in name)):
+        raise BundleError(f"{where} names {ascii(name[:64])}, which is not a plain file name inside the bundle")
+    return name
+
+
 @dataclass(frozen=True)
 class FileEntry:
     """Size and sha256 of one bundle file, checked before anything is loaded."""
@@ -377,7 +389,7 @@ class BundleManifest:
         outputs = _strings(raw, "outputs", where)
         if "p_click" not in outputs:
             raise BundleError(f"{where}.outputs must include p_click, got {list(outputs)}")
-        files = {name: FileEntry.from_dict(entry, f"{where}.files[{name!r}]")
+        files = {_plain_file_name(name, f"{where}.files"): FileEntry.from_dict(entry, f"{where}.files[{name!r}]")
                  for name, entry in _mapping(raw, "files", where).items()}
         return cls(name=_str(raw, "name", where),
                    model=ModelInfo.from_dict(_entry(raw, "model", where), f"{where}.model"),

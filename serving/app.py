@@ -1,10 +1,9 @@
-"""HTTP glue: FastAPI routes, error bodies, body-size limit.  Behaviour lives in gateway.py.
+"""HTTP glue: FastAPI routes, error bodies, the request-edge middlewares.  Behaviour lives in gateway.py.
 
 Run with ``ratingctr serve`` (recommended) or ``uvicorn --factory serving.app:create_app``.
+No ``from __future__ import annotations`` here: the request models are built per app
+(their limits are settings), and FastAPI resolves route annotations from module globals.
 """
-from __future__ import annotations
-
-import hmac
 import logging
 from contextlib import asynccontextmanager
 
@@ -14,24 +13,25 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ratingctr.serving import metrics
+from ratingctr.serving.auth import CallerGuard
+from ratingctr.serving.body_deadline import BodyDeadline
 from ratingctr.serving.gateway import ApiError, Gateway
-from ratingctr.serving.responses import FastJSONResponse
+from ratingctr.serving.responses import FastJSONResponse, send_json_error
+from ratingctr.serving.safe_text import excerpt, safe_message
 from ratingctr.serving.schemas import (
     ErrorResponse,
-    EventsRequest,
     EventsResponse,
-    RecommendRequest,
     RecommendResponse,
-    ReloadRequest,
-    ScoreRequest,
     ScoreResponse,
+    request_models,
 )
 from ratingctr.serving.settings import GatewaySettings
 
 log = logging.getLogger("ratingctr.app")
 
-_ERRORS = {400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 413: {"model": ErrorResponse},
-           422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
+_ERRORS = {400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
+           408: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
+           503: {"model": ErrorResponse}}
 
 
 class BodyLimit:
@@ -61,16 +61,19 @@ class BodyLimit:
 
 
 async def _too_large(limit: int, send) -> None:
-    body = FastJSONResponse({"error": f"request body exceeds {limit} bytes"}, status_code=413).body
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await send_json_error(send, 413, f"request body exceeds {limit} bytes")
 
 
 def _validation_message(exc: RequestValidationError) -> str:
+    """What was wrong and where, quoting client input only as short escaped excerpts.
+
+    Locations can hold client text (an unknown key, a ``user_fields`` key), which may be
+    megabytes long or hold lone surrogates; pydantic's messages themselves never quote input.
+    """
     parts = []
     for error in exc.errors()[:5]:
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        where = ".".join(excerpt(p) if isinstance(p, str) else str(p)
+                         for p in error.get("loc", ()) if p != "body") or "body"
         parts.append(f"{where}: {error.get('msg', 'invalid')}")
     return "invalid request: " + "; ".join(parts)
 
@@ -99,13 +102,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app = FastAPI(title="ratingctr gateway", version="1", lifespan=lifespan,
                   description="Top-K recommendations ranked by the rating-aware click probability p̂.")
     app.state.gateway = gateway
+    models = request_models(settings)
+    RecommendRequest, ScoreRequest, EventsRequest, ReloadRequest = (  # noqa: N806 - classes
+        models.recommend, models.score, models.events, models.reload)
 
-    def error(status: int, message: str, endpoint: str) -> FastJSONResponse:
+    def error(status: int, message: str, endpoint: str, headers: dict[str, str] | None = None) -> FastJSONResponse:
         metrics.ERRORS.labels(endpoint, str(status)).inc()
-        return FastJSONResponse({"error": message}, status_code=status)
+        return FastJSONResponse({"error": safe_message(message)}, status_code=status, headers=headers)
 
     def endpoint_of(request: Request) -> str:
-        return request.url.path.rsplit("/", 1)[-1] or "root"
+        return metrics.endpoint_label(request.scope)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -117,11 +123,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        return error(exc.status_code, str(exc.detail), endpoint_of(request))
+        return error(exc.status_code, str(exc.detail), endpoint_of(request), exc.headers)  # 405 keeps Allow
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):  # never a stack trace to a client
-        log.exception("unhandled error on %s", request.url.path)
+        log.exception("unhandled error on %s", excerpt(request.url.path, 200))
         return error(500, "internal error; the gateway logged the details", endpoint_of(request))
 
     @app.post("/v1/recommend", response_model=RecommendResponse, responses=_ERRORS)
@@ -131,24 +137,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @app.post("/v1/score", response_model=ScoreResponse, responses=_ERRORS)
     async def score(body: ScoreRequest):
-        if len(body.item_ids) > settings.max_item_ids:
-            raise ApiError(422, f"item_ids holds {len(body.item_ids)} ids; the limit is {settings.max_item_ids}")
         return FastJSONResponse(await gateway.score(body.user_id, body.item_ids, body.model, body.user_fields))
 
     @app.post("/v1/events", status_code=202, response_model=EventsResponse, responses=_ERRORS)
     async def events(body: EventsRequest):
-        if len(body.events) > settings.max_events:
-            raise ApiError(422, f"{len(body.events)} events in one request; the limit is {settings.max_events}")
         result = await gateway.events([e.model_dump() for e in body.events])
         return FastJSONResponse(result, status_code=202)
 
     @app.post("/v1/admin/reload", responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, **_ERRORS})
-    async def reload(body: ReloadRequest, request: Request):
-        if not settings.admin_token:
-            raise ApiError(403, "admin endpoints are disabled: set RATINGCTR_ADMIN_TOKEN")
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {settings.admin_token}".encode()):
-            raise ApiError(401, "missing or wrong bearer token")
+    async def reload(body: ReloadRequest):  # the caller was checked by CallerGuard, before the body
         return FastJSONResponse(await gateway.reload(body.name, body.path))
 
     @app.get("/healthz")
@@ -165,5 +162,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         payload, content_type = metrics.render()
         return Response(payload, media_type=content_type)
 
+    # Outermost last: the caller is judged first, then the body's size and its arrival time.
+    app.add_middleware(BodyDeadline, seconds=settings.body_timeout_s)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(CallerGuard, api_keys=settings.api_key_list(), admin_token=settings.admin_token)
     return app

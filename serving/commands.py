@@ -53,7 +53,8 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
     try:
         uvicorn.run("ratingctr.serving.app:create_app", factory=True, host=settings.host, port=settings.port,
                     workers=settings.workers, access_log=args.access_log, log_level=args.log_level,
-                    timeout_graceful_shutdown=10)
+                    timeout_graceful_shutdown=10, limit_concurrency=settings.limit_concurrency,
+                    timeout_keep_alive=settings.keep_alive_s)
     finally:
         if embedded:
             embedded.stop()

@@ -15,6 +15,7 @@ import numpy as np
 
 from ratingctr.bundle import BundleError
 from ratingctr.serving import metrics
+from ratingctr.serving.bundle_root import OutsideBundleRoot, inside_bundle_root
 from ratingctr.serving.embedded_redis import EmbeddedRedis
 from ratingctr.serving.ranker import Ranked, Ranker, UnknownFieldError, load_ranker
 from ratingctr.serving.settings import GatewaySettings
@@ -224,6 +225,11 @@ class Gateway:
 
     async def reload(self, name: str, path: str, publish: bool = True) -> dict:
         """Load, verify and warm up off the event loop, then swap the registry in one step."""
+        try:  # before anything is opened: API reloads and Redis reload notices alike
+            path = str(inside_bundle_root(path, self.settings.bundle_root))
+        except OutsideBundleRoot as exc:
+            metrics.RELOADS.labels("refused").inc()
+            raise ApiError(403, f"bundle refused, {name!r} keeps serving its current version: {exc}") from exc
         async with self._reload_lock:
             started = time.perf_counter()
             try:

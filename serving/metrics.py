@@ -21,6 +21,23 @@ EVENTS = Counter("ratingctr_events_total", "Events accepted into the Redis strea
 RELOADS = Counter("ratingctr_reloads_total", "Bundle reloads by result", ["result"])
 
 
+UNMATCHED = "unmatched"
+
+
+def endpoint_label(scope: dict) -> str:
+    """The ``endpoint`` label of a request: the last segment of its route *template*.
+
+    Why never the raw path: any client can send endless distinct paths, and each distinct
+    label value is a new series held in memory and written by every ``/metrics``.  Paths no
+    route matches all count under one label.
+    """
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    if not isinstance(template, str):
+        return UNMATCHED
+    return template.rstrip("/").rsplit("/", 1)[-1] or "root"
+
+
 def render() -> tuple[bytes, str]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess

@@ -28,3 +28,12 @@ def dumps(content: Any) -> bytes:
 class FastJSONResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         return dumps(content)
+
+
+async def send_json_error(send, status: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    """An ``{"error": ...}`` response sent straight from an ASGI middleware (no app, no route)."""
+    body = dumps({"error": message})
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})

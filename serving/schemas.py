@@ -1,9 +1,11 @@
 """Request and response bodies of the HTTP API (the OpenAPI schema at /docs comes from here)."""
-from __future__ import annotations
-
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+
+from ratingctr.serving.safe_text import check_text
+from ratingctr.serving.settings import GatewaySettings
 
 
 def _id_string(value: object) -> object:
@@ -15,44 +17,68 @@ def _id_string(value: object) -> object:
     return value
 
 
-Id = Annotated[str, BeforeValidator(_id_string), Field(min_length=1, max_length=256)]
-FieldValue = str | int | list[str | int]
-
-
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class RecommendRequest(_Strict):
-    user_id: Id
-    k: int = Field(10, ge=1, le=1000, description="items to return (fewer only if candidates run out)")
-    exclude_seen: bool = True
-    model: str | None = Field(None, description="bundle name; default: the first bundle loaded")
-    user_fields: dict[str, FieldValue] | None = Field(
-        None, description="profile fields for users the model does not know (cold start), e.g. {\"gender\": \"F\"}")
+@dataclass(frozen=True)
+class RequestModels:
+    """The request bodies of one app, their limits taken from its settings.
+
+    Why built per app rather than at import: the limits are settings (``RATINGCTR_MAX_*``),
+    and the OpenAPI schema must show the limits actually enforced (``maxLength``, bounds),
+    so that a contract fuzzer and a client see the real contract.
+    """
+
+    recommend: type[BaseModel]
+    score: type[BaseModel]
+    events: type[BaseModel]
+    reload: type[BaseModel]
 
 
-class ScoreRequest(_Strict):
-    user_id: Id
-    item_ids: list[Id] = Field(..., min_length=1, max_length=10_000)
-    model: str | None = None
-    user_fields: dict[str, FieldValue] | None = None
+def request_models(settings: GatewaySettings) -> RequestModels:
+    s = settings
+    # Checked in this order: type, length (so the scan below never sees a long string), then
+    # printable Unicode without lone surrogates or control characters.
+    Id = Annotated[str, BeforeValidator(_id_string), Field(min_length=1, max_length=s.max_id_chars),
+                   AfterValidator(check_text)]
+    Name = Annotated[str, Field(min_length=1, max_length=s.max_model_chars), AfterValidator(check_text)]
+    FieldName = Annotated[str, Field(min_length=1, max_length=s.max_id_chars), AfterValidator(check_text)]
+    FieldValue = Id | Annotated[list[Id], Field(max_length=s.max_user_fields)]
+    UserFields = Annotated[dict[FieldName, FieldValue] | None, Field(
+        None, max_length=s.max_user_fields,
+        description="profile fields for users the model does not know (cold start), e.g. {\"gender\": \"F\"}")]
+    Model = Annotated[Name | None, Field(None, description="bundle name; default: the first bundle loaded")]
 
+    class RecommendRequest(_Strict):
+        user_id: Id
+        k: int = Field(min(10, s.max_k), ge=1, le=s.max_k,
+                       description="items to return (fewer only if candidates run out); at most RATINGCTR_MAX_K")
+        exclude_seen: StrictBool = True
+        model: Model
+        user_fields: UserFields
 
-class Event(_Strict):
-    user_id: Id
-    item_id: Id
-    rating: float = Field(..., description="a rating on the model's scale 1..levels")
-    ts: float | None = Field(None, ge=0, description="unix seconds; default: time received")
+    class ScoreRequest(_Strict):
+        user_id: Id
+        item_ids: list[Id] = Field(..., min_length=1, max_length=s.max_item_ids)
+        model: Model
+        user_fields: UserFields
 
+    class Event(_Strict):
+        user_id: Id
+        item_id: Id
+        rating: float = Field(..., allow_inf_nan=False, description="a rating on the model's scale 1..levels")
+        ts: float | None = Field(None, ge=0, le=1e10, allow_inf_nan=False,
+                                 description="unix seconds; default: time received")
 
-class EventsRequest(_Strict):
-    events: list[Event] = Field(..., min_length=1)
+    class EventsRequest(_Strict):
+        events: list[Event] = Field(..., min_length=1, max_length=s.max_events)
 
+    class ReloadRequest(_Strict):
+        name: Name
+        path: Annotated[str, Field(min_length=1, max_length=s.max_path_chars), AfterValidator(check_text)]
 
-class ReloadRequest(_Strict):
-    name: str = Field(..., min_length=1, max_length=128)
-    path: str = Field(..., min_length=1)
+    return RequestModels(RecommendRequest, ScoreRequest, EventsRequest, ReloadRequest)
 
 
 class ScoredItem(BaseModel):

@@ -58,9 +58,22 @@ class GatewaySettings(BaseSettings):
     ort_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads per worker")
     candidates: int = Field(200, ge=1, le=10_000, description="FAISS candidates scored per /v1/recommend")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="larger request bodies are refused with 413")
-    max_k: int = Field(1000, ge=1)
+    max_k: int = Field(1000, ge=1, description="the largest k a /v1/recommend request may ask for")
     max_item_ids: int = Field(10_000, ge=1)
     max_events: int = Field(1000, ge=1, description="events per /v1/events request")
+    max_id_chars: int = Field(256, ge=1, le=65_536, description="longest user id, item id, field name or value")
+    max_model_chars: int = Field(128, ge=1, le=4096, description="longest model (bundle) name")
+    max_path_chars: int = Field(4096, ge=1, le=65_536, description="longest bundle path in a reload request")
+    max_user_fields: int = Field(64, ge=1, le=4096, description="entries in one request's user_fields")
+    api_keys: str | None = Field(None, description="comma-separated keys for the client endpoints (Authorization: "
+                                 "Bearer KEY or X-API-Key: KEY); unset: the client endpoints are open")
+    bundle_root: Path | None = Field(None, description="admin reloads only from bundles inside this directory "
+                                     "(real path); unset: any path")
+    limit_concurrency: int | None = Field(1000, ge=1, description="uvicorn: connections+tasks per worker before "
+                                          "503; unset: unlimited")
+    keep_alive_s: float = Field(5.0, gt=0, description="uvicorn: idle keep-alive connections close after this")
+    body_timeout_s: float = Field(15.0, gt=0, description="a request body must arrive completely within this "
+                                  "many seconds of the request's start, else 408 and the connection closes")
     warmup_calls: int = Field(5, ge=0, description="scoring calls on a freshly loaded bundle before it serves")
     sync_interval_s: float = Field(1.0, gt=0, description="how often a worker checks Redis for reloads and bulk loads")
 
@@ -70,6 +83,10 @@ class GatewaySettings(BaseSettings):
         if value.lower() not in ("auto", "cpu", "cuda"):
             raise ValueError("device must be auto, cpu or cuda")
         return value.lower()
+
+    def api_key_list(self) -> list[str]:
+        """The configured client API keys (empty: client endpoints need no key)."""
+        return [k.strip() for k in (self.api_keys or "").split(",") if k.strip()]
 
     def bundle_map(self) -> dict[str, Path]:
         bundles = parse_bundle_specs(self.bundles)
