@@ -39,7 +39,8 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
 
         embedded = EmbeddedRedis(settings.redis_dir).start()
         settings = settings.model_copy(update={"redis_url": embedded.url})
-        print(f"embedded Redis on {embedded.url} (data in {settings.redis_dir})", file=sys.stderr)
+        print(f"embedded Redis on 127.0.0.1:{embedded.port}, password-protected (data in {settings.redis_dir})",
+              file=sys.stderr)
     # Workers (and a single in-process server) read their settings from the environment.
     env = {"RATINGCTR_BUNDLES": settings.bundles, "RATINGCTR_REDIS_URL": settings.redis_url,
            "RATINGCTR_HOST": settings.host, "RATINGCTR_PORT": str(settings.port),

@@ -4,10 +4,17 @@ Used when no ``REDIS_URL`` is given, and by tests that need a Redis of their own
 server listens on loopback only, keeps an append-only file fsynced on every write (an
 acknowledged event survives a crash of the gateway or of Redis itself), and is told by
 the kernel to shut down when its parent dies, so a SIGKILLed gateway leaves no orphan.
+
+Every start gets a fresh random password (unless one is given, to restart a server under
+the URL its clients hold): loopback is shared by every local user and process, and whoever
+can write to this Redis could redirect every worker's reloads (``P:admin:bundles``).  The
+password travels in a mode-0600 config file, never on the command line (``ps`` shows that).
 """
 from __future__ import annotations
 
 import ctypes
+import os
+import secrets
 import signal
 import subprocess
 import time
@@ -36,25 +43,44 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 class EmbeddedRedis:
     """Start with :meth:`start`, stop with :meth:`stop` (or use as a context manager)."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, fsync: str = "always") -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, fsync: str = "always",
+                 password: str | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.fsync = fsync
+        self.password = password or secrets.token_urlsafe(32)  # URL-safe: it goes into ``url`` as is
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def _write_config(self) -> Path:
+        """A config file readable by this user only, holding what must stay off the command line."""
+        path = self.data_dir / "redis.conf"
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"requirepass {self.password}\n")
+        return path
 
     def start(self, timeout: float = 15.0) -> "EmbeddedRedis":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir / "redis.log", "ab")
-        cmd = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-               "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "", "--daemonize", "no",
-               "--protected-mode", "yes", "--loglevel", "warning"]
+        config = self._write_config()
+        cmd = [redis_server_binary(), str(config), "--port", str(self.port), "--bind", "127.0.0.1",
+               "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "",
+               "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning"]
         self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         preexec_fn=_die_with_parent)
         log.close()
+        try:
+            self._wait_ready(timeout)
+        finally:
+            config.unlink(missing_ok=True)  # read at start only; the password need not stay on disk
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2, socket_timeout=0.5)
         deadline = time.monotonic() + timeout
         while True:
@@ -73,7 +99,6 @@ class EmbeddedRedis:
                 raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout:.0f} s")
             time.sleep(0.02)
         client.close()
-        return self
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (tests use this to take Redis away mid-traffic)."""

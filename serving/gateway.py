@@ -2,12 +2,17 @@
 
 Requests read ``self.models`` once, so a reload (which replaces the whole dict) never
 changes the bundle under a request in flight: it finishes on the old one.
+
+A worker that cannot follow a reload another worker published keeps serving what it has,
+retries with capped exponential backoff (loading a bundle hashes every file: retrying each
+sync pass would burn a core forever) and names the model it is behind on in ``/readyz``.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -34,6 +39,21 @@ class ApiError(Exception):
         self.message = message
 
 
+@dataclass
+class Behind:
+    """A published reload this worker failed to follow, and when it tries again."""
+
+    version: str
+    path: str
+    error: str
+    attempts: int
+    retry_at: float
+
+
+# appendfsync values weaker than "always": an acknowledged event can be lost in a crash
+_WEAK_FSYNC = ("everysec", "no")
+
+
 class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
@@ -44,6 +64,8 @@ class Gateway:
         self._reload_lock = asyncio.Lock()
         self._generation = 0
         self._sync_task: asyncio.Task | None = None
+        self.behind: dict[str, Behind] = {}
+        self.durability: dict[str, str] | None = None
 
     # ---- lifecycle -----------------------------------------------------------------
     def _load(self, path: Path) -> Ranker:
@@ -62,13 +84,17 @@ class Gateway:
             self.embedded = EmbeddedRedis(self.settings.redis_dir).start()
             url = self.embedded.url
         s = self.settings
-        self.store = UserStore(url, s.redis_prefix, s.redis_timeout_s, s.redis_retry_s, s.redis_write_timeout_s)
+        self.store = UserStore(url, s.redis_prefix, s.redis_timeout_s, s.redis_retry_s, s.redis_write_timeout_s,
+                               s.event_id_ttl_s, s.max_seen_per_user)
         if await self.store.ping():
             try:
                 self._generation = await self.store.reload_generation()
             except Exception as exc:  # noqa: BLE001 - Redis vanished between calls: serve degraded
                 log.warning("reading the reload generation failed: %s", exc)
-        await self._sync_once()
+        try:
+            await self._sync_once()
+        except Exception as exc:  # noqa: BLE001 - a slow Redis must not crash-loop the server: the sync loop retries
+            log.warning("start-up bulk load / sync deferred, serving degraded until it succeeds: %s", exc)
         self._sync_task = asyncio.create_task(self._sync_loop())
         host = "127.0.0.1" if s.host in ("0.0.0.0", "::") else s.host
         example_user = self.models[self.default_model].user_ids[1:2] or ["new-user"]
@@ -97,19 +123,51 @@ class Gateway:
         store = self.store
         if store is None or not store.available or not await store.ping():
             return
+        if self.durability is None:
+            await self._read_durability()
         for ranker in list(self.models.values()):
             await store.bulk_load(ranker)
         generation = await store.reload_generation()
-        if generation != self._generation:
+        if generation != self._generation or self.behind:
             published = await store.published_bundles()
             for name, entry in published.items():
                 current = self.models.get(name)
-                if current is None or current.version != entry["version"]:
-                    try:
-                        await self.reload(name, entry["path"], publish=False)
-                    except ApiError as exc:
-                        log.warning("could not follow the reload of %s to %s: %s", name, entry["path"], exc.message)
+                if current is None or current.version != entry.get("version"):
+                    await self._follow(name, entry)
+                else:
+                    self.behind.pop(name, None)
             self._generation = generation
+
+    async def _follow(self, name: str, entry: dict) -> None:
+        """Load a reload another worker published; on failure, back off (doubling, capped)."""
+        version, path = str(entry.get("version")), str(entry.get("path"))
+        behind = self.behind.get(name)
+        if behind is not None and behind.version == version and time.monotonic() < behind.retry_at:
+            return
+        try:
+            await self.reload(name, path, publish=False)
+        except Exception as exc:  # noqa: BLE001 - whatever the bundle does, this worker keeps serving
+            message = exc.message if isinstance(exc, ApiError) else f"{type(exc).__name__}: {exc}"
+            attempts = behind.attempts + 1 if behind is not None and behind.version == version else 1
+            delay = min(self.settings.follow_backoff_max_s, self.settings.sync_interval_s * 2 ** attempts)
+            self.behind[name] = Behind(version, path, message, attempts, time.monotonic() + delay)
+            log.warning("could not follow the reload of %s to %s (attempt %d, next in %.0f s): %s",
+                        name, path, attempts, delay, message)
+            return
+        self.behind.pop(name, None)
+
+    async def _read_durability(self) -> None:
+        """What the Redis server really persists, for /readyz, with a warning when it is weaker
+        than an fsync per write (events acknowledged with 202 could be lost in a crash)."""
+        try:
+            self.durability = await self.store.durability()
+        except Exception as exc:  # noqa: BLE001 - unknown now; the sync loop asks again
+            log.debug("reading Redis persistence settings failed: %s", exc)
+            return
+        d = self.durability
+        if d.get("appendonly") != "yes" or d.get("appendfsync") in _WEAK_FSYNC or "unknown" in d:
+            log.warning("Redis durability is weaker than fsync-always, or unknown (%s): acknowledged events can "
+                        "be lost if Redis crashes", ", ".join(f"{k}={v!r}" for k, v in d.items()))
 
     # ---- helpers -------------------------------------------------------------------
     def model(self, name: str | None) -> tuple[str, Ranker]:
@@ -121,7 +179,7 @@ class Gateway:
             raise ApiError(404, f"unknown model {name!r}; loaded models: {', '.join(models)}")
         return name, ranker
 
-    def _user_context(self, ranker: Ranker, user_id: str, user_fields: dict | None,
+    def _user_context(self, name: str, ranker: Ranker, user_id: str, user_fields: dict | None,
                       timings: dict[str, float]) -> tuple[int, np.ndarray, np.ndarray, str | None]:
         """(user index, field row, seen item indices, fallback) for one request."""
         user = ranker.user_index.get(user_id, 0)
@@ -140,6 +198,9 @@ class Gateway:
             # history keeps training items out (a union of two short sorted index arrays).
             seen = np.union1d(seen, ranker.history(user)) if len(seen) else ranker.history(user)
             row = decode_row(record.fields, ranker.user_fields.shape[1])
+            if row is not None and not ranker.valid_user_row(row):
+                metrics.BAD_ROWS.labels(name).inc()
+                row = None
             return user, (row if row is not None else ranker.user_fields[user]), seen, None
         return 0, self._cold_row(ranker, user_fields), seen, "cold_start"
 
@@ -175,7 +236,7 @@ class Gateway:
         started = time.perf_counter()
         name, ranker = self.model(model)
         timings: dict[str, float] = {}
-        user, row, seen, fallback = self._user_context(ranker, user_id, user_fields, timings)
+        user, row, seen, fallback = self._user_context(name, ranker, user_id, user_fields, timings)
         if not exclude_seen:
             seen = np.zeros(0, np.int64)
         n = max(ranker.candidates, k)
@@ -192,7 +253,7 @@ class Gateway:
         started = time.perf_counter()
         name, ranker = self.model(model)
         timings: dict[str, float] = {}
-        _, row, _, fallback = self._user_context(ranker, user_id, user_fields, timings)
+        _, row, _, fallback = self._user_context(name, ranker, user_id, user_fields, timings)
         indices = ranker.item_indices(item_ids)
         known = indices > 0
         items = indices[known]
@@ -261,4 +322,8 @@ class Gateway:
                 "redis": "ok" if redis_ok else "degraded",
                 "models": {n: {"version": r.version, "path": str(r.path), "head": r.manifest.model.head}
                            for n, r in self.models.items()},
-                "default_model": self.default_model}
+                "default_model": self.default_model,
+                "durability": self.durability,
+                "behind": {n: {"wanted_version": b.version, "path": b.path, "error": b.error, "attempts": b.attempts,
+                               "retry_in_s": round(max(0.0, b.retry_at - time.monotonic()), 1)}
+                           for n, b in self.behind.items()}}

@@ -77,6 +77,10 @@ class Ranker:
         self._item_keys, self._item_order = _sorted_keys(self.item_ids)
         # user-side columns in order, for cold-start rows built from request fields
         self.user_field_slots: list[tuple[str, int]] = [(f.name, f.slots) for f in fields.side_fields("user")]
+        # exclusive upper bound of every user-side column: a row from Redis is checked against it
+        user_specs = fields.side_fields("user")
+        self.user_row_limits = np.repeat(np.array([f.vocab_size for f in user_specs], dtype=np.int64),
+                                         [f.slots for f in user_specs])
         self._field_vocab = {name: {v: i for i, v in enumerate(bundle.vocab[name]) if i}
                              for name, _ in self.user_field_slots if name != "user_id" and name in bundle.vocab}
 
@@ -111,6 +115,11 @@ class Ranker:
         pos = np.searchsorted(self._item_keys, keys).clip(max=len(self._item_keys) - 1)
         found = self._item_keys[pos] == keys
         return np.where(found, self._item_order[pos], 0).astype(np.int64)
+
+    def valid_user_row(self, row: np.ndarray) -> bool:
+        """Whether a user row read from outside the bundle (Redis) indexes inside every
+        embedding table: ONNX Runtime would otherwise fail, or read out of bounds."""
+        return row.shape == self.user_row_limits.shape and bool(((row >= 0) & (row < self.user_row_limits)).all())
 
     def history(self, user: int) -> np.ndarray:
         """Training-history item indices of a known user (the bundle's own seen set)."""

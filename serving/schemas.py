@@ -70,6 +70,9 @@ def request_models(settings: GatewaySettings) -> RequestModels:
         rating: float = Field(..., allow_inf_nan=False, description="a rating on the model's scale 1..levels")
         ts: float | None = Field(None, ge=0, le=1e10, allow_inf_nan=False,
                                  description="unix seconds; default: time received")
+        event_id: Annotated[str, Field(min_length=1, max_length=128), AfterValidator(check_text)] | None = Field(
+            None, description="optional client id of the event: a retry with the same id (within "
+                              "RATINGCTR_EVENT_ID_TTL_S) is stored once")
 
     class EventsRequest(_Strict):
         events: list[Event] = Field(..., min_length=1, max_length=s.max_events)

@@ -76,6 +76,12 @@ class GatewaySettings(BaseSettings):
                                   "many seconds of the request's start, else 408 and the connection closes")
     warmup_calls: int = Field(5, ge=0, description="scoring calls on a freshly loaded bundle before it serves")
     sync_interval_s: float = Field(1.0, gt=0, description="how often a worker checks Redis for reloads and bulk loads")
+    event_id_ttl_s: int = Field(86400, ge=1, description="how long an event_id is remembered: a retry within this "
+                                "window stores nothing twice")
+    max_seen_per_user: int = Field(10_000, ge=1, description="seen items kept per user (the newest); also the most "
+                                   "a request reads")
+    follow_backoff_max_s: float = Field(300.0, gt=0, description="a worker that failed to follow a published reload "
+                                        "retries with exponential backoff capped at this")
 
     @field_validator("device")
     @classmethod

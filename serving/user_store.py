@@ -2,19 +2,27 @@
 
 Keys (``P`` is the configured prefix, so deployments can share a Redis):
 
-* ``P:seen:{user}``          SET of raw item ids the user has seen (training history + events).
-  Seen is a fact about the user, so it is shared by every loaded bundle.
+* ``P:seen:{user}``          ZSET of raw item ids the user has seen, scored by event time
+  (training history: 0), trimmed to the newest ``max_seen`` in the same atomic write, so
+  neither Redis memory nor the request path's read grows with a client's junk events.
+  Seen is a fact about the user, so it is shared by every loaded bundle.  (A plain SET left
+  by an older gateway is converted by the next write; until then it is read bounded.)
 * ``P:user:{user}``          HASH state record: first_seen, last_ts, events.
 * ``P:b:{version}:fields``   HASH user → int64 field row bytes, per bundle version (indices
   are the bundle's own encoding).
 * ``P:b:{version}:loaded``   marker set once the bundle's bulk load has completed.
 * ``P:events``               STREAM of every accepted event, never trimmed.
+* ``P:eid:{event_id}``       stream id of an event stored with an ``event_id``, kept
+  ``event_id_ttl_s``: a retry of the same id within that window stores nothing again.
 * ``P:admin:bundles`` / ``P:admin:generation``  the reloads other workers must follow.
 
 The request path reads with a *blocking* client on the event loop: its pipeline round trip
 costs a fraction of redis.asyncio's (no task switches per reply; measured when this was
 chosen: commit 8cf1299), and the socket timeout bounds the stall if Redis
 hangs.  Writes (events with their fsync, bulk loads, reload notices) stay asynchronous.
+
+Writes of events and history run as Lua scripts (``serving.redis_scripts``): one atomic
+step each, which is what makes a retried event batch idempotent.
 
 A failing Redis never fails a request: reads report ``None`` (the caller serves degraded)
 and, for ``retry_s`` after a failure, are not even attempted, so a dead Redis costs no
@@ -30,6 +38,8 @@ from dataclasses import dataclass
 import numpy as np
 import redis
 import redis.asyncio as aioredis
+
+from ratingctr.serving.redis_scripts import APPEND_EVENTS, MERGE_HISTORY
 
 log = logging.getLogger("ratingctr.redis")
 
@@ -48,15 +58,19 @@ class UserRecord:
 
 class UserStore:
     def __init__(self, url: str, prefix: str = "rc", timeout_s: float = 0.25, retry_s: float = 1.0,
-                 write_timeout_s: float = 2.0) -> None:
+                 write_timeout_s: float = 2.0, event_id_ttl_s: int = 86400, max_seen: int = 10_000) -> None:
         self.url = url
         self.prefix = prefix
         self.retry_s = retry_s
+        self.event_id_ttl_s = event_id_ttl_s
+        self.max_seen = max_seen
         # writes wait for the append-only file's fsync: their own, longer timeout, off the event loop
         self.client = aioredis.Redis.from_url(url, socket_timeout=write_timeout_s, socket_connect_timeout=timeout_s,
                                               retry_on_timeout=False, health_check_interval=0)
         self.reader = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
                                            retry_on_timeout=False, health_check_interval=0)
+        self._append_events = self.client.register_script(APPEND_EVENTS)
+        self._merge_history = self.client.register_script(MERGE_HISTORY)
         self._down_until = 0.0
         self._was_down = False
 
@@ -90,14 +104,22 @@ class UserStore:
 
     # ---- request path --------------------------------------------------------------
     def read_user(self, user_id: str, bundle_version: str) -> UserRecord | None:
-        """Field row and seen set in one round trip; ``None`` when Redis is unavailable."""
+        """Field row and the newest ``max_seen`` seen items in one round trip; ``None`` when
+        Redis is unavailable."""
         if not self.available:
             return None
+        seen_key = self.key("seen", user_id)
         try:
             pipe = self.reader.pipeline(transaction=False)
             pipe.hget(self.key("b", bundle_version, "fields"), user_id)
-            pipe.smembers(self.key("seen", user_id))
-            fields, seen = pipe.execute()
+            pipe.zrange(seen_key, -self.max_seen, -1)
+            fields, seen = pipe.execute(raise_on_error=False)
+            if isinstance(fields, Exception):
+                raise fields
+            if isinstance(seen, redis.ResponseError):  # a legacy SET not yet converted: read it bounded too
+                seen = self.reader.srandmember(seen_key, self.max_seen)
+            elif isinstance(seen, Exception):
+                raise seen
         except (redis.RedisError, OSError) as exc:
             self._failed(exc)
             return None
@@ -105,31 +127,43 @@ class UserStore:
         return UserRecord(fields, list(seen))
 
     async def append_events(self, events: list[dict]) -> list[str]:
-        """Append to the stream, seen sets and state records in one MULTI/EXEC; returns stream ids.
+        """Append to the stream, seen sets and state records in one atomic script; returns stream ids.
 
-        Raises StoreUnavailable when Redis cannot take them: the caller answers 503 and the
-        client retries, so nothing is acknowledged and then lost.
+        An event with an ``event_id`` already stored (within ``event_id_ttl_s``) adds nothing
+        and reports the stream id it was stored under, so a client may retry a batch whose
+        answer it never got.  Raises StoreUnavailable when Redis cannot take them: the caller
+        answers 503 and the client retries, so nothing is acknowledged and then lost.
         """
-        now = time.time()
-        stream = self.key("events")
+        now = repr(time.time())
+        keys, args = [self.key("events")], [now, str(self.event_id_ttl_s), str(self.max_seen)]
+        for event in events:
+            user, event_id = event["user_id"], event.get("event_id")
+            keys += [self.key("seen", user), self.key("user", user),
+                     self.key("eid", event_id) if event_id is not None else self.key("eid")]
+            ts = event.get("ts")
+            args += [user, event["item_id"], repr(event["rating"]), repr(ts) if ts is not None else now,
+                     "0" if event_id is None else "1", event_id or ""]
         try:
-            pipe = self.client.pipeline(transaction=True)
-            for event in events:
-                user, item = event["user_id"], event["item_id"]
-                pipe.xadd(stream, {"user_id": user, "item_id": item, "rating": repr(event["rating"]),
-                                   "ts": repr(event["ts"] if event.get("ts") is not None else now),
-                                   "received": repr(now)})
-                pipe.sadd(self.key("seen", user), item)
-                state = self.key("user", user)
-                pipe.hsetnx(state, "first_seen", repr(now))
-                pipe.hset(state, "last_ts", repr(event["ts"] if event.get("ts") is not None else now))
-                pipe.hincrby(state, "events", 1)
-            results = await pipe.execute()
+            results = await self._append_events(keys=keys, args=args)
         except (redis.RedisError, OSError) as exc:
             self._failed(exc)
             raise StoreUnavailable(str(exc)) from exc
         self._succeeded()
-        return [r.decode() if isinstance(r, bytes) else str(r) for r in results[::5]]
+        return [r.decode() if isinstance(r, bytes) else str(r) for r in results]
+
+    async def durability(self) -> dict[str, str]:
+        """The server's persistence settings in force (CONFIG GET), or why they are unknown.
+
+        Managed Redis services often disable or rename CONFIG: that is reported, not fatal.
+        """
+        settings: dict[str, str] = {}
+        try:
+            for name in ("appendonly", "appendfsync", "save"):
+                settings.update({k if isinstance(k, str) else k.decode(): v if isinstance(v, str) else v.decode()
+                                 for k, v in (await self.client.config_get(name)).items()})
+        except redis.ResponseError as exc:
+            return {"unknown": f"CONFIG GET refused: {exc}"}
+        return settings
 
     # ---- bundle bulk load ----------------------------------------------------------
     async def is_loaded(self, version: str) -> bool:
@@ -138,8 +172,10 @@ class UserStore:
     async def bulk_load(self, ranker) -> bool:
         """Field rows and training-history seen sets of a bundle, once per bundle version.
 
-        Idempotent (HSET and SADD of the same values), guarded by a short lock so that
-        several workers starting together load it once.  Returns True once loaded.
+        Idempotent (HSET of the same values; history merged into the seen sorted sets with
+        score 0 and NX, so it never moves an event back in time, then trimmed to ``max_seen``),
+        guarded by a short lock so that several workers starting together load it once.
+        Returns True once loaded.
         """
         version = ranker.version
         if await self.is_loaded(version):
@@ -160,7 +196,8 @@ class UserStore:
                 for u in range(lo, hi):
                     seen = item_ids[history[indptr[u]:indptr[u + 1]]]
                     if len(seen):
-                        pipe.sadd(self.key("seen", users[u]), *seen.tolist())
+                        await self._merge_history(keys=[self.key("seen", users[u])],
+                                                  args=[self.max_seen, *seen.tolist()], client=pipe)
                 await pipe.execute()
             await self.client.set(self.key("b", version, "loaded"), json.dumps(
                 {"bundle": ranker.name, "users": len(users) - 1, "seen": int(len(history)), "at": time.time()}))

@@ -22,7 +22,7 @@ def test_the_real_server_recommends_scores_and_takes_events(client: httpx.Client
     scored = client.post("/v1/score", json={"user_id": "u1", "item_ids": [top]}).json()
     assert scored["items"][0]["p_click"] == p[0]  # the same float32, written and parsed exactly
     r = client.post("/v1/events", json={"events": [{"user_id": "u1", "item_id": top, "rating": 5}]})
-    assert r.status_code == 202 and top in redis_client.smembers("rc:seen:u1")
+    assert r.status_code == 202 and redis_client.zscore("rc:seen:u1", top) is not None
     after = client.post("/v1/recommend", json={"user_id": "u1", "k": 5}).json()
     assert top not in {i["item_id"] for i in after["items"]}
 

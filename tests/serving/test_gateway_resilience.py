@@ -97,7 +97,8 @@ def test_redis_killed_mid_traffic_degrades_then_recovers_with_zero_5xx(tiny_bund
                 degraded = client.post("/v1/recommend", json={"user_id": "u2", "k": 50}).json()
                 seen = bundle_history(tiny_bundles["rating"], "u2")
                 assert degraded["fallback"] == "degraded" and not seen & {i["item_id"] for i in degraded["items"]}
-                server = EmbeddedRedis(tmp_path / "redis", port=server.port).start()  # same port, same data
+                server = EmbeddedRedis(tmp_path / "redis", port=server.port,  # same port, data and password
+                                       password=server.password).start()
                 healthy = traffic.snapshot()[None]
                 _wait_for(lambda: traffic.snapshot()[None] > healthy + 20, 30, "never recovered after Redis returned")
                 assert client.post("/v1/events", json={"events": [{"user_id": "u1", "item_id": "i1",
@@ -230,3 +231,36 @@ def test_a_hung_redis_costs_one_timeout_not_a_hang(tiny_bundles, tmp_path) -> No
             server.process.send_signal(signal.SIGCONT)
         _wait_for(lambda: client.post("/v1/recommend", json={"user_id": "u1", "k": 3}).json()["fallback"] is None,
                   10, "did not recover after SIGCONT")
+
+
+def test_a_retried_batch_after_a_write_timeout_adds_no_duplicate(tiny_bundles, tmp_path) -> None:
+    """Redis SIGSTOPped past the write timeout: the gateway cannot know whether the write will be
+    applied, answers 503, and Redis applies it once it runs again.  The client's retry with the
+    same event ids must then store nothing a second time."""
+    events = [{"user_id": "retrier", "item_id": f"i{j}", "rating": 4, "event_id": f"retry-batch/{j}"}
+              for j in range(5)]
+    with EmbeddedRedis(tmp_path / "redis") as server, \
+            running_gateway({"rating": tiny_bundles["rating"]}, redis_url=server.url,
+                            env={"RATINGCTR_REDIS_WRITE_TIMEOUT_S": "0.5", "RATINGCTR_REDIS_RETRY_S": "0.2"}) as gw, \
+            httpx.Client(base_url=gw.url, timeout=10) as client:
+        store = redis.Redis.from_url(server.url, decode_responses=True)
+        # one write first, so Redis knows the script and the stalled EVALSHA can run when it wakes
+        warm = client.post("/v1/events", json={"events": [{"user_id": "warm", "item_id": "i1", "rating": 3}]})
+        assert warm.status_code == 202, warm.text
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            r = client.post("/v1/events", json={"events": events})
+            assert r.status_code == 503 and "retry" in r.json()["error"]
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        # the timed-out write was already in Redis's socket buffer: it lands after all
+        _wait_for(lambda: store.xlen("rc:events") == 1 + len(events), 10, "the timed-out write never landed")
+        r = client.post("/v1/events", json={"events": events})
+        assert r.status_code == 202, r.text
+        stream = store.xrange("rc:events")[1:]
+        assert r.json()["ids"] == [entry_id for entry_id, _ in stream]
+        assert [fields["event_id"] for _, fields in stream] == [e["event_id"] for e in events]
+        assert store.hget("rc:user:retrier", "events") == str(len(events))
+        assert store.zcard("rc:seen:retrier") == len(events)
+        _wait_for(lambda: client.get("/readyz").json()["redis"] == "ok", 10, "did not recover after SIGCONT")
+        store.close()

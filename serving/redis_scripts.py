@@ -1,0 +1,87 @@
+"""The Lua scripts the user store runs inside Redis, so each write is one atomic step.
+
+Why Lua and not MULTI/EXEC: an idempotent event write must *read* (has this ``event_id``
+been stored?) and write in the same atomic step, which a transaction cannot do without
+WATCH retries.  A script runs to completion with no other command in between, is
+propagated to the append-only file as one unit and, like MULTI/EXEC, is fsynced before
+its reply when ``appendfsync always``.
+
+Seen state is a sorted set per user, scored by event time, so "keep the newest N" is one
+ZREMRANGEBYRANK.  Training history (bulk load) gets score 0: older than any event.  A
+user whose seen state is still a plain SET (written by a gateway before this layout) is
+converted in place the first time a script touches it.
+"""
+from __future__ import annotations
+
+# Shared by both scripts: convert a legacy SET to the sorted set, in chunks (unpack's limit).
+_AS_ZSET = """
+local function as_zset(key)
+  if redis.call('TYPE', key).ok ~= 'set' then return end
+  local members = redis.call('SMEMBERS', key)
+  redis.call('DEL', key)
+  for i = 1, #members, 1000 do
+    local args = {}
+    for j = i, math.min(i + 999, #members) do
+      args[#args + 1] = 0
+      args[#args + 1] = members[j]
+    end
+    redis.call('ZADD', key, unpack(args))
+  end
+end
+"""
+
+# KEYS[1] = the stream; per event i (0-based): KEYS[2+3i] seen, KEYS[3+3i] state, KEYS[4+3i] dedupe key.
+# ARGV[1] = now, ARGV[2] = dedupe retention (s), ARGV[3] = seen bound;
+# per event ARGV[4+6i ..] = user, item, rating, ts, has_id ('1'/'0'), event_id.
+# Returns, per event, its stream id: the new one, or for a duplicate the one stored first.
+APPEND_EVENTS = _AS_ZSET + """
+local now, ttl, bound = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local n = (#ARGV - 3) / 6
+local ids = {}
+for i = 0, n - 1 do
+  local a = 4 + 6 * i
+  local user, item, rating, ts = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local has_id, event_id = ARGV[a + 4], ARGV[a + 5]
+  local seen, state, dedupe = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
+  local prior = false
+  if has_id == '1' then prior = redis.call('GET', dedupe) end
+  if prior then
+    ids[#ids + 1] = prior
+  else
+    local id
+    if has_id == '1' then
+      id = redis.call('XADD', KEYS[1], '*', 'user_id', user, 'item_id', item, 'rating', rating, 'ts', ts,
+                      'received', now, 'event_id', event_id)
+      redis.call('SET', dedupe, id, 'EX', ttl)
+    else
+      id = redis.call('XADD', KEYS[1], '*', 'user_id', user, 'item_id', item, 'rating', rating, 'ts', ts,
+                      'received', now)
+    end
+    as_zset(seen)
+    redis.call('ZADD', seen, 'GT', ts, item)  -- GT adds new members and never moves one back in time
+    redis.call('ZREMRANGEBYRANK', seen, 0, -bound - 1)
+    redis.call('HSETNX', state, 'first_seen', now)
+    redis.call('HSET', state, 'last_ts', ts)
+    redis.call('HINCRBY', state, 'events', 1)
+    ids[#ids + 1] = id
+  end
+end
+return ids
+"""
+
+# KEYS[1] = one user's seen key; ARGV[1] = seen bound, ARGV[2..] = training-history item ids.
+# History never overrides an event's time (NX), and the bound holds afterwards too.
+MERGE_HISTORY = _AS_ZSET + """
+local key, bound = KEYS[1], tonumber(ARGV[1])
+as_zset(key)
+for i = 2, #ARGV, 1000 do
+  local args = {}
+  for j = i, math.min(i + 999, #ARGV) do
+    args[#args + 1] = 0
+    args[#args + 1] = ARGV[j]
+  end
+  redis.call('ZADD', key, 'NX', unpack(args))
+end
+redis.call('ZREMRANGEBYRANK', key, 0, -bound - 1)
+return redis.call('ZCARD', key)
+"""
