@@ -253,7 +253,8 @@ async def test_readiness_names_each_model_with_its_head_version_and_path(client:
     assert r.status_code == 200
     assert r.json() == {"status": "ready", "redis": "ok", "default_model": "rating", "models": {
         head: {"version": load_bundle(path).version, "path": str(path), "head": head}
-        for head, path in tiny_bundles.items()}}
+        for head, path in tiny_bundles.items()},
+        "durability": {"appendonly": "yes", "appendfsync": "always", "save": ""}, "behind": {}}
 
 
 async def test_a_model_that_produces_nan_is_a_500_without_a_traceback(served) -> None:
