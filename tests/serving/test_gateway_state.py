@@ -216,3 +216,23 @@ async def test_a_follower_backs_off_and_readyz_names_the_model_behind(tiny_bundl
             while gateway.models["main"].version != good:
                 await anyio.sleep(0.02)
         assert (await c.get("/readyz")).json()["behind"] == {}
+
+
+# ---- start-up survives a failing bulk load ---------------------------------------------------
+async def test_a_bulk_load_failing_at_start_up_leaves_the_server_serving_and_is_retried(tiny_bundles, redis_server,
+                                                                                       redis_client) -> None:
+    """Before, any error of the start-up bulk load (a timeout while Redis is slow, here a key of
+    the wrong type) escaped the lifespan and killed the server: a crash loop."""
+    version = load_bundle(tiny_bundles["rating"]).version
+    redis_client.set("start:seen:u1", "not a sorted set")
+    async with in_process(bundles=f"main={tiny_bundles['rating']}", redis_url=redis_server.url,
+                          redis_prefix="start", sync_interval_s=0.05) as (c, _):
+        assert (await c.get("/readyz")).status_code == 200
+        assert not redis_client.exists(f"start:b:{version}:loaded")
+        body = (await c.post("/v1/recommend", json={"user_id": "u2", "k": 3}))
+        assert body.status_code == 200 and len(body.json()["items"]) == 3
+        redis_client.delete("start:seen:u1")  # the operator fixes Redis: the sync loop finishes the load
+        with anyio.fail_after(10):
+            while not redis_client.exists(f"start:b:{version}:loaded"):
+                await anyio.sleep(0.05)
+        assert redis_client.type("start:seen:u1") == "zset"
