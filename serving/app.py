@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ratingctr.serving import metrics
@@ -157,7 +157,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         state = await gateway.readiness()
         return FastJSONResponse(state, status_code=200 if state["status"] == "ready" else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)  # the OpenAPI schema says text/plain
     async def prometheus():
         payload, content_type = metrics.render()
         return Response(payload, media_type=content_type)

@@ -67,7 +67,8 @@ def request_models(settings: GatewaySettings) -> RequestModels:
     class Event(_Strict):
         user_id: Id
         item_id: Id
-        rating: float = Field(..., allow_inf_nan=False, description="a rating on the model's scale 1..levels")
+        rating: float = Field(..., ge=1, allow_inf_nan=False,
+                              description="a rating on the model's scale 1..levels (422 above the largest scale)")
         ts: float | None = Field(None, ge=0, le=1e10, allow_inf_nan=False,
                                  description="unix seconds; default: time received")
         event_id: Annotated[str, Field(min_length=1, max_length=128), AfterValidator(check_text)] | None = Field(

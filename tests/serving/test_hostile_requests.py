@@ -209,6 +209,14 @@ def test_client_endpoints_refuse_missing_and_wrong_keys_before_reading_the_body(
     assert_healthy(keyed)
 
 
+def test_binary_header_values_and_odd_paths_are_refused_cleanly(anon: httpx.Client, keyed: httpx.Client) -> None:
+    for value in (b"\xff\xfe", "ключ".encode(), b"k" * 8000, API_KEY.encode() + b"\xff"):
+        assert_error(anon.post("/v1/recommend", json={"user_id": "u1"}, headers={"X-API-Key": value}), 401, "API key")
+    assert_error(keyed.get("/%ED%A0%80/%00/..%2F..%2Fetc%2Fpasswd"), 404, "Not Found")
+    assert_error(keyed.post("/V1/RECOMMEND", json={"user_id": "u1"}), 404, "Not Found")
+    assert_healthy(keyed)
+
+
 def test_every_configured_key_works_by_either_header(anon: httpx.Client) -> None:
     for headers in ({"X-API-Key": API_KEY}, {"Authorization": f"Bearer {OTHER_KEY}"},
                     {"authorization": f"bearer {API_KEY}"}):
@@ -296,6 +304,7 @@ def _series(client: httpx.Client) -> list[str]:
 def test_unknown_paths_add_no_metric_series(keyed: httpx.Client) -> None:
     keyed.get("/warm-up-the-unmatched-label")
     keyed.get("/v1/recommend")  # and the 405 label
+    keyed.post("/v1/admin/warm-up")  # and the admin 401 label
     before = _series(keyed)
     for _ in range(500):
         path = f"/{secrets.token_hex(8)}/{secrets.token_urlsafe(12)}"
