@@ -74,11 +74,6 @@ class Gateway:
 
     async def start(self) -> None:
         bundles = self.settings.bundle_map()
-        models = {}
-        for name, path in bundles.items():
-            models[name] = await anyio.to_thread.run_sync(self._load, path)
-            log.info("loaded bundle %s = %s (version %s)", name, path, models[name].version)
-        self.models, self.default_model = models, next(iter(bundles))
         url = self.settings.redis_url
         if not url:  # run directly under uvicorn without `ratingctr serve`: start Redis ourselves
             self.embedded = EmbeddedRedis(self.settings.redis_dir).start()
@@ -86,11 +81,22 @@ class Gateway:
         s = self.settings
         self.store = UserStore(url, s.redis_prefix, s.redis_timeout_s, s.redis_retry_s, s.redis_write_timeout_s,
                                s.event_id_ttl_s, s.max_seen_per_user)
+        # The reload generation is read *before* the (slow) bundle loads: a reload another worker
+        # publishes while this one is still loading is then followed, not silently adopted.
         if await self.store.ping():
             try:
                 self._generation = await self.store.reload_generation()
             except Exception as exc:  # noqa: BLE001 - Redis vanished between calls: serve degraded
                 log.warning("reading the reload generation failed: %s", exc)
+        models = {}
+        try:
+            for name, path in bundles.items():
+                models[name] = await anyio.to_thread.run_sync(self._load, path)
+                log.info("loaded bundle %s = %s (version %s)", name, path, models[name].version)
+        except BaseException:
+            await self.stop()  # no embedded Redis or connections left behind by a failed start
+            raise
+        self.models, self.default_model = models, next(iter(bundles))
         try:
             await self._sync_once()
         except Exception as exc:  # noqa: BLE001 - a slow Redis must not crash-loop the server: the sync loop retries
