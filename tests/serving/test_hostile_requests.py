@@ -27,6 +27,8 @@ API_KEY = "client-key-" + "k" * 20
 OTHER_KEY = "second-client-key"
 ADMIN = "hostile-admin-token"
 BODY_TIMEOUT_S = 2.0
+KEEP_ALIVE_S = 1.0
+LIMIT_CONCURRENCY = 16
 JSON = {"content-type": "application/json"}
 
 
@@ -39,6 +41,7 @@ def bundle_root(tiny_bundles: dict[str, Path]) -> Path:
 def hostile_gateway(tiny_bundles: dict[str, Path], redis_server, bundle_root: Path) -> Iterator[GatewayProcess]:
     env = {"RATINGCTR_ADMIN_TOKEN": ADMIN, "RATINGCTR_API_KEYS": f"{API_KEY}, {OTHER_KEY}",
            "RATINGCTR_BUNDLE_ROOT": str(bundle_root), "RATINGCTR_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+           "RATINGCTR_KEEP_ALIVE_S": str(KEEP_ALIVE_S), "RATINGCTR_LIMIT_CONCURRENCY": str(LIMIT_CONCURRENCY),
            "RATINGCTR_REDIS_PREFIX": "hostile"}
     with running_gateway({"rating": tiny_bundles["rating"], "binary": tiny_bundles["binary"]},
                          redis_url=redis_server.url, env=env) as gw:
@@ -359,3 +362,32 @@ def test_a_complete_body_sent_in_pieces_within_the_deadline_is_served(hostile_ga
         while chunk := sock.recv(65536):
             received += chunk
     assert received.startswith(b"HTTP/1.1 200"), received[:200]
+
+
+def test_idle_keep_alive_connections_are_closed(hostile_gateway: GatewayProcess) -> None:
+    host, port = hostile_gateway.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        while not received.endswith(b'{"status":"ok"}'):
+            received += sock.recv(65536)
+        assert received.startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        assert sock.recv(65536) == b""  # the server hung up on the idle connection
+        assert time.monotonic() - started < KEEP_ALIVE_S + 3
+
+
+def test_connections_beyond_the_concurrency_limit_get_503(hostile_gateway: GatewayProcess, keyed) -> None:
+    host, port = hostile_gateway.url.removeprefix("http://").split(":")
+    idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(LIMIT_CONCURRENCY)]
+    try:
+        time.sleep(0.2)
+        with httpx.Client(base_url=hostile_gateway.url, timeout=10) as fresh:
+            assert fresh.get("/healthz").status_code == 503
+    finally:
+        for sock in idle:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while keyed.get("/healthz").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert_healthy(keyed)
