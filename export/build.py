@@ -58,8 +58,10 @@ def popularity_order(data: EncodedData) -> np.ndarray:
 
 
 def export_bundle(ranker_run: Path, retriever_run: Path, out_dir: Path, index_kind: str = "flat",
-                  torchserve: bool = False, data_dir: str | None = None, name: str | None = None) -> BundleManifest:
-    """Export, check ONNX parity, and write the bundle; returns its complete manifest."""
+                  torchserve: bool = False, data_dir: str | None = None, name: str | None = None,
+                  sign_key: bytes | None = None) -> BundleManifest:
+    """Export, check ONNX parity, and write the bundle (signed when ``sign_key`` is given);
+    returns its complete manifest."""
     payload, config = load_checkpoint(Path(ranker_run))
     if data_dir is not None:
         config = replace(config, data=replace(config.data, data_dir=data_dir))
@@ -107,7 +109,8 @@ def export_bundle(ranker_run: Path, retriever_run: Path, out_dir: Path, index_ki
             from ratingctr.export.torchserve import build_archive
 
             extra = build_archive(onnx_path, manifest, Path(tmp))
-        manifest = write_bundle(Path(out_dir), manifest, data.vocab, arrays, onnx_path, index_path, extra)
+        manifest = write_bundle(Path(out_dir), manifest, data.vocab, arrays, onnx_path, index_path, extra,
+                                sign_key=sign_key)
     print(f"bundle {out_dir}: parity max |Δp̂| {worst:.2e} on {report['rows']} rows, "
           f"{index.ntotal} items indexed ({index_kind})", file=sys.stderr)
     return manifest

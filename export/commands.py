@@ -13,9 +13,17 @@ def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
 
     if args.index not in INDEX_KINDS:
         raise UserError(f"--index must be one of {', '.join(INDEX_KINDS)}")
+    sign_key = None
+    if args.sign_key_file is not None:  # read before the (slow) export, so a bad key fails at once
+        from ratingctr.bundle import BundleError, read_key_file
+
+        try:
+            sign_key = read_key_file(Path(args.sign_key_file))
+        except BundleError as exc:
+            raise UserError(str(exc)) from exc
     export_bundle(Path(args.ranker), Path(args.retriever), Path(args.out), args.index, args.torchserve,
-                  args.data_dir, args.name)
-    print(f"wrote {args.out}")
+                  args.data_dir, args.name, sign_key=sign_key)
+    print(f"wrote {args.out}" + (" (signed)" if sign_key is not None else ""))
     return 0
 
 
@@ -28,4 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--index", default="flat", help="flat (exact), ivf or hnsw")
     export.add_argument("--torchserve", action="store_true", help="also write ranker.mar and config.properties")
     export.add_argument("--data-dir", default=None, help="override the dataset location recorded in the run")
+    export.add_argument("--sign-key-file", default=None, metavar="PATH",
+                        help="sign the bundle: write signature.json, an HMAC-SHA256 of manifest.json under the key "
+                             "in PATH (>= 16 bytes); gateways with RATINGCTR_BUNDLE_KEY refuse unsigned bundles")
     export.set_defaults(handler=cmd_export)

@@ -13,6 +13,17 @@ Files (all written here, read here; nothing is pickled):
 * ``vocab.json``: ``{"user_id": [raw ids in index order], "item_id": [...], ...}``.
 * ``manifest.json``: a ``BundleManifest`` (below): format version, model description,
   field schema, metrics, parity, creation time and the sha256 and size of every other file.
+* ``signature.json`` (optional, ``ratingctr export --sign-key-file``):
+  ``{"algorithm": "hmac-sha256", "manifest_hmac": HEX}``, an HMAC-SHA256 of the exact bytes of
+  ``manifest.json`` under a shared secret key.
+
+Signing design: the signature lives *beside* the manifest, over its exact bytes, and is not
+listed in it.  The manifest already pins every other file by sha256 and size, so one HMAC
+over it authenticates the whole bundle (a forged file fails its hash, a forged hash fails
+the HMAC), the manifest's file list and content ``version`` stay exactly what an unsigned
+export writes, and no canonical-JSON rule is needed (the bytes verified are the bytes read).
+``load_bundle(path, key=...)`` refuses a bundle without a valid signature when a key is
+given; without a key signatures are not checked (so signed bundles load anywhere).
 
 The manifest and the field schema are typed here, once: export writes them, serving,
 the load tests and training's encoder read the same classes.  ``from_dict`` validates,
@@ -23,6 +34,8 @@ This module is numpy-only on purpose: serving imports it and must never pull in 
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -38,6 +51,9 @@ from ratingctr.hashing import sha256_file, sha256_text
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+SIGNATURE = "signature.json"
+SIGNATURE_ALGORITHM = "hmac-sha256"
+MIN_KEY_BYTES = 16
 ARRAY_FILES = ("user_vectors.npy", "item_vectors.npy", "user_fields.npy", "item_fields.npy",
                "history_indptr.npy", "history_items.npy", "popular.npy")
 REQUIRED_FILES = ("ranker.onnx", "items.faiss", "vocab.json", *ARRAY_FILES)
@@ -442,11 +458,14 @@ def _write_array(directory: Path, name: str, array: np.ndarray) -> None:
 
 
 def write_bundle(out_dir: Path, manifest: BundleManifest, vocab: dict[str, list[str]], arrays: dict[str, np.ndarray],
-                 ranker_onnx: Path, items_faiss: Path, extra_files: dict[str, Path] | None = None) -> BundleManifest:
+                 ranker_onnx: Path, items_faiss: Path, extra_files: dict[str, Path] | None = None,
+                 sign_key: bytes | None = None) -> BundleManifest:
     """Write every file into a staging directory, hash it, then move it into place atomically.
 
     Returns ``manifest`` completed with the creation time, file hashes and a content
-    version (hash of the hashes), so a reload can tell bundles apart.
+    version (hash of the hashes), so a reload can tell bundles apart.  With ``sign_key``
+    the staged manifest is signed (``signature.json``) before the move, so a signed bundle
+    is never visible unsigned.
     """
     missing = [name for name in ARRAY_FILES if name not in arrays]
     if missing:
@@ -469,6 +488,8 @@ def write_bundle(out_dir: Path, manifest: BundleManifest, vocab: dict[str, list[
                            version=sha256_text("".join(f.sha256 for f in files.values()))[:12],
                            created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         (staging / MANIFEST).write_text(json.dumps(complete.to_dict(), indent=2, default=float) + "\n")
+        if sign_key is not None:
+            sign_bundle(staging, sign_key)
         if out_dir.exists():
             backup = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
             out_dir.rename(backup)
@@ -518,9 +539,15 @@ def verify_files(path: Path, manifest: BundleManifest) -> None:
             raise BundleError(f"{path}: {name} sha256 {digest[:16]}… does not match the manifest (tampered)")
 
 
-def load_bundle(path: Path, verify: bool = True) -> Bundle:
-    """Read and verify a bundle; arrays are loaded with ``allow_pickle=False``."""
+def load_bundle(path: Path, verify: bool = True, key: bytes | None = None) -> Bundle:
+    """Read and verify a bundle; arrays are loaded with ``allow_pickle=False``.
+
+    With ``key`` the manifest's signature is checked first, before the manifest is even
+    parsed, so an unsigned or forged bundle is refused without reading attacker-chosen data.
+    """
     path = Path(path)
+    if key is not None:
+        verify_signature(path, key)
     manifest = read_manifest(path)
     if verify:
         verify_files(path, manifest)
@@ -539,6 +566,61 @@ def load_bundle(path: Path, verify: bool = True) -> Bundle:
     bundle = Bundle(path=path, manifest=manifest, vocab=vocab, arrays=arrays)
     _check_shapes(bundle)
     return bundle
+
+
+# ---- signing ------------------------------------------------------------------------
+def check_key(key: bytes, where: str = "bundle key") -> bytes:
+    """A usable HMAC key: at least ``MIN_KEY_BYTES`` bytes (a short key is an operator mistake)."""
+    if not isinstance(key, bytes) or len(key) < MIN_KEY_BYTES:
+        raise BundleError(f"{where} must be at least {MIN_KEY_BYTES} bytes (e.g. `openssl rand -hex 32`)")
+    return key
+
+
+def read_key_file(path: Path) -> bytes:
+    """The key in ``path``, surrounding whitespace (a trailing newline) removed."""
+    try:
+        key = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise BundleError(f"cannot read the bundle key file {path}: {exc}") from exc
+    return check_key(key, f"the key in {path}")
+
+
+def manifest_hmac(manifest_bytes: bytes, key: bytes) -> str:
+    """HMAC-SHA256 (hex) of the exact bytes of ``manifest.json``."""
+    return hmac.new(check_key(key), manifest_bytes, hashlib.sha256).hexdigest()
+
+
+def sign_bundle(path: Path, key: bytes) -> None:
+    """Write ``signature.json`` for the bundle at ``path`` (its manifest as it is on disk)."""
+    path = Path(path)
+    digest = manifest_hmac((path / MANIFEST).read_bytes(), key)
+    (path / SIGNATURE).write_text(json.dumps({"algorithm": SIGNATURE_ALGORITHM, "manifest_hmac": digest}) + "\n")
+
+
+def verify_signature(path: Path, key: bytes) -> None:
+    """Raise ``BundleError`` unless ``signature.json`` is a valid HMAC of ``manifest.json`` under ``key``.
+
+    Why constant-time: ``hmac.compare_digest`` keeps the comparison from leaking how many
+    leading characters of a forged signature were right.
+    """
+    path = Path(path)
+    signature, manifest = path / SIGNATURE, path / MANIFEST
+    if not signature.is_file():
+        raise BundleError(f"{path} is not signed ({SIGNATURE} is missing) and a bundle key is set")
+    if not manifest.is_file():
+        raise BundleError(f"{path} is not a bundle: {MANIFEST} is missing")
+    try:
+        raw = json.loads(signature.read_bytes()[:4096])
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: {SIGNATURE} is not valid JSON") from exc
+    if not isinstance(raw, dict) or raw.get("algorithm") != SIGNATURE_ALGORITHM \
+            or not isinstance(raw.get("manifest_hmac"), str):
+        raise BundleError(f"{path}: {SIGNATURE} must be {{\"algorithm\": \"{SIGNATURE_ALGORITHM}\", "
+                          "\"manifest_hmac\": HEX}")
+    expected = manifest_hmac(manifest.read_bytes(), key)
+    if not hmac.compare_digest(expected.encode(), raw["manifest_hmac"].encode("ascii", "replace")):
+        raise BundleError(f"{path}: the signature does not match the manifest under the configured key "
+                          "(forged, modified after signing, or signed with another key)")
 
 
 def _check_shapes(bundle: Bundle) -> None:

@@ -70,7 +70,9 @@ class Gateway:
     # ---- lifecycle -----------------------------------------------------------------
     def _load(self, path: Path) -> Ranker:
         s = self.settings
-        return load_ranker(path, s.candidates, s.ort_threads, s.device, s.warmup_calls)
+        # every load (start-up, admin reload, following a Redis notice) goes through here, so a
+        # configured bundle key is enforced on all three paths alike
+        return load_ranker(path, s.candidates, s.ort_threads, s.device, s.warmup_calls, key=s.bundle_key_bytes())
 
     async def start(self) -> None:
         bundles = self.settings.bundle_map()

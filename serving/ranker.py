@@ -217,9 +217,10 @@ class Ranker:
 
 
 def load_ranker(path: Path, candidates: int = DEFAULT_CANDIDATES, threads: int = 1, device: str | None = None,
-                warmup_calls: int = 5) -> Ranker:
-    """Open, verify and warm up a bundle; raises BundleError for anything unusable."""
-    bundle = load_bundle(Path(path))
+                warmup_calls: int = 5, key: bytes | None = None) -> Ranker:
+    """Open, verify and warm up a bundle; raises BundleError for anything unusable
+    (with ``key``: also for an unsigned or forged bundle)."""
+    bundle = load_bundle(Path(path), key=key)
     try:
         session = ort_session(bundle.ranker_path, threads, device)
     except Exception as exc:  # onnxruntime raises its own types for a corrupt model

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ratingctr.bundle import BundleError, check_key, read_key_file
 
 
 def parse_bundle_specs(specs: list[str] | str) -> dict[str, Path]:
@@ -82,6 +84,10 @@ class GatewaySettings(BaseSettings):
                                    "a request reads")
     follow_backoff_max_s: float = Field(300.0, gt=0, description="a worker that failed to follow a published reload "
                                         "retries with exponential backoff capped at this")
+    bundle_key: SecretStr | None = Field(None, description="HMAC key for signed bundles (>= 16 bytes): set, every "
+                                         "bundle load refuses unsigned or forged bundles")
+    bundle_key_file: Path | None = Field(None, description="file holding the bundle key (alternative to "
+                                         "RATINGCTR_BUNDLE_KEY; surrounding whitespace ignored)")
 
     @field_validator("device")
     @classmethod
@@ -89,6 +95,29 @@ class GatewaySettings(BaseSettings):
         if value.lower() not in ("auto", "cpu", "cuda"):
             raise ValueError("device must be auto, cpu or cuda")
         return value.lower()
+
+    @model_validator(mode="after")
+    def _bundle_key_readable(self) -> "GatewaySettings":
+        """A configured key must be usable at start-up, not at the first reload."""
+        self.bundle_key_bytes()
+        return self
+
+    def bundle_key_bytes(self) -> bytes | None:
+        """The bundle signing key, or None when bundles are not checked for signatures.
+
+        Why both sources are refused together: two keys that disagree would make which
+        bundles load depend on a precedence rule nobody remembers.
+        """
+        if self.bundle_key is not None and self.bundle_key_file is not None:
+            raise ValueError("set RATINGCTR_BUNDLE_KEY or RATINGCTR_BUNDLE_KEY_FILE, not both")
+        try:
+            if self.bundle_key_file is not None:
+                return read_key_file(self.bundle_key_file)
+            if self.bundle_key is not None:
+                return check_key(self.bundle_key.get_secret_value().strip().encode(), "RATINGCTR_BUNDLE_KEY")
+        except BundleError as exc:
+            raise ValueError(str(exc)) from exc
+        return None
 
     def api_key_list(self) -> list[str]:
         """The configured client API keys (empty: client endpoints need no key)."""
