@@ -2,19 +2,28 @@
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from ratingctr.serving.safe_text import check_text
 from ratingctr.serving.settings import GatewaySettings
 
 
-def _id_string(value: object) -> object:
-    """Ids may arrive as JSON strings or integers (MovieLens ids are numbers); never bools/floats."""
-    if isinstance(value, bool):
-        raise ValueError("must be a string or an integer id, not a boolean")
-    if isinstance(value, int):
-        return str(value)
-    return value
+def _text(max_chars: int, ids: bool = False) -> BeforeValidator:
+    """Refuse lone surrogates and control characters with a clear message, before pydantic's own
+    string handling (which reports a surrogate only as "unable to parse raw data").
+
+    ``ids``: ids may arrive as JSON integers (MovieLens ids are numbers), never as bools or
+    floats.  Over-long text is left to the length constraint, so it is never scanned.
+    """
+    def check(value: object) -> object:
+        if ids and isinstance(value, bool):
+            raise ValueError("must be a string or an integer id, not a boolean")
+        if ids and isinstance(value, int):
+            value = str(value)
+        if isinstance(value, str) and len(value) <= max_chars:
+            check_text(value)
+        return value
+    return BeforeValidator(check)
 
 
 class _Strict(BaseModel):
@@ -38,12 +47,11 @@ class RequestModels:
 
 def request_models(settings: GatewaySettings) -> RequestModels:
     s = settings
-    # Checked in this order: type, length (so the scan below never sees a long string), then
-    # printable Unicode without lone surrogates or control characters.
-    Id = Annotated[str, BeforeValidator(_id_string), Field(min_length=1, max_length=s.max_id_chars),
-                   AfterValidator(check_text)]
-    Name = Annotated[str, Field(min_length=1, max_length=s.max_model_chars), AfterValidator(check_text)]
-    FieldName = Annotated[str, Field(min_length=1, max_length=s.max_id_chars), AfterValidator(check_text)]
+    # Text is printable Unicode without lone surrogates or control characters (checked first,
+    # for a clear message; over-long text is not scanned), then typed and length-checked.
+    Id = Annotated[str, Field(min_length=1, max_length=s.max_id_chars), _text(s.max_id_chars, ids=True)]
+    Name = Annotated[str, Field(min_length=1, max_length=s.max_model_chars), _text(s.max_model_chars)]
+    FieldName = Annotated[str, Field(min_length=1, max_length=s.max_id_chars), _text(s.max_id_chars)]
     FieldValue = Id | Annotated[list[Id], Field(max_length=s.max_user_fields)]
     UserFields = Annotated[dict[FieldName, FieldValue] | None, Field(
         None, max_length=s.max_user_fields,
@@ -71,7 +79,7 @@ def request_models(settings: GatewaySettings) -> RequestModels:
                               description="a rating on the model's scale 1..levels (422 above the largest scale)")
         ts: float | None = Field(None, ge=0, le=1e10, allow_inf_nan=False,
                                  description="unix seconds; default: time received")
-        event_id: Annotated[str, Field(min_length=1, max_length=128), AfterValidator(check_text)] | None = Field(
+        event_id: Annotated[str, Field(min_length=1, max_length=128), _text(128)] | None = Field(
             None, description="optional client id of the event: a retry with the same id (within "
                               "RATINGCTR_EVENT_ID_TTL_S) is stored once")
 
@@ -80,7 +88,7 @@ def request_models(settings: GatewaySettings) -> RequestModels:
 
     class ReloadRequest(_Strict):
         name: Name
-        path: Annotated[str, Field(min_length=1, max_length=s.max_path_chars), AfterValidator(check_text)]
+        path: Annotated[str, Field(min_length=1, max_length=s.max_path_chars), _text(s.max_path_chars)]
 
     return RequestModels(RecommendRequest, ScoreRequest, EventsRequest, ReloadRequest)
 
