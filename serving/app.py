@@ -13,7 +13,7 @@ from fastapi.responses import PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ratingctr.serving import metrics
-from ratingctr.serving.auth import CallerGuard
+from ratingctr.serving.auth import CallerGuard, document_security
 from ratingctr.serving.body_deadline import BodyDeadline
 from ratingctr.serving.gateway import ApiError, Gateway
 from ratingctr.serving.responses import FastJSONResponse, send_json_error
@@ -166,4 +166,5 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(BodyDeadline, seconds=settings.body_timeout_s)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(CallerGuard, api_keys=settings.api_key_list(), admin_token=settings.admin_token)
+    document_security(app, client_keys=bool(settings.api_key_list()))
     return app

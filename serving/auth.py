@@ -84,3 +84,27 @@ class CallerGuard:
         if not _matches(given, [self.admin_token]):
             return 401, "missing or wrong bearer token"
         return None
+
+
+def document_security(app, client_keys: bool) -> None:
+    """Declare in the OpenAPI schema what CallerGuard enforces, so clients and contract
+    fuzzers see which endpoints need which credential."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        schema = build()
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes["AdminToken"] = {"type": "http", "scheme": "bearer", "description": "RATINGCTR_ADMIN_TOKEN"}
+        if client_keys:
+            schemes["ApiKey"] = {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                                 "description": "one of RATINGCTR_API_KEYS"}
+            schemes["ApiKeyBearer"] = {"type": "http", "scheme": "bearer", "description": "one of RATINGCTR_API_KEYS"}
+        for path, operations in schema.get("paths", {}).items():
+            for operation in operations.values():
+                if path.startswith(ADMIN_PREFIX):
+                    operation["security"] = [{"AdminToken": []}]
+                elif client_keys and path in CLIENT_PATHS:
+                    operation["security"] = [{"ApiKey": []}, {"ApiKeyBearer": []}]
+        return schema
+
+    app.openapi = openapi

@@ -27,6 +27,7 @@ from ratingctr.serving.process import GatewayProcess, running_gateway
 
 pytestmark = pytest.mark.integration
 ADMIN_TOKEN = "fuzz-admin-token"
+API_KEY = "fuzz-client-key"
 
 EXAMPLES_PER_OPERATION = 40
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -34,8 +35,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 @pytest.fixture(scope="module")
 def gateway(tiny_bundles: dict[str, Path], redis_server) -> Iterator[GatewayProcess]:
-    """Admin enabled (so reload bodies reach validation) but confined to the bundles' folder."""
-    env = {"RATINGCTR_ADMIN_TOKEN": ADMIN_TOKEN, "RATINGCTR_BUNDLE_ROOT": str(tiny_bundles["rating"].parent),
+    """API keys on; admin enabled (so reload bodies reach validation) but confined to the bundles' folder."""
+    env = {"RATINGCTR_ADMIN_TOKEN": ADMIN_TOKEN, "RATINGCTR_API_KEYS": API_KEY, "RATINGCTR_BUNDLE_ROOT": str(tiny_bundles["rating"].parent),
            "RATINGCTR_REDIS_PREFIX": "fuzz"}
     with running_gateway({"rating": tiny_bundles["rating"], "binary": tiny_bundles["binary"]},
                          redis_url=redis_server.url, env=env) as gw:
@@ -44,7 +45,7 @@ def gateway(tiny_bundles: dict[str, Path], redis_server) -> Iterator[GatewayProc
 
 @pytest.fixture(scope="module")
 def client(gateway: GatewayProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=30) as c:
+    with httpx.Client(base_url=gateway.url, timeout=30, headers={"X-API-Key": API_KEY}) as c:
         yield c
 
 
@@ -54,7 +55,8 @@ def test_generated_requests_never_get_a_5xx_or_an_undocumented_answer(gateway, c
     assert {op.path for op in operations} >= {"/v1/recommend", "/v1/score", "/v1/events", "/v1/admin/reload"}
     statuses: dict[str, set[int]] = {}
     for operation in operations:
-        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"} if operation.path.startswith("/v1/admin/") else {}
+        headers = ({"Authorization": f"Bearer {ADMIN_TOKEN}"} if operation.path.startswith("/v1/admin/")
+                   else {"X-API-Key": API_KEY})
 
         @given(case=operation.as_strategy())
         @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True, database=None,

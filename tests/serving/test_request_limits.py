@@ -53,3 +53,14 @@ async def test_configured_limits_are_enforced(app, path, body, fragment) -> None
         r = await client.post(path, json=body, headers={"Authorization": "Bearer t"})
     assert r.status_code == 422, r.text
     assert fragment in r.json()["error"]
+
+
+def test_the_openapi_schema_names_the_credentials_each_endpoint_needs() -> None:
+    keyed = create_app(GatewaySettings(bundles="x=/nonexistent", api_keys="a,b")).openapi()
+    assert set(keyed["components"]["securitySchemes"]) == {"AdminToken", "ApiKey", "ApiKeyBearer"}
+    assert keyed["paths"]["/v1/recommend"]["post"]["security"] == [{"ApiKey": []}, {"ApiKeyBearer": []}]
+    assert keyed["paths"]["/v1/admin/reload"]["post"]["security"] == [{"AdminToken": []}]
+    assert "security" not in keyed["paths"]["/healthz"]["get"]
+    open_app = create_app(GatewaySettings(bundles="x=/nonexistent")).openapi()
+    assert "security" not in open_app["paths"]["/v1/recommend"]["post"]
+    assert open_app["paths"]["/v1/admin/reload"]["post"]["security"] == [{"AdminToken": []}]
