@@ -1,6 +1,7 @@
 """HTTP glue: FastAPI routes, error bodies, the request-edge middlewares.  Behaviour lives in gateway.py.
 
-Run with ``ratingctr serve`` (recommended) or ``uvicorn --factory serving.app:create_app``.
+Run with ``ratingctr serve`` (recommended) or ``uvicorn --factory serving.app:create_app``; the
+latter with ``--workers N`` needs ``REDIS_URL`` (a second embedded Redis on one directory is refused).
 No ``from __future__ import annotations`` here: the request models are built per app
 (their limits are settings), and FastAPI resolves route annotations from module globals.
 """

@@ -33,10 +33,15 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
             read_manifest(path)
         except BundleError as exc:
             raise UserError(f"bundle {name!r}: {exc}") from exc
-    embedded = None
+    embedded = lock = None
     if not settings.redis_url:
         from ratingctr.serving.embedded_redis import EmbeddedRedis
+        from ratingctr.serving.redis_dir_lock import RedisDirBusy, RedisDirLock
 
+        try:  # one embedded Redis per data directory; every worker below uses this one
+            lock = RedisDirLock(settings.redis_dir).acquire()
+        except RedisDirBusy as exc:
+            raise UserError(str(exc)) from exc
         embedded = EmbeddedRedis(settings.redis_dir).start()
         settings = settings.model_copy(update={"redis_url": embedded.url})
         print(f"embedded Redis on 127.0.0.1:{embedded.port}, password-protected (data in {settings.redis_dir})",
@@ -59,6 +64,8 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
     finally:
         if embedded:
             embedded.stop()
+        if lock:
+            lock.release()
     return 0
 
 

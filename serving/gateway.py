@@ -23,6 +23,7 @@ from ratingctr.serving import metrics
 from ratingctr.serving.bundle_root import OutsideBundleRoot, inside_bundle_root
 from ratingctr.serving.embedded_redis import EmbeddedRedis
 from ratingctr.serving.ranker import Ranked, Ranker, UnknownFieldError, load_ranker
+from ratingctr.serving.redis_dir_lock import RedisDirLock
 from ratingctr.serving.settings import GatewaySettings
 from ratingctr.serving.user_store import StoreUnavailable, UserStore, decode_row
 
@@ -61,6 +62,7 @@ class Gateway:
         self.default_model = ""
         self.store: UserStore | None = None
         self.embedded: EmbeddedRedis | None = None
+        self._redis_dir_lock: RedisDirLock | None = None
         self._reload_lock = asyncio.Lock()
         self._generation = 0
         self._sync_task: asyncio.Task | None = None
@@ -78,7 +80,13 @@ class Gateway:
         bundles = self.settings.bundle_map()
         url = self.settings.redis_url
         if not url:  # run directly under uvicorn without `ratingctr serve`: start Redis ourselves
-            self.embedded = EmbeddedRedis(self.settings.redis_dir).start()
+            # one embedded Redis per data directory: a second worker of `uvicorn --workers N` is refused here
+            self._redis_dir_lock = RedisDirLock(self.settings.redis_dir).acquire()
+            try:
+                self.embedded = EmbeddedRedis(self.settings.redis_dir).start()
+            except BaseException:
+                self._redis_dir_lock.release()
+                raise
             url = self.embedded.url
         s = self.settings
         self.store = UserStore(url, s.redis_prefix, s.redis_timeout_s, s.redis_retry_s, s.redis_write_timeout_s,
@@ -116,6 +124,8 @@ class Gateway:
             await self.store.close()
         if self.embedded:
             self.embedded.stop()
+        if self._redis_dir_lock:
+            self._redis_dir_lock.release()
 
     async def _sync_loop(self) -> None:
         while True:
