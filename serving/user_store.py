@@ -58,7 +58,7 @@ class UserRecord:
 
 class UserStore:
     def __init__(self, url: str, prefix: str = "rc", timeout_s: float = 0.25, retry_s: float = 1.0,
-                 write_timeout_s: float = 2.0, event_id_ttl_s: int = 86400, max_seen: int = 10_000) -> None:
+                 write_timeout_s: float = 2.0, event_id_ttl_s: int = 86400, max_seen: int = 1_000) -> None:
         self.url = url
         self.prefix = prefix
         self.retry_s = retry_s

@@ -43,11 +43,13 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--max-seen", type=int, default=None, help="RATINGCTR_MAX_SEEN_PER_USER (default: the gateway's)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     users = load_bundle(args.bundle).vocab["user_id"]
     ordinary, junk = users[1], users[2]
-    with running_gateway({"main": args.bundle}) as gw:
+    env = {"RATINGCTR_MAX_SEEN_PER_USER": str(args.max_seen)} if args.max_seen else {}
+    with running_gateway({"main": args.bundle}, env=env) as gw:
         start = time.perf_counter()
         with httpx.Client(base_url=gw.url, timeout=60) as client:
             for body in junk_batches(junk, args.events, seed=0):
@@ -67,7 +69,8 @@ def main() -> int:
                     print(f"{name}: {summary['failed']} failed requests", file=sys.stderr)
                     return 1
                 rounds[name].append(summary["p50_ms"])
-    result = {"bundle": str(args.bundle), "events": args.events, "write_seconds": write_s,
+    result = {"bundle": str(args.bundle), "events": args.events, "max_seen": args.max_seen or "default",
+              "write_seconds": write_s,
               "p50_ms": {k: statistics.median(v) for k, v in rounds.items()}, "rounds_p50_ms": rounds}
     result["junk_over_ordinary_p50"] = result["p50_ms"]["junk"] / result["p50_ms"]["ordinary"]
     text = json.dumps(result, indent=2)
