@@ -35,7 +35,11 @@ RUN pip install --upgrade pip \
  && python -c "import faiss; assert hasattr(faiss, 'StandardGpuResources'), 'faiss without GPU support'" \
  && python -c "import importlib.util, sys; sys.exit('torch must not be in the gateway image' if importlib.util.find_spec('torch') else 0)"
 
-RUN useradd --create-home --uid 10001 --user-group ratingctr
+# The embedded Redis's directory exists, owned by the gateway's user, and is a volume: a
+# read-only root filesystem still lets it write, and its append-only file outlives the container.
+RUN useradd --create-home --uid 10001 --user-group ratingctr \
+ && install -d -o 10001 -g 10001 /home/ratingctr/redis
+VOLUME ["/home/ratingctr/redis"]
 USER 10001:10001
 
 ENV RATINGCTR_HOST=0.0.0.0 RATINGCTR_PORT=8000 RATINGCTR_DEVICE=auto RATINGCTR_REDIS_DIR=/home/ratingctr/redis

