@@ -19,7 +19,7 @@ import anyio
 import numpy as np
 
 from ratingctr.bundle import BundleError
-from ratingctr.serving import metrics
+from ratingctr.serving import metrics, stale_versions
 from ratingctr.serving.bundle_root import OutsideBundleRoot, inside_bundle_root
 from ratingctr.serving.embedded_redis import EmbeddedRedis
 from ratingctr.serving.ranker import Ranked, Ranker, UnknownFieldError, load_ranker
@@ -145,6 +145,7 @@ class Gateway:
             await self._read_durability()
         for ranker in list(self.models.values()):
             await store.bulk_load(ranker)
+        await self._collect_stale_versions(store)
         generation = await store.reload_generation()
         if generation != self._generation or self.behind:
             published = await store.published_bundles()
@@ -155,6 +156,19 @@ class Gateway:
                 else:
                     self.behind.pop(name, None)
             self._generation = generation
+
+    async def _collect_stale_versions(self, store: UserStore) -> None:
+        """Claim the versions served here, then drop field copies nobody claimed for the grace period."""
+        grace, served = self.settings.stale_version_grace_s, [r.version for r in self.models.values()]
+        try:
+            await stale_versions.mark_served(store, served, grace)
+            deleted = await stale_versions.collect_stale(store, served, grace)
+        except Exception as exc:  # noqa: BLE001 - clean-up must never stop a worker from following reloads
+            log.warning("stale bundle version clean-up failed: %s", exc)
+            return
+        for version in deleted:
+            log.info("deleted the Redis field rows of bundle version %s (served by no worker for %.0f s)",
+                     version, grace)
 
     async def _follow(self, name: str, entry: dict) -> None:
         """Load a reload another worker published; on failure, back off (doubling, capped)."""

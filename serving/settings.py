@@ -87,6 +87,9 @@ class GatewaySettings(BaseSettings):
                                    "a request reads")
     follow_backoff_max_s: float = Field(300.0, gt=0, description="a worker that failed to follow a published reload "
                                         "retries with exponential backoff capped at this")
+    stale_version_grace_s: float = Field(3600.0, gt=0, description="field rows in Redis of a bundle version no "
+                                         "worker has served for this long are deleted (must exceed twice "
+                                         "RATINGCTR_SYNC_INTERVAL_S)")
     bundle_key: SecretStr | None = Field(None, description="HMAC key for signed bundles (>= 16 bytes): set, every "
                                          "bundle load refuses unsigned or forged bundles")
     bundle_key_file: Path | None = Field(None, description="file holding the bundle key (alternative to "
@@ -98,6 +101,13 @@ class GatewaySettings(BaseSettings):
         if value.lower() not in ("auto", "cpu", "cuda"):
             raise ValueError("device must be auto, cpu or cuda")
         return value.lower()
+
+    @model_validator(mode="after")
+    def _grace_outlasts_the_sync_interval(self) -> "GatewaySettings":
+        """Workers refresh their claim once per sync pass: a shorter grace would drop served versions."""
+        if self.stale_version_grace_s <= 2 * self.sync_interval_s:
+            raise ValueError("stale_version_grace_s must exceed twice sync_interval_s")
+        return self
 
     @model_validator(mode="after")
     def _bundle_key_readable(self) -> "GatewaySettings":
