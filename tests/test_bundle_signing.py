@@ -120,3 +120,34 @@ def test_keys_must_be_long_enough(tmp_path: Path, signed_bundle: Path) -> None:
     assert read_key_file(good) == KEY
     with pytest.raises(BundleError, match="cannot read"):
         read_key_file(tmp_path / "absent.key")
+
+
+@pytest.mark.integration  # a `ratingctr` process
+def test_export_cli_refuses_a_bad_key_file_before_exporting(tmp_path: Path) -> None:
+    from helpers import run_cli
+
+    short = tmp_path / "short.key"
+    short.write_text("short\n")
+    for key_file, message in ((short, "at least 16 bytes"), (tmp_path / "absent.key", "cannot read the bundle key")):
+        proc = run_cli("export", "--ranker", str(tmp_path / "no-run"), "--retriever", str(tmp_path / "no-run"),
+                       "--out", str(tmp_path / "out"), "--sign-key-file", str(key_file), timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.integration  # a `ratingctr` process
+def test_export_cli_signs_with_the_key_file(tiny_bundles: dict[str, Path], tiny_retriever: Path,
+                                            tmp_path: Path) -> None:
+    from helpers import run_cli
+
+    key_file = tmp_path / "bundle.key"
+    key_file.write_bytes(KEY + b"\n")
+    run = read_manifest(tiny_bundles["binary"]).source.ranker
+    out = tmp_path / "cli-signed"
+    proc = run_cli("export", "--ranker", run, "--retriever", str(tiny_retriever), "--out", str(out),
+                   "--sign-key-file", str(key_file))
+    assert proc.returncode == 0, proc.stderr
+    assert "(signed)" in proc.stdout
+    verify_signature(out, KEY)
+    with pytest.raises(BundleError, match="signature does not match"):
+        verify_signature(out, OTHER_KEY)
