@@ -63,6 +63,7 @@ class Gateway:
         self.store: UserStore | None = None
         self.embedded: EmbeddedRedis | None = None
         self._redis_dir_lock: RedisDirLock | None = None
+        self._next_collect = 0.0  # monotonic time of the next stale-version pass
         self._reload_lock = asyncio.Lock()
         self._generation = 0
         self._sync_task: asyncio.Task | None = None
@@ -158,8 +159,15 @@ class Gateway:
             self._generation = generation
 
     async def _collect_stale_versions(self, store: UserStore) -> None:
-        """Claim the versions served here, then drop field copies nobody claimed for the grace period."""
+        """Claim the versions served here, then drop field copies nobody claimed for the grace period.
+
+        Every quarter grace period (at most once per sync pass), not every pass: claims last the
+        whole grace period, so refreshing them more often would only add Redis round trips.
+        """
         grace, served = self.settings.stale_version_grace_s, [r.version for r in self.models.values()]
+        if time.monotonic() < self._next_collect:
+            return
+        self._next_collect = time.monotonic() + max(self.settings.sync_interval_s, grace / 4)
         try:
             await stale_versions.mark_served(store, served, grace)
             deleted = await stale_versions.collect_stale(store, served, grace)
