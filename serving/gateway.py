@@ -121,6 +121,10 @@ class Gateway:
     async def stop(self) -> None:
         if self._sync_task:
             self._sync_task.cancel()
+            # Let the loop leave Redis before the store closes under it (a pass cut off mid-way
+            # left a task that never finished cancelling); a bulk load running in a thread cannot
+            # be interrupted, so the wait is bounded.
+            await asyncio.wait({self._sync_task}, timeout=10)
         if self.store:
             await self.store.close()
         if self.embedded:

@@ -13,7 +13,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../../.." && pwd)"
 BASE_REV="$1"; NEW_REV="$2"; BINARY="$3"; RATING="$4"; ROUNDS="${5:-3}"; WHAT="${6:-both}"
-OUT="${OUT:-$ROOT/reports/bench/issue13}"
+OUT="$(realpath -m "${OUT:-$ROOT/reports/bench/issue13}")"
 PY="$ROOT/.venv/bin/python"
 BASE_TREE="$(mktemp -d /tmp/ratingctr-base-XXXX)"; NEW_TREE="$(mktemp -d /tmp/ratingctr-new-XXXX)"
 git -C "$ROOT" worktree add -q --detach "$BASE_TREE" "$BASE_REV"

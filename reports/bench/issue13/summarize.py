@@ -55,29 +55,36 @@ def main(out: Path, base_rev: str, new_rev: str) -> None:
     raw = out / "raw"
     n_train = len(_rounds(raw, "train", "base", ".json"))
     n_gateway = len(_rounds(raw, "gateway", "base", ".json"))
-    text = "\n".join([
+    lines = [
         f"# Issue 13 refactor: baseline {base_rev} vs {new_rev}",
         "",
         f"Made by `reports/bench/issue13/compare.sh {base_rev} {new_rev} BINARY_BUNDLE RATING_BUNDLE` on one machine, "
         "baseline and new interleaved (base, new, base, new, …); every figure is the median over the "
         "invocations with the range in brackets.",
         "",
-        f"## `bench train --models DCNV2,AutoInt --epochs 3 --runs 1`, {n_train} invocations per side",
-        "",
-        "Seconds per epoch on ML-100k (batch 4096, each invocation one fresh worker per model and head "
-        "after a warm-up epoch).",
-        "",
-        md_table(["model", "head", f"{base_rev} s/epoch", f"{new_rev} s/epoch", "new/base"], train_rows(raw)),
-        "",
-        f"## `bench gateway --clients 1 --seconds 8 --rounds 3 --reloads 10 --no-torchserve`, "
-        f"{n_gateway} invocations per side",
-        "",
-        "DCNV2 rating-head bundle (reloads alternate with the binary-head bundle); each invocation "
-        "reports the median of its 3 rounds.",
-        "",
-        md_table(["metric", base_rev, new_rev, "new/base"], gateway_rows(raw)),
-        "",
-    ])
+    ]
+    if n_train:
+        lines += [
+            f"## `bench train --models DCNV2,AutoInt --epochs 3 --runs 1`, {n_train} invocations per side",
+            "",
+            "Seconds per epoch on ML-100k (batch 4096, each invocation one fresh worker per model and head "
+            "after a warm-up epoch).",
+            "",
+            md_table(["model", "head", f"{base_rev} s/epoch", f"{new_rev} s/epoch", "new/base"], train_rows(raw)),
+            "",
+        ]
+    if n_gateway:
+        lines += [
+            f"## `bench gateway --clients 1 --seconds 8 --rounds 3 --reloads 10 --no-torchserve`, "
+            f"{n_gateway} invocations per side",
+            "",
+            "DCNV2 rating-head bundle (reloads alternate with the binary-head bundle); each invocation "
+            "reports the median of its 3 rounds.",
+            "",
+            md_table(["metric", base_rev, new_rev, "new/base"], gateway_rows(raw)),
+            "",
+        ]
+    text = "\n".join(lines)
     (out / "summary.md").write_text(text)
     print(text)
 
