@@ -15,6 +15,13 @@ ADMIN_TOKEN = "test-admin-token"
 
 
 @pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    """In-process gateway tests run on asyncio, the loop uvicorn serves on; module-scoped so a
+    module's app and its client share one event loop."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
     with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
         yield server

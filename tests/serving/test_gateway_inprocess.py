@@ -7,45 +7,26 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import httpx
 import numpy as np
 import pytest
-from helpers import bundle_history
+from helpers import bundle_history, in_process
 
 from ratingctr.bundle import load_bundle
 from ratingctr.hashing import sha256_file
 from ratingctr.processes import free_port
-from ratingctr.serving.app import create_app
 from ratingctr.serving.gateway import THREAD_SCORE_ROWS, Gateway
 from ratingctr.serving.ranker import load_ranker
-from ratingctr.serving.settings import GatewaySettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 TOKEN = "in-process-token"
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"  # module-scoped so the module's app and its client share one event loop
 
-
-@asynccontextmanager
-async def in_process(**settings) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway]]:
-    """A started app (bundles loaded, Redis bulk-loaded, sync loop running) and a client for it.
-
-    ``raise_app_exceptions=False``: an unhandled error reaches the client as the 500 body a
-    server would send, instead of re-raising into the test.
-    """
-    app = create_app(GatewaySettings(**settings))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test", timeout=30) as client:
-            yield client, app.state.gateway
 
 
 @pytest.fixture(scope="module")

@@ -6,39 +6,22 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
-import httpx
 import numpy as np
 import pytest
 import redis
-from helpers import bundle_history
+from helpers import bundle_history, in_process
 
 from ratingctr.bundle import load_bundle
-from ratingctr.serving.app import create_app
 from ratingctr.serving.embedded_redis import EmbeddedRedis
-from ratingctr.serving.gateway import Gateway
-from ratingctr.serving.settings import GatewaySettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
 
 
-@asynccontextmanager
-async def in_process(**settings) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway]]:
-    """A started app (lifespan included) and a client for it; unhandled errors come back as 500s."""
-    app = create_app(GatewaySettings(**settings))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test", timeout=30) as client:
-            yield client, app.state.gateway
 
 
 def _items(bundle: Path) -> list[str]:

@@ -14,9 +14,6 @@ LIMITS = {"max_k": 5, "max_id_chars": 8, "max_model_chars": 4, "max_path_chars":
           "max_item_ids": 3, "max_events": 2}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture

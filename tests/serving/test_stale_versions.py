@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import anyio
-import httpx
 import pytest
+from helpers import in_process
 from pydantic import ValidationError
 
 from ratingctr.bundle import load_bundle
-from ratingctr.serving.app import create_app
-from ratingctr.serving.gateway import Gateway
 from ratingctr.serving.settings import GatewaySettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -24,18 +20,8 @@ GRACE = 1.5
 PREFIX = "stale"
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
 
 
-@asynccontextmanager
-async def in_process(**settings) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway]]:
-    app = create_app(GatewaySettings(**settings))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test", timeout=30) as client:
-            yield client, app.state.gateway
 
 
 def _seed(redis_client, version: str, loaded_at: float | None, loading: bool = False) -> None:
