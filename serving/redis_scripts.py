@@ -13,20 +13,26 @@ converted in place the first time a script touches it.
 """
 from __future__ import annotations
 
-# Shared by both scripts: convert a legacy SET to the sorted set, in chunks (unpack's limit).
+# Shared by both scripts: ZADD members at score 0 in chunks (unpack's limit), and convert a
+# legacy SET to the sorted set with it.
 _AS_ZSET = """
-local function as_zset(key)
-  if redis.call('TYPE', key).ok ~= 'set' then return end
-  local members = redis.call('SMEMBERS', key)
-  redis.call('DEL', key)
-  for i = 1, #members, 1000 do
+local function zadd_zero(key, flags, members, first)
+  for i = first, #members, 1000 do
     local args = {}
+    for _, flag in ipairs(flags) do args[#args + 1] = flag end
     for j = i, math.min(i + 999, #members) do
       args[#args + 1] = 0
       args[#args + 1] = members[j]
     end
     redis.call('ZADD', key, unpack(args))
   end
+end
+
+local function as_zset(key)
+  if redis.call('TYPE', key).ok ~= 'set' then return end
+  local members = redis.call('SMEMBERS', key)
+  redis.call('DEL', key)
+  zadd_zero(key, {}, members, 1)
 end
 """
 
@@ -48,15 +54,13 @@ for i = 0, n - 1 do
   if prior then
     ids[#ids + 1] = prior
   else
-    local id
+    local fields = {'user_id', user, 'item_id', item, 'rating', rating, 'ts', ts, 'received', now}
     if has_id == '1' then
-      id = redis.call('XADD', KEYS[1], '*', 'user_id', user, 'item_id', item, 'rating', rating, 'ts', ts,
-                      'received', now, 'event_id', event_id)
-      redis.call('SET', dedupe, id, 'EX', ttl)
-    else
-      id = redis.call('XADD', KEYS[1], '*', 'user_id', user, 'item_id', item, 'rating', rating, 'ts', ts,
-                      'received', now)
+      fields[#fields + 1] = 'event_id'
+      fields[#fields + 1] = event_id
     end
+    local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
+    if has_id == '1' then redis.call('SET', dedupe, id, 'EX', ttl) end
     as_zset(seen)
     redis.call('ZADD', seen, 'GT', ts, item)  -- GT adds new members and never moves one back in time
     redis.call('ZREMRANGEBYRANK', seen, 0, -bound - 1)
@@ -74,14 +78,7 @@ return ids
 MERGE_HISTORY = _AS_ZSET + """
 local key, bound = KEYS[1], tonumber(ARGV[1])
 as_zset(key)
-for i = 2, #ARGV, 1000 do
-  local args = {}
-  for j = i, math.min(i + 999, #ARGV) do
-    args[#args + 1] = 0
-    args[#args + 1] = ARGV[j]
-  end
-  redis.call('ZADD', key, 'NX', unpack(args))
-end
+zadd_zero(key, {'NX'}, ARGV, 2)
 redis.call('ZREMRANGEBYRANK', key, 0, -bound - 1)
 return redis.call('ZCARD', key)
 """
