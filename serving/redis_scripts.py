@@ -7,19 +7,17 @@ propagated to the append-only file as one unit and, like MULTI/EXEC, is fsynced 
 its reply when ``appendfsync always``.
 
 Seen state is a sorted set per user, scored by event time, so "keep the newest N" is one
-ZREMRANGEBYRANK.  Training history (bulk load) gets score 0: older than any event.  A
-user whose seen state is still a plain SET (written by a gateway before this layout) is
-converted in place the first time a script touches it.
+ZREMRANGEBYRANK.  A user whose seen state is still a plain SET (written by a gateway
+before this layout, with training history in it) is converted in place, at score 0 (older
+than any event), the first time a script touches it.
 """
 from __future__ import annotations
 
-# Shared by both scripts: ZADD members at score 0 in chunks (unpack's limit), and convert a
-# legacy SET to the sorted set with it.
+# ZADD members at score 0 in chunks (unpack's limit), to convert a legacy SET to the sorted set.
 _AS_ZSET = """
-local function zadd_zero(key, flags, members, first)
-  for i = first, #members, 1000 do
+local function zadd_zero(key, members)
+  for i = 1, #members, 1000 do
     local args = {}
-    for _, flag in ipairs(flags) do args[#args + 1] = flag end
     for j = i, math.min(i + 999, #members) do
       args[#args + 1] = 0
       args[#args + 1] = members[j]
@@ -32,7 +30,7 @@ local function as_zset(key)
   if redis.call('TYPE', key).ok ~= 'set' then return end
   local members = redis.call('SMEMBERS', key)
   redis.call('DEL', key)
-  zadd_zero(key, {}, members, 1)
+  zadd_zero(key, members)
 end
 """
 
@@ -71,14 +69,4 @@ for i = 0, n - 1 do
   end
 end
 return ids
-"""
-
-# KEYS[1] = one user's seen key; ARGV[1] = seen bound, ARGV[2..] = training-history item ids.
-# History never overrides an event's time (NX), and the bound holds afterwards too.
-MERGE_HISTORY = _AS_ZSET + """
-local key, bound = KEYS[1], tonumber(ARGV[1])
-as_zset(key)
-zadd_zero(key, {'NX'}, ARGV, 2)
-redis.call('ZREMRANGEBYRANK', key, 0, -bound - 1)
-return redis.call('ZCARD', key)
 """

@@ -2,9 +2,12 @@
 
 Keys (``P`` is the configured prefix, so deployments can share a Redis):
 
-* ``P:seen:{user}``          ZSET of raw item ids the user has seen, scored by event time
-  (training history: 0), trimmed to the newest ``max_seen`` in the same atomic write, so
+* ``P:seen:{user}``          ZSET of raw item ids the user has rated through ``/v1/events``,
+  scored by event time, trimmed to the newest ``max_seen`` in the same atomic write, so
   neither Redis memory nor the request path's read grows with a client's junk events.
+  Training history is *not* copied here: the request path unions this set with the
+  bundle's own history (``Ranker.history``), so a copy would only cost Redis memory (a
+  whole ratings table at scale) and bulk-load time on every new bundle version.
   Seen is a fact about the user, so it is shared by every loaded bundle.  (A plain SET left
   by an older gateway is converted by the next write; until then it is read bounded.)
 * ``P:user:{user}``          HASH state record: first_seen, last_ts, events.
@@ -21,7 +24,7 @@ costs a fraction of redis.asyncio's (no task switches per reply; measured when t
 chosen: commit 8cf1299), and the socket timeout bounds the stall if Redis
 hangs.  Writes (events with their fsync, bulk loads, reload notices) stay asynchronous.
 
-Writes of events and history run as Lua scripts (``serving.redis_scripts``): one atomic
+Writes of events run as a Lua script (``serving.redis_scripts``): one atomic
 step each, which is what makes a retried event batch idempotent.
 
 A failing Redis never fails a request: reads report ``None`` (the caller serves degraded)
@@ -35,15 +38,16 @@ import logging
 import time
 from dataclasses import dataclass
 
+import anyio
 import numpy as np
 import redis
 import redis.asyncio as aioredis
 
-from ratingctr.serving.redis_scripts import APPEND_EVENTS, MERGE_HISTORY
+from ratingctr.serving.redis_scripts import APPEND_EVENTS
 
 log = logging.getLogger("ratingctr.redis")
 
-BULK_CHUNK_USERS = 500
+BULK_CHUNK_USERS = 2_000  # field rows per HSET: one round trip each, Redis never blocked long
 
 
 class StoreUnavailable(Exception):
@@ -69,8 +73,12 @@ class UserStore:
                                               retry_on_timeout=False, health_check_interval=0)
         self.reader = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
                                            retry_on_timeout=False, health_check_interval=0)
+        # bulk loads run in a worker thread on their own blocking client: packing a whole user
+        # table into commands is pure Python and would otherwise stall the event loop (every
+        # request) for as long as it takes - the first reload to a new version, every promotion
+        self.loader = redis.Redis.from_url(url, socket_timeout=write_timeout_s, socket_connect_timeout=timeout_s,
+                                           retry_on_timeout=False, health_check_interval=0)
         self._append_events = self.client.register_script(APPEND_EVENTS)
-        self._merge_history = self.client.register_script(MERGE_HISTORY)
         self._down_until = 0.0
         self._was_down = False
 
@@ -170,42 +178,36 @@ class UserStore:
         return bool(await self.client.exists(self.key("b", version, "loaded")))
 
     async def bulk_load(self, ranker) -> bool:
-        """Field rows and training-history seen sets of a bundle, once per bundle version.
+        """Field rows of a bundle's users, once per bundle version.
 
-        Idempotent (HSET of the same values; history merged into the seen sorted sets with
-        score 0 and NX, so it never moves an event back in time, then trimmed to ``max_seen``),
-        guarded by a short lock so that several workers starting together load it once.
-        Returns True once loaded.
+        Idempotent (HSET of the same values), guarded by a short lock so that several workers
+        starting together load it once.
+        Returns True once loaded.  Runs in a worker thread (see ``loader``); requests keep
+        being served between its chunks.
         """
-        version = ranker.version
-        if await self.is_loaded(version):
+        if await self.is_loaded(ranker.version):
             return True
+        return await anyio.to_thread.run_sync(self._bulk_load_blocking, ranker)
+
+    def _bulk_load_blocking(self, ranker) -> bool:
+        version, client = ranker.version, self.loader
         lock = self.key("b", version, "loading")
-        if not await self.client.set(lock, "1", nx=True, ex=120):
+        if not client.set(lock, "1", nx=True, ex=120):
             return False  # another worker is loading it; the sync loop will look again
         try:
             start = time.perf_counter()
-            users = ranker.user_ids
-            indptr, history = ranker.history_indptr, ranker.history_items
-            item_ids = ranker.item_ids_array
+            users, rows = ranker.user_ids, ranker.user_fields
             fields_key = self.key("b", version, "fields")
             for lo in range(1, len(users), BULK_CHUNK_USERS):
                 hi = min(len(users), lo + BULK_CHUNK_USERS)
-                pipe = self.client.pipeline(transaction=False)
-                pipe.hset(fields_key, mapping={users[u]: ranker.user_fields[u].tobytes() for u in range(lo, hi)})
-                for u in range(lo, hi):
-                    seen = item_ids[history[indptr[u]:indptr[u + 1]]]
-                    if len(seen):
-                        await self._merge_history(keys=[self.key("seen", users[u])],
-                                                  args=[self.max_seen, *seen.tolist()], client=pipe)
-                await pipe.execute()
-            await self.client.set(self.key("b", version, "loaded"), json.dumps(
-                {"bundle": ranker.name, "users": len(users) - 1, "seen": int(len(history)), "at": time.time()}))
-            log.info("bulk-loaded %s (%s): %d users, %d seen items in %.2f s", ranker.name, version,
-                     len(users) - 1, len(history), time.perf_counter() - start)
+                client.hset(fields_key, mapping=dict(zip(users[lo:hi], (row.tobytes() for row in rows[lo:hi]))))
+            client.set(self.key("b", version, "loaded"), json.dumps(
+                {"bundle": ranker.name, "users": len(users) - 1, "at": time.time()}))
+            log.info("bulk-loaded %s (%s): %d users' field rows in %.2f s", ranker.name, version,
+                     len(users) - 1, time.perf_counter() - start)
             return True
         finally:
-            await self.client.delete(lock)
+            client.delete(lock)
 
     # ---- reloads across workers ----------------------------------------------------
     async def publish_reload(self, name: str, path: str, version: str) -> None:
@@ -225,6 +227,7 @@ class UserStore:
     async def close(self) -> None:
         await self.client.aclose()
         self.reader.close()
+        self.loader.close()
 
 
 def decode_row(raw: bytes | None, width: int) -> np.ndarray | None:
