@@ -1,0 +1,113 @@
+"""The pulled event log: append-only Parquet partitions of what ``/v1/events`` stored.
+
+One contract between the consumer that writes it (``ratingctr events pull``) and every
+reader (retraining, the promotion gate, the online experiment):
+
+* a directory of ``events-<first stream id>-<last stream id>.parquet`` files, each written
+  whole to a temporary name, fsynced, renamed and the directory fsynced, so a file that is
+  visible is complete; a crash leaves at most a ``.tmp-*`` file, which readers ignore;
+* columns ``COLUMNS`` (all strings but ``rating``, ``ts``, ``received``); ``event_id``,
+  ``user_fields`` and ``item_fields`` may be null; the side fields are JSON objects
+  (field name → token or list of tokens);
+* the reader keeps the first copy of every stream id and of every non-null ``event_id``,
+  so a partition written twice (a consumer killed between its rename and its XACK) or an
+  event retried after its id expired in Redis is read once.
+
+Stream ids (``<ms>-<seq>``) order events as Redis received them; ``order`` sorts by them.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+COLUMNS = ("stream_id", "event_id", "user_id", "item_id", "rating", "ts", "received", "user_fields", "item_fields")
+STRING_COLUMNS = ("stream_id", "event_id", "user_id", "item_id", "user_fields", "item_fields")
+FLOAT_COLUMNS = ("rating", "ts", "received")
+PARTITION_GLOB = "events-*.parquet"
+
+
+def stream_id_key(stream_ids: pd.Series | np.ndarray) -> np.ndarray:
+    """``[n, 2]`` int64 (milliseconds, sequence) of Redis stream ids, for ordering."""
+    parts = pd.Series(np.asarray(stream_ids, dtype=object)).str.split("-", n=1, expand=True)
+    return np.stack([parts[0].astype(np.int64).to_numpy(), parts[1].astype(np.int64).to_numpy()], axis=1)
+
+
+def order(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows in stream order (the order Redis stored them)."""
+    if frame.empty:
+        return frame.reset_index(drop=True)
+    key = stream_id_key(frame["stream_id"])
+    return frame.iloc[np.lexsort((key[:, 1], key[:, 0]))].reset_index(drop=True)
+
+
+def empty_frame() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="float64" if c in FLOAT_COLUMNS else "object") for c in COLUMNS})
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_partition(directory: Path, frame: pd.DataFrame) -> Path:
+    """Write ``frame`` (``COLUMNS``, stream order) as one durable partition; returns its path.
+
+    Durable means: when this returns, the file and its directory entry are on disk, so the
+    caller may acknowledge these stream ids to Redis.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if frame.empty:
+        raise ValueError("an empty partition is never written")
+    directory.mkdir(parents=True, exist_ok=True)
+    frame = order(frame[list(COLUMNS)])
+    name = f"events-{frame['stream_id'].iat[0]}-{frame['stream_id'].iat[-1]}.parquet"
+    schema = pa.schema([(c, pa.float64() if c in FLOAT_COLUMNS else pa.string()) for c in COLUMNS])
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    final, tmp = directory / name, directory / f".tmp-{name}"
+    with open(tmp, "wb") as fh:
+        pq.write_table(table, fh, compression="zstd")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    _fsync_dir(directory)
+    return final
+
+
+def partitions(directory: Path) -> list[Path]:
+    return sorted(Path(directory).glob(PARTITION_GLOB))
+
+
+def read_event_log(directory: Path) -> pd.DataFrame:
+    """Every event of the log once, in stream order (see the module docstring for the dedupe)."""
+    import pyarrow.parquet as pq
+
+    files = partitions(directory)
+    if not files:
+        return empty_frame()
+    frame = pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+    frame = order(frame).drop_duplicates("stream_id", keep="first")
+    has_id = frame["event_id"].notna()
+    repeated = has_id & frame.duplicated("event_id", keep="first")
+    return frame[~repeated].reset_index(drop=True)
+
+
+def latest_side_fields(frame: pd.DataFrame, side: str) -> dict[str, dict]:
+    """id → its side fields from the newest event that carried any (``side``: user or item).
+
+    A field absent from that newest object is absent here: an event states the whole record.
+    """
+    column, id_column = f"{side}_fields", f"{side}_id"
+    carried = frame[frame[column].notna()]
+    if carried.empty:
+        return {}
+    newest = carried.drop_duplicates(id_column, keep="last")
+    return {uid: json.loads(raw) for uid, raw in zip(newest[id_column].to_numpy(), newest[column].to_numpy())}
