@@ -147,7 +147,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @app.post("/v1/admin/reload", responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, **_ERRORS})
     async def reload(body: ReloadRequest):  # the caller was checked by CallerGuard, before the body
-        return FastJSONResponse(await gateway.reload(body.name, body.path))
+        return FastJSONResponse(await gateway.reload(body.name, body.path, reason=body.reason))
 
     @app.get("/healthz")
     async def healthz():

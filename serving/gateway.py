@@ -328,7 +328,7 @@ class Gateway:
         metrics.EVENTS.inc(len(events))
         return {"accepted": len(events), "ids": ids}
 
-    async def reload(self, name: str, path: str, publish: bool = True) -> dict:
+    async def reload(self, name: str, path: str, publish: bool = True, reason: str = "manual") -> dict:
         """Load, verify and warm up off the event loop, then swap the registry in one step."""
         try:  # before anything is opened: API reloads and Redis reload notices alike
             path = str(inside_bundle_root(path, self.settings.bundle_root))
@@ -356,6 +356,8 @@ class Gateway:
                 except Exception as exc:  # noqa: BLE001 - other workers follow once Redis is back
                     log.warning("could not publish the reload to other workers: %s", exc)
             metrics.RELOADS.labels("ok").inc()
+            if reason == "promotion":
+                metrics.PROMOTIONS.labels(name).inc()
             return {"name": name, "version": ranker.version, "path": str(path),
                     "previous_version": current.version if current else None,
                     "seconds": round(time.perf_counter() - started, 4)}

@@ -19,6 +19,8 @@ FALLBACKS = Counter("ratingctr_fallback_total", "Responses served with a fallbac
 ERRORS = Counter("ratingctr_errors_total", "Error responses by endpoint and status", ["endpoint", "status"])
 EVENTS = Counter("ratingctr_events_total", "Events accepted into the Redis stream")
 RELOADS = Counter("ratingctr_reloads_total", "Bundle reloads by result", ["result"])
+PROMOTIONS = Counter("ratingctr_promotions_total", "Reloads made by the promotion gate (`ratingctr promote`) "
+                     "that succeeded on this worker", ["model"])
 BAD_ROWS = Counter("ratingctr_bad_rows_total", "Field rows from Redis outside the bundle's vocabulary, "
                    "served from the bundle's own row instead", ["model"])
 

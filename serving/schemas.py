@@ -89,6 +89,8 @@ def request_models(settings: GatewaySettings) -> RequestModels:
     class ReloadRequest(_Strict):
         name: Name
         path: Annotated[str, Field(min_length=1, max_length=s.max_path_chars), _text(s.max_path_chars)]
+        # "promotion": sent by `ratingctr promote` after its gate passed, counted apart
+        reason: Literal["manual", "promotion"] = "manual"
 
     return RequestModels(RecommendRequest, ScoreRequest, EventsRequest, ReloadRequest)
 

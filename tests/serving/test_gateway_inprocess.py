@@ -349,3 +349,25 @@ async def test_without_redis_requests_are_served_degraded_and_events_refused(tin
         assert scored["fallback"] == "degraded" and [i["item_id"] for i in scored["items"]] == ["i1", "i2"]
         r = await c.post("/v1/events", json={"events": [{"user_id": "u1", "item_id": "i1", "rating": 5}]})
         assert r.status_code == 503 and "nothing was stored" in r.json()["error"]
+
+
+async def test_a_reload_by_the_promotion_gate_is_counted_apart_and_a_bad_reason_is_refused(tiny_bundles,
+                                                                                           redis_server) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    def promotions(text: str) -> float:
+        line = next((x for x in text.splitlines() if x.startswith('ratingctr_promotions_total{model="promoted"}')), None)
+        return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+    async with in_process(bundles=f"promoted={tiny_bundles['rating']}", redis_url=redis_server.url,
+                          redis_prefix="promo", admin_token=TOKEN) as (c, _):
+        before = promotions((await c.get("/metrics")).text)
+        manual = await c.post("/v1/admin/reload", json={"name": "promoted", "path": str(tiny_bundles["binary"])},
+                              headers=auth)
+        assert manual.status_code == 200 and promotions((await c.get("/metrics")).text) == before
+        r = await c.post("/v1/admin/reload", json={"name": "promoted", "path": str(tiny_bundles["rating"]),
+                                                   "reason": "promotion"}, headers=auth)
+        assert r.status_code == 200 and promotions((await c.get("/metrics")).text) == before + 1
+        bad = await c.post("/v1/admin/reload", json={"name": "promoted", "path": str(tiny_bundles["rating"]),
+                                                     "reason": "because"}, headers=auth)
+        assert bad.status_code == 422 and "reason" in bad.json()["error"]
