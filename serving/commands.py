@@ -13,6 +13,7 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
     from pydantic import ValidationError
 
     from ratingctr.bundle import BundleError, read_manifest
+    from ratingctr.serving.header_deadline import HEADER_TIMEOUT_ENV, HeaderDeadlineProtocol
     from ratingctr.serving.settings import GatewaySettings, parse_bundle_specs
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "workers": args.workers,
@@ -54,10 +55,13 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
     os.environ.pop("REDIS_URL", None)  # RATINGCTR_REDIS_URL now holds the one to use
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ratingctr-metrics-")
+    os.environ[HEADER_TIMEOUT_ENV] = repr(settings.header_timeout_s)  # worker processes read it at import
+    HeaderDeadlineProtocol.timeout_s = settings.header_timeout_s
     import uvicorn
 
     try:
         uvicorn.run("ratingctr.serving.app:create_app", factory=True, host=settings.host, port=settings.port,
+                    http=HeaderDeadlineProtocol,
                     workers=settings.workers, access_log=args.access_log, log_level=args.log_level,
                     timeout_graceful_shutdown=10, limit_concurrency=settings.limit_concurrency,
                     timeout_keep_alive=settings.keep_alive_s)

@@ -74,6 +74,9 @@ class GatewaySettings(BaseSettings):
     limit_concurrency: int | None = Field(1000, ge=1, description="uvicorn: connections+tasks per worker before "
                                           "503; unset: unlimited")
     keep_alive_s: float = Field(5.0, gt=0, description="uvicorn: idle keep-alive connections close after this")
+    header_timeout_s: float = Field(10.0, gt=0, description="a connection must deliver a request's headers within "
+                                    "this many seconds of opening (or of the request's first byte), else 408 and "
+                                    "the connection closes (serving/header_deadline.py)")
     body_timeout_s: float = Field(15.0, gt=0, description="a request body must arrive completely within this "
                                   "many seconds of the request's start, else 408 and the connection closes")
     warmup_calls: int = Field(5, ge=0, description="scoring calls on a freshly loaded bundle before it serves")

@@ -27,6 +27,7 @@ API_KEY = "client-key-" + "k" * 20
 OTHER_KEY = "second-client-key"
 ADMIN = "hostile-admin-token"
 BODY_TIMEOUT_S = 2.0
+HEADER_TIMEOUT_S = 2.0
 KEEP_ALIVE_S = 1.0
 LIMIT_CONCURRENCY = 16
 JSON = {"content-type": "application/json"}
@@ -41,6 +42,7 @@ def bundle_root(tiny_bundles: dict[str, Path]) -> Path:
 def hostile_gateway(tiny_bundles: dict[str, Path], redis_server, bundle_root: Path) -> Iterator[GatewayProcess]:
     env = {"RATINGCTR_ADMIN_TOKEN": ADMIN, "RATINGCTR_API_KEYS": f"{API_KEY}, {OTHER_KEY}",
            "RATINGCTR_BUNDLE_ROOT": str(bundle_root), "RATINGCTR_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+           "RATINGCTR_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
            "RATINGCTR_KEEP_ALIVE_S": str(KEEP_ALIVE_S), "RATINGCTR_LIMIT_CONCURRENCY": str(LIMIT_CONCURRENCY),
            "RATINGCTR_REDIS_PREFIX": "hostile"}
     with running_gateway({"rating": tiny_bundles["rating"], "binary": tiny_bundles["binary"]},
@@ -321,6 +323,72 @@ def test_unknown_paths_add_no_metric_series(keyed: httpx.Client) -> None:
 
 
 # ---- connections ---------------------------------------------------------------------
+def _drip(sock: socket.socket, data: bytes, seconds_per_byte: float) -> tuple[bytes, float]:
+    """Send ``data`` a byte at a time until the server answers or closes; (answer, seconds)."""
+    started, received = time.monotonic(), b""
+    sock.settimeout(seconds_per_byte)
+    for byte in data:
+        try:
+            sock.sendall(bytes([byte]))
+        except OSError:  # the server closed the connection: cut off
+            break
+        try:
+            chunk = sock.recv(4096)
+        except socket.timeout:
+            continue
+        received += chunk
+        if not chunk or b"\r\n\r\n" in received:
+            break
+    return received, time.monotonic() - started
+
+
+def test_slow_request_headers_are_cut_off_with_408(hostile_gateway: GatewayProcess, keyed) -> None:
+    """Slowloris: one header byte a second would take a minute; the header deadline ends it."""
+    host, port = hostile_gateway.url.removeprefix("http://").split(":")
+    headers = (b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               + f"X-API-Key: {API_KEY}\r\nX-Padding: {'p' * 20}\r\n\r\n".encode())
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        received, elapsed = _drip(sock, headers, 1.0)
+    assert elapsed < HEADER_TIMEOUT_S + 4, elapsed
+    assert received.startswith(b"HTTP/1.1 408"), received[:200]
+    assert b"headers did not arrive in time" in received
+    assert_healthy(keyed)
+
+
+def test_a_silent_connection_is_closed_by_the_header_deadline(hostile_gateway: GatewayProcess, keyed) -> None:
+    host, port = hostile_gateway.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=HEADER_TIMEOUT_S + 5) as sock:
+        started = time.monotonic()
+        answer = sock.recv(4096)  # nothing sent: the server must not wait forever
+        elapsed = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408") and HEADER_TIMEOUT_S - 0.5 < elapsed < HEADER_TIMEOUT_S + 4, elapsed
+    assert_healthy(keyed)
+
+
+def test_a_kept_alive_connection_outlives_the_header_deadline(hostile_gateway: GatewayProcess, keyed) -> None:
+    """The deadline covers each request's headers, not the connection's lifetime: one socket
+    serves requests for longer than the header limit (each idle gap below the keep-alive)."""
+    host, port = hostile_gateway.url.removeprefix("http://").split(":")
+    body = b'{"user_id": "u1", "k": 2}'
+    request = (b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               + f"X-API-Key: {API_KEY}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    started, statuses = time.monotonic(), []
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        while time.monotonic() - started < HEADER_TIMEOUT_S * 1.5:
+            sock.sendall(request)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += sock.recv(65536)
+            head, _, rest = answer.partition(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            while len(rest) < length:
+                rest += sock.recv(65536)
+            statuses.append(head[:12])
+            time.sleep(KEEP_ALIVE_S * 0.5)
+    assert len(statuses) >= 4 and set(statuses) == {b"HTTP/1.1 200"}, statuses
+
+
 def test_a_slow_sender_is_cut_off_by_the_body_deadline(hostile_gateway: GatewayProcess, keyed) -> None:
     host, port = hostile_gateway.url.removeprefix("http://").split(":")
     body = b'{"user_id": "u1", "k": 2}'
