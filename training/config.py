@@ -9,7 +9,7 @@ a global dict or an ``argparse.Namespace``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from types import UnionType
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -19,6 +19,7 @@ import yaml
 from ratingctr.errors import UserError
 
 DropMiddle = Literal["none", "train", "eval", "both"]
+SplitMode = Literal["random", "temporal"]
 Aggregate = Literal["logit_sum", "prob_sum"]
 
 
@@ -28,6 +29,10 @@ class DataConfig:
 
     ``threshold``: a rating ``>= threshold`` is a click (4 = "above 3", both papers).
     ``drop_middle``: drop ratings equal to ``threshold - 1`` from training, evaluation, both.
+    ``split_mode``: ``random`` (seeded, the papers' protocol) or ``temporal`` (global time
+    order: the oldest ``split[0]`` of the interactions train, the next ``split[1]`` validate,
+    the newest test; what an online deployment faces).  ``split`` holds the fractions for
+    both.  A config written before the mode existed reads as ``random``, which it was.
     """
 
     dataset: str = "ml-100k"
@@ -38,6 +43,7 @@ class DataConfig:
     drop_middle: DropMiddle = "none"
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 2020
+    split_mode: SplitMode = "random"
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,27 @@ class RunConfig:
         return cls(data=DataConfig(**data), model=ModelConfig(**raw["model"]),
                    head=HeadConfig(**raw["head"]), train=TrainConfig(**raw["train"]),
                    encoder=EncoderConfig(**encoder))
+
+
+def check_fractions(value: Any) -> tuple[float, float, float]:
+    """Split fractions as three non-negative floats summing to 1 (train, valid, test), else a ``UserError``."""
+    try:
+        fractions = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        fractions = ()
+    if len(fractions) != 3 or any(not f >= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise UserError(f"split fractions must be three non-negative numbers summing to 1 "
+                        f"(train,valid,test), got {value}")
+    return fractions  # type: ignore[return-value]
+
+
+def parse_fractions(text: str) -> tuple[float, float, float]:
+    """``--split-fractions 0.8,0.1,0.1`` → ``(0.8, 0.1, 0.1)``."""
+    try:
+        parts = [float(p) for p in str(text).split(",")]
+    except ValueError:
+        raise UserError(f"--split-fractions takes three numbers like 0.8,0.1,0.1, got {text!r}") from None
+    return check_fractions(parts)
 
 
 def model_defaults(name: str) -> dict[str, Any]:
@@ -216,6 +243,8 @@ def build_run_config(overrides: Mapping[str, Any]) -> RunConfig:
         check_params(config.model.name, config.model.params)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
+    if config.data.split != DataConfig.split:
+        config = replace(config, data=replace(config.data, split=check_fractions(config.data.split)))
     if not 0.0 <= config.head.ratio <= 1.0:
         raise UserError(f"--ratio must be in [0, 1], got {config.head.ratio}")
     return config

@@ -1,8 +1,12 @@
-"""Raw string tokens → integer fields, labels, k-core filter and a seeded split.
+"""Raw string tokens → integer fields, labels, k-core filter and a random or temporal split.
 
 Every step is a whole-array numpy/pandas operation.  The result keeps one feature row
 per user and per item (not per interaction): a batch's input matrix is
 ``concat(user_rows[user], item_rows[item])``, the same broadcast the gateway performs.
+
+Both splits come after the k-core filter, which sees the whole log (RecBole's order):
+under the temporal split a user or item that passes k-core may therefore have all its
+rows in valid/test, so test rows can be cold (unseen in train) by construction.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ratingctr.errors import UserError
-from ratingctr.training.config import DataConfig
+from ratingctr.training.config import DataConfig, check_fractions
 from ratingctr.training.data.fetch import fetch_ml100k
 from ratingctr.training.data.readers import DATASETS, RawData, read_atomic, read_csv, read_ml1m, read_ml100k
 from ratingctr.training.data.schema import UNKNOWN_TOKEN, FieldSchema, FieldSpec
@@ -27,7 +31,9 @@ class EncodedData:
 
     ``split`` is TRAIN/VALID/TEST, or EXCLUDED for middle ratings dropped by
     ``drop_middle``; ``middle`` flags ratings equal to ``threshold - 1`` so evaluation
-    with and without them can be reported from the same run.
+    with and without them can be reported from the same run.  ``ts`` is each row's
+    timestamp as the source gave it (NaN where it has none), kept for whatever orders
+    interactions in time after loading (the online experiment, warm-start retraining).
     """
 
     schema: FieldSchema
@@ -38,6 +44,7 @@ class EncodedData:
     rating: np.ndarray  # int64 [n], 1..levels
     split: np.ndarray  # int8 [n]
     middle: np.ndarray  # bool [n]
+    ts: np.ndarray  # float64 [n], source timestamps; NaN = none
     vocab: dict[str, list[str]]
     levels: int
     threshold: int
@@ -100,11 +107,10 @@ def k_core_mask(user: np.ndarray, item: np.ndarray, k: int) -> np.ndarray:
         keep = new_keep
 
 
-def random_split(n: int, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
-    """Seeded random TRAIN/VALID/TEST assignment with the given fractions (papers: 0.8/0.1/0.1)."""
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
-        raise UserError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
-    order = np.random.default_rng(seed).permutation(n)
+def _split_in_order(order: np.ndarray, fractions: tuple[float, float, float]) -> np.ndarray:
+    """The first ``fractions[0]`` of ``order`` → TRAIN, the next ``fractions[1]`` → VALID, the rest → TEST."""
+    fractions = check_fractions(fractions)
+    n = order.shape[0]
     n_train = int(round(fractions[0] * n))
     n_valid = int(round(fractions[1] * n))
     split = np.empty(n, dtype=np.int8)
@@ -112,6 +118,32 @@ def random_split(n: int, fractions: tuple[float, float, float], seed: int) -> np
     split[order[n_train:n_train + n_valid]] = VALID
     split[order[n_train + n_valid:]] = TEST
     return split
+
+
+def random_split(n: int, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
+    """Seeded random TRAIN/VALID/TEST assignment with the given fractions (papers: 0.8/0.1/0.1)."""
+    check_fractions(fractions)
+    return _split_in_order(np.random.default_rng(seed).permutation(n), fractions)
+
+
+def temporal_split(timestamps: np.ndarray, fractions: tuple[float, float, float],
+                   source: str = "the dataset") -> np.ndarray:
+    """TRAIN/VALID/TEST by global time: the oldest ``fractions[0]`` of the rows train, the
+    next ``fractions[1]`` validate, the newest test, so every train timestamp is <= every
+    valid one <= every test one.  Equal timestamps keep their input row order (a stable
+    sort), so a tie across a boundary is cut the same way on every run; no seed is involved.
+
+    Users and items are not split per user: a test row's user or item may be absent from
+    train (cold), which is what a model deployed at the cut-off time would face.
+    """
+    timestamps = np.asarray(timestamps, dtype=np.float64)
+    missing = int(np.isnan(timestamps).sum())
+    if missing:
+        what = "has no timestamps" if missing == timestamps.shape[0] \
+            else f"lacks a timestamp on {missing} of {timestamps.shape[0]} interactions"
+        raise UserError(f"--split temporal orders interactions by time, but {source} {what}; "
+                        f"use --split random or add a timestamp column")
+    return _split_in_order(np.argsort(timestamps, kind="stable"), fractions)
 
 
 def _token_codes(values: pd.Series) -> tuple[np.ndarray, list[str]]:
@@ -175,7 +207,12 @@ def encode(raw: RawData, config: DataConfig) -> EncodedData:
     user_rows = _side_rows(user_ids, raw.users, raw.multi_valued, "user", "user_id", specs, vocab)
     item_rows = _side_rows(item_ids, raw.items, raw.multi_valued, "item", "item_id", specs, vocab)
     rating = rating[keep]
-    split = random_split(rating.shape[0], config.split, config.seed)
+    ts = frame["timestamp"].to_numpy(dtype=np.float64)[keep] if "timestamp" in frame.columns \
+        else np.full(rating.shape[0], np.nan)
+    if config.split_mode == "temporal":
+        split = temporal_split(ts, config.split, raw.name)
+    else:
+        split = random_split(rating.shape[0], config.split, config.seed)
     middle = rating == config.threshold - 1
     if config.drop_middle in ("train", "both"):
         split[middle & (split == TRAIN)] = EXCLUDED
@@ -183,7 +220,7 @@ def encode(raw: RawData, config: DataConfig) -> EncodedData:
         split[middle & (split != TRAIN)] = EXCLUDED
     data = EncodedData(schema=FieldSchema(tuple(specs)), user_rows=user_rows, item_rows=item_rows,
                        user=user.astype(np.int64) + 1, item=item.astype(np.int64) + 1, rating=rating,
-                       split=split, middle=middle, vocab=vocab, levels=config.levels, threshold=config.threshold)
+                       split=split, middle=middle, ts=ts, vocab=vocab, levels=config.levels, threshold=config.threshold)
     data.stats = {
         "dataset": raw.name, "users": data.n_users, "items": data.n_items,
         "interactions": int(rating.shape[0]), "interactions_before_k_core": int(keep.shape[0]),
@@ -191,8 +228,29 @@ def encode(raw: RawData, config: DataConfig) -> EncodedData:
         "click_rate": float(data.click.mean()),
         "train": int((split == TRAIN).sum()), "valid": int((split == VALID).sum()),
         "test": int((split == TEST).sum()), "excluded_middle": int((split == EXCLUDED).sum()),
+        "split_mode": config.split_mode, "split_fractions": list(config.split),
     }
+    if config.split_mode == "temporal":  # where the cuts fell, and how cold the held-out rows are
+        data.stats.update(_temporal_stats(data))
     return data
+
+
+def _temporal_stats(data: EncodedData) -> dict:
+    """The time range of each part and the share of valid/test rows whose user or item has no train row."""
+    train = data.split == TRAIN
+    seen_user = np.zeros(data.n_users + 1, dtype=bool)
+    seen_item = np.zeros(data.n_items + 1, dtype=bool)
+    seen_user[data.user[train]] = True
+    seen_item[data.item[train]] = True
+    out: dict = {}
+    for name, part in (("train", TRAIN), ("valid", VALID), ("test", TEST)):
+        rows = data.split == part
+        if rows.any():
+            out[f"{name}_time"] = [float(data.ts[rows].min()), float(data.ts[rows].max())]
+        if part != TRAIN:
+            out[f"{name}_cold_user_rows"] = int((rows & ~seen_user[data.user]).sum())
+            out[f"{name}_cold_item_rows"] = int((rows & ~seen_item[data.item]).sum())
+    return out
 
 
 def load_dataset(config: DataConfig) -> EncodedData:

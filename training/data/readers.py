@@ -29,7 +29,7 @@ class RawData:
     """
 
     name: str
-    interactions: pd.DataFrame  # user_id: str, item_id: str, rating: float64
+    interactions: pd.DataFrame  # user_id: str, item_id: str, rating: float64, timestamp: float64 (NaN: none)
     users: pd.DataFrame | None = None
     items: pd.DataFrame | None = None
     multi_valued: set[str] = field(default_factory=set)
@@ -58,6 +58,21 @@ def _read_table(path: Path, sep: str, names: list[str] | None, header: int | Non
         raise UserError(f"{path} is empty") from exc
 
 
+def _timestamps(frame: pd.DataFrame, path: Path, first_data_line: int) -> np.ndarray:
+    """The ``timestamp`` column as float64 seconds; NaN where the file has none (no column,
+    or an empty cell), a ``UserError`` naming the first line whose value is not a number."""
+    if "timestamp" not in frame.columns:
+        return np.full(len(frame), np.nan)
+    text = frame["timestamp"].str.strip()
+    values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+    bad = (np.isnan(values) & (text != "").to_numpy()) | np.isinf(values)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise UserError(f"{path}: {int(bad.sum())} malformed timestamp(s), first at line {row + first_data_line}: "
+                        f"timestamp={frame['timestamp'].iat[row]!r} (a number of seconds is expected)")
+    return values
+
+
 def _numeric_ratings(frame: pd.DataFrame, path: Path, first_data_line: int) -> pd.DataFrame:
     ratings = pd.to_numeric(frame["rating"], errors="coerce")
     bad = ratings.isna().to_numpy() | (frame["user_id"] == "").to_numpy() | (frame["item_id"] == "").to_numpy()
@@ -67,7 +82,8 @@ def _numeric_ratings(frame: pd.DataFrame, path: Path, first_data_line: int) -> p
                         f"user_id={frame['user_id'].iat[row]!r} item_id={frame['item_id'].iat[row]!r} "
                         f"rating={frame['rating'].iat[row]!r}")
     return pd.DataFrame({"user_id": frame["user_id"].to_numpy(), "item_id": frame["item_id"].to_numpy(),
-                         "rating": ratings.to_numpy(dtype=np.float64)})
+                         "rating": ratings.to_numpy(dtype=np.float64),
+                         "timestamp": _timestamps(frame, path, first_data_line)})
 
 
 def _atomic_header(path: Path) -> tuple[list[str], dict[str, str]]:
@@ -99,7 +115,11 @@ def _read_atomic_side(path: Path, key: str, fields: dict[str, str] | None) -> tu
 
 def read_atomic(directory: Path, name: str | None = None, user_fields: dict[str, str] | None = None,
                 item_fields: dict[str, str] | None = None) -> RawData:
-    """RecBole atomic files ``NAME.inter`` (+ optional ``NAME.user``, ``NAME.item``)."""
+    """RecBole atomic files ``NAME.inter`` (+ optional ``NAME.user``, ``NAME.item``).
+
+    A ``timestamp`` column of ``NAME.inter`` (RecBole's ``timestamp:float``) is kept for the
+    temporal split; without one the timestamps are NaN.
+    """
     directory = Path(directory)
     if directory.is_file() and directory.suffix == ".inter":
         name, directory = directory.stem, directory.parent
@@ -131,7 +151,8 @@ def read_ml100k(directory: Path) -> RawData:
 
 
 def read_ml1m(directory: Path) -> RawData:
-    """Raw ML-1M ``ratings.dat``, ``users.dat``, ``movies.dat`` ("::"-separated, latin-1)."""
+    """Raw ML-1M ``ratings.dat``, ``users.dat``, ``movies.dat`` ("::"-separated, latin-1);
+    the fourth column of ``ratings.dat`` is the timestamp (seconds since the epoch)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"ML-1M directory not found: {directory}")
@@ -153,10 +174,14 @@ def read_ml1m(directory: Path) -> RawData:
 
 
 def read_csv(path: Path) -> RawData:
-    """Plain CSV with header ``user_id,item_id,rating[,timestamp]``; no side features."""
+    """Plain CSV with header ``user_id,item_id,rating[,timestamp]``; no side features.
+
+    The optional fourth column must be named ``timestamp`` (numbers, e.g. Unix seconds):
+    a column of another name would otherwise be silently read as, or instead of, the time.
+    """
     path = _require_file(Path(path), "CSV ratings file")
     frame = _read_table(path, ",", None, header=0)
     expected = ["user_id", "item_id", "rating"]
-    if list(frame.columns[:3]) != expected or len(frame.columns) > 4:
+    if list(frame.columns) not in (expected, [*expected, "timestamp"]):
         raise UserError(f"{path}: header must be user_id,item_id,rating[,timestamp], got {','.join(frame.columns)}")
     return RawData(name=path.stem, interactions=_numeric_ratings(frame, path, first_data_line=2))

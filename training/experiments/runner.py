@@ -35,10 +35,17 @@ KEY_LENGTH = 12
 
 
 def run_key(config: RunConfig, base_key: str | None = None) -> str:
-    """Digest of everything that can change a run's result."""
+    """Digest of everything that can change a run's result.
+
+    The split fractions and a temporal split mode are part of it; the default random mode
+    is left out, so a random-split run keeps the key it had before the mode existed and
+    its cached run stays valid.
+    """
     raw = config.to_dict()
     raw["train"].pop("progress", None)
     data = raw["data"]
+    if data.get("split_mode") == "random":
+        data.pop("split_mode")
     # ml-100k's files are sha256-checked wherever they are cached; other datasets are their path
     data["data_dir"] = None if data["dataset"] == "ml-100k" or data["data_dir"] is None \
         else str(Path(data["data_dir"]).resolve())
