@@ -14,7 +14,8 @@ from ratingctr.bundle import BundleManifest, ModelInfo, Parity, RetrieverInfo, S
 from ratingctr.errors import UserError
 from ratingctr.export.faiss_index import build_index, write_index
 from ratingctr.export.onnx_export import export_onnx, parity, prepare_for_export
-from ratingctr.training.data.encode import TEST, TRAIN, EncodedData, load_dataset
+from ratingctr.training.data.encode import TEST, TRAIN, EncodedData
+from ratingctr.training.data.stored import load_run_data
 from ratingctr.training.run import load_checkpoint, restore_model
 
 PARITY_BOUND = 1e-5
@@ -65,7 +66,7 @@ def export_bundle(ranker_run: Path, retriever_run: Path, out_dir: Path, index_ki
     payload, config = load_checkpoint(Path(ranker_run))
     if data_dir is not None:
         config = replace(config, data=replace(config.data, data_dir=data_dir))
-    data = load_dataset(config.data)
+    data, _ = load_run_data(Path(ranker_run), config.data)  # a retrained run's own grown data, else the dataset
     if payload["schema"] != data.schema.to_dict():
         raise UserError("the dataset no longer matches the ranker's field schema; was it changed since training?")
     model = prepare_for_export(restore_model(payload, config, data))

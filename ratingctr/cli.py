@@ -21,6 +21,7 @@ from ratingctr.errors import UserError
 COMMANDS: dict[str, tuple[str, ...]] = {
     "ratingctr.training.commands": ("train", "evaluate", "compare", "train-retriever", "bench train",
                                     "bench propagate"),
+    "ratingctr.training.retrain_commands": ("retrain", "retrain-retriever"),
     "ratingctr.training.experiments.commands": ("experiment",),
     "ratingctr.export.commands": ("export",),
     "ratingctr.serving.commands": ("serve",),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -93,24 +94,37 @@ def topk_metrics(scores: torch.Tensor, seen: np.ndarray, relevant: np.ndarray, k
 
 
 def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: Path,
-                    data: EncodedData | None = None) -> dict:
+                    data: EncodedData | None = None, init: Callable[[LightGCN], None] | None = None,
+                    sampled: np.ndarray | None = None, extra_metrics: dict | None = None) -> dict:
+    """Train, evaluate and write the retriever run (``metrics.json`` last).
+
+    Warm-start retraining (``training.retrain``) passes ``init`` (called on the freshly
+    initialised model: copies the trained rows in), ``sampled`` (a row mask: only these
+    training positives are BPR samples, the replay share; the graph and the negatives'
+    exclusions still use every training positive) and ``extra_metrics`` (its lineage).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
     data = data if data is not None else load_dataset(data_config)
     device = select_device(config.device)
     clicks = data.rating >= data.threshold
-    train_pos = np.flatnonzero((data.split == TRAIN) & clicks)
+    graph_pos = np.flatnonzero((data.split == TRAIN) & clicks)
+    train_pos = graph_pos if sampled is None else np.flatnonzero((data.split == TRAIN) & clicks & sampled)
     users, items = data.user[train_pos], data.item[train_pos]
-    adjacency = normalized_adjacency(users, items, data.n_users, data.n_items).to(device)
+    adjacency = normalized_adjacency(data.user[graph_pos], data.item[graph_pos], data.n_users,
+                                     data.n_items).to(device)
     model = LightGCN(data.n_users, data.n_items, config.embedding_dim, adjacency,
-                     layer_weights(config.layers)).to(device)
+                     layer_weights(config.layers))
+    if init is not None:
+        init(model)
+    model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     train_seen = _positive_mask(data, data.rows(TRAIN))
     valid_rel = _positive_mask(data, np.flatnonzero((data.split == VALID) & clicks))
     test_seen = train_seen | _positive_mask(data, data.rows(VALID))
     test_rel = _positive_mask(data, np.flatnonzero((data.split == TEST) & clicks))
-    positive_keys = interaction_keys(users, items, data.n_items)
+    positive_keys = interaction_keys(data.user[graph_pos], data.item[graph_pos], data.n_items)
     rng = np.random.default_rng(config.seed)
     epoch_seconds: list[float] = []
     bar = tqdm(range(config.epochs), desc="retriever", unit="epoch", disable=not config.progress, file=sys.stderr)
@@ -146,7 +160,7 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
         user_vec, item_vec = model.vectors()
         test = topk_metrics(user_vec @ item_vec.T, test_seen, test_rel, config.k)
         valid = topk_metrics(user_vec @ item_vec.T, train_seen, valid_rel, config.k)
-    popularity = torch.from_numpy(np.bincount(items, minlength=data.n_items + 1).astype(np.float32))
+    popularity = torch.from_numpy(np.bincount(data.item[graph_pos], minlength=data.n_items + 1).astype(np.float32))
     popular = topk_metrics(popularity.expand(data.n_users + 1, -1), test_seen, test_rel, config.k)
     np.save(out_dir / "user_vectors.npy", user_vec.cpu().numpy().astype(np.float32))
     np.save(out_dir / "item_vectors.npy", item_vec.cpu().numpy().astype(np.float32))
@@ -160,6 +174,6 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
                "relative_gain_recall@20": test[f"recall@{config.k}"] / popular[f"recall@{config.k}"] - 1.0,
                "best_epoch": stopped.best_epoch, "epoch_seconds": epoch_seconds, "history": stopped.history,
                "dataset": data.stats, "config": asdict(config), "graph_edges": int(positive_keys.size),
-               "device": str(device)}
+               "device": str(device), **(extra_metrics or {})}
     write_json(out_dir / "metrics.json", metrics)
     return metrics
