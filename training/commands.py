@@ -38,8 +38,22 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> list[str]:
         parser.add_argument("--k-core", type=int, default=10, help="keep users and items with at least k ratings"),
         parser.add_argument("--drop-middle", choices=["none", "train", "eval", "both"], default="none",
                             help="drop ratings equal to threshold-1 from training and/or evaluation"),
+        parser.add_argument("--split", "--split-mode", dest="split_mode", choices=["random", "temporal"],
+                            default="random",
+                            help="random: seeded (the papers); temporal: global time order, the oldest "
+                                 "interactions train and the newest test (needs timestamps)"),
+        parser.add_argument("--split-fractions", default=None, metavar="TRAIN,VALID,TEST",
+                            help="fractions of the interactions in train, valid, test (default 0.8,0.1,0.1)"),
     ]
     return [action.dest for action in actions]
+
+
+def _split_fractions(args: argparse.Namespace) -> dict[str, Any]:
+    """``--split-fractions`` as the ``split`` override, when given."""
+    from ratingctr.training.config import parse_fractions
+
+    text = vars(args).get("split_fractions")
+    return {} if text is None else {"split": parse_fractions(text)}
 
 
 def run_overrides(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
@@ -51,7 +65,7 @@ def run_overrides(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
     given = {key: value for key, value in vars(args).items() if key in keys}
     if "no_progress" in vars(args):
         given["progress"] = not args.no_progress
-    return {**given, **parse_overrides(extra)}
+    return {**given, **_split_fractions(args), **parse_overrides(extra)}
 
 
 def data_config(args: argparse.Namespace) -> DataConfig:
@@ -61,7 +75,8 @@ def data_config(args: argparse.Namespace) -> DataConfig:
     from ratingctr.training.config import DataConfig, build_run_config
 
     keys = {f.name for f in fields(DataConfig)}
-    return build_run_config({key: value for key, value in vars(args).items() if key in keys}).data
+    given = {key: value for key, value in vars(args).items() if key in keys}
+    return build_run_config({**given, **_split_fractions(args)}).data
 
 
 @training_entry_point

@@ -164,8 +164,8 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
     popular = topk_metrics(popularity.expand(data.n_users + 1, -1), test_seen, test_rel, config.k)
     np.save(out_dir / "user_vectors.npy", user_vec.cpu().numpy().astype(np.float32))
     np.save(out_dir / "item_vectors.npy", item_vec.cpu().numpy().astype(np.float32))
-    torch.save({"format": RETRIEVER_FORMAT, "config": asdict(config),
-                "data": {**asdict(data_config), "split": list(data_config.split)},
+    data_settings = {**asdict(data_config), "split": list(data_config.split)}  # split_mode included
+    torch.save({"format": RETRIEVER_FORMAT, "config": asdict(config), "data": data_settings,
                 "vocab": {"user_id": data.vocab["user_id"], "item_id": data.vocab["item_id"]},
                 "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, out_dir / "model.pt")
     from ratingctr.training.run import write_json
@@ -173,7 +173,8 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
     metrics = {"test": test, "valid": valid, "popular": popular,
                "relative_gain_recall@20": test[f"recall@{config.k}"] / popular[f"recall@{config.k}"] - 1.0,
                "best_epoch": stopped.best_epoch, "epoch_seconds": epoch_seconds, "history": stopped.history,
-               "dataset": data.stats, "config": asdict(config), "graph_edges": int(positive_keys.size),
+               "dataset": data.stats, "config": asdict(config), "data": data_settings,
+               "graph_edges": int(positive_keys.size),
                "device": str(device), **(extra_metrics or {})}
     write_json(out_dir / "metrics.json", metrics)
     return metrics

@@ -86,3 +86,35 @@ def test_train_retriever_compare_and_bench_propagate_verbs(tiny_atomic: Path, ti
     prop = run_cli("bench", "propagate", "--dataset", "atomic", "--data-dir", str(tiny_atomic), "--repeats", "5")
     assert prop.returncode == 0, prop.stderr
     assert "| csr | 16 |" in prop.stdout and "| coo | 64 |" in prop.stdout
+
+
+def test_temporal_split_train_evaluate_and_retriever(tiny_atomic: Path, tmp_path: Path) -> None:
+    run = tmp_path / "temporal"
+    proc = run_cli("train", "--model", "DCNV2", "--dataset", "atomic", "--data-dir", str(tiny_atomic), "--k-core", "3",
+                   "--split", "temporal", "--split-fractions", "0.7,0.15,0.15", "--epochs", "1", "--batch-size", "256",
+                   "--no-progress", "--out", str(run), "--mlp_hidden_size=[32,32]", "--cross_layer_num=1")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["config"]["data"]["split_mode"] == "temporal"
+    assert metrics["config"]["data"]["split"] == [0.7, 0.15, 0.15]
+    stats = metrics["dataset"]
+    assert (stats["split_mode"], stats["train"], stats["valid"], stats["test"]) == ("temporal", 1260, 270, 270)
+    assert stats["train_time"][1] <= stats["valid_time"][0] <= stats["valid_time"][1] <= stats["test_time"][0]
+    assert metrics["test"]["rows"] == 270
+    # evaluate re-reads the data with the run's recorded mode: the same 270 newest rows, the same AUC
+    result = json.loads(run_cli("evaluate", "--checkpoint", str(run), "--no-ranking").stdout)
+    assert result["test"]["rows"] == 270 and result["test"]["auc"] == pytest.approx(metrics["test"]["auc"], abs=1e-6)
+    proc = run_cli("train-retriever", "--dataset", "atomic", "--data-dir", str(tiny_atomic), "--k-core", "3",
+                   "--split", "temporal", "--embedding-dim", "8", "--epochs", "1", "--no-progress",
+                   "--out", str(tmp_path / "ret"))
+    assert proc.returncode == 0, proc.stderr
+    retriever = json.loads((tmp_path / "ret" / "metrics.json").read_text())
+    assert retriever["data"]["split_mode"] == "temporal" and retriever["dataset"]["test_time"][0] == 2620.0
+    csv = tmp_path / "untimed.csv"
+    csv.write_text("user_id,item_id,rating\n1,1,5\n1,2,4\n2,1,3\n")
+    proc = run_cli("train", "--dataset", "csv", "--data-dir", str(csv), "--k-core", "1", "--split", "temporal",
+                   "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "error: --split temporal orders interactions by time, but untimed has no " \
+        "timestamps" in proc.stderr, proc.stderr
+    proc = run_cli("train", "--split-fractions", "0.9,0.1", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "split fractions must be three non-negative numbers" in proc.stderr, proc.stderr

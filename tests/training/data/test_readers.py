@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ratingctr.errors import UserError
@@ -61,3 +62,37 @@ def test_missing_files_and_unknown_dataset(tmp_path: Path) -> None:
         load_dataset(DataConfig(dataset="ml-20m"))
     with pytest.raises(UserError, match="--data-dir is required"):
         load_dataset(DataConfig(dataset="atomic"))
+
+
+def test_timestamps_are_kept_where_the_source_has_them(tmp_path: Path, tiny_atomic: Path) -> None:
+    from ratingctr.training.data.readers import read_atomic
+
+    ml1m = read_ml1m(_write_ml1m(tmp_path / "ml-1m")).interactions
+    assert ml1m["timestamp"].dtype == np.float64 and ml1m["timestamp"].iat[0] == 9783011  # "97830" + "1" + "1"
+    assert ml1m["timestamp"].iat[-1] == 978301212
+    atomic = read_atomic(tiny_atomic).interactions
+    assert np.array_equal(atomic["timestamp"].to_numpy(), 1000.0 + np.arange(1800))
+    with_time = tmp_path / "t.csv"
+    with_time.write_text("user_id,item_id,rating,timestamp\n1,10,5,1700000000\n1,11,2, 1700000001.5\n2,10,4,\n")
+    assert read_csv(with_time).interactions["timestamp"].tolist()[:2] == [1700000000.0, 1700000001.5]
+    assert np.isnan(read_csv(with_time).interactions["timestamp"].iat[2])  # an empty cell is "no timestamp"
+    without = tmp_path / "n.csv"
+    without.write_text("user_id,item_id,rating\n1,10,5\n")
+    assert np.isnan(read_csv(without).interactions["timestamp"]).all()
+
+
+def test_malformed_timestamps_name_the_file_and_line(tmp_path: Path) -> None:
+    csv = tmp_path / "m.csv"
+    csv.write_text("user_id,item_id,rating,timestamp\n1,10,5,100\n1,11,4,yesterday\n2,10,4,inf\n")
+    with pytest.raises(UserError, match=r"m.csv: 2 malformed timestamp\(s\), first at line 3: timestamp='yesterday'"):
+        read_csv(csv)
+    other = tmp_path / "o.csv"
+    other.write_text("user_id,item_id,rating,time\n1,10,5,100\n")
+    with pytest.raises(UserError, match="header must be user_id,item_id,rating\\[,timestamp\\], got .*,time"):
+        read_csv(other)
+    ml1m = _write_ml1m(tmp_path / "ml-1m")
+    lines = (ml1m / "ratings.dat").read_text(encoding="latin-1").splitlines()
+    lines[4] = "1::5::3::soon"
+    (ml1m / "ratings.dat").write_text("\n".join(lines) + "\n", encoding="latin-1")
+    with pytest.raises(UserError, match=r"ratings.dat: 1 malformed timestamp\(s\), first at line 5: timestamp='soon'"):
+        read_ml1m(ml1m)
