@@ -214,3 +214,4 @@ def test_ml100k_temporal_split(ml100k_root: Path) -> None:
     # ML-100k's timestamps: Sep 1997 (874724710) to Apr 1998 (893286638)
     assert data.ts.min() == 874724710 and data.ts.max() == 893286638
     assert data.stats["test_time"][0] >= data.stats["valid_time"][1] >= data.stats["train_time"][1]
+    assert (data.stats["test_cold_user_rows"], data.stats["test_cold_item_rows"]) == (8449, 71)  # quoted in README
