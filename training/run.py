@@ -181,7 +181,10 @@ def evaluate_run(run_dir: Path, noise_std: float = 0.0, device_name: str = "auto
     payload, config = load_checkpoint(run_dir)
     if data_dir is not None:
         config = replace(config, data=replace(config.data, data_dir=data_dir))
-    data = load_dataset(config.data)
+    from ratingctr.training.data.stored import load_run_data
+
+    run = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
+    data, _ = load_run_data(run, config.data)  # a retrained run carries its grown data
     if data.schema.to_dict() != payload["schema"]:
         raise UserError("the dataset no longer matches the checkpoint's field schema; "
                         "was the data changed since training?")

@@ -224,3 +224,13 @@ def test_retrain_verbs_end_to_end(base_rankers, tiny_retriever: Path, events, tm
     assert main(["retrain-retriever", "--from", str(tiny_retriever), "--out", str(tmp_path / "y"),
                  "--events", str(tmp_path / "none")]) == 2
     assert capsys.readouterr().err.strip() == f"error: events directory not found: {tmp_path / 'none'}"
+
+
+def test_evaluate_rescores_a_retrained_run_on_its_grown_data(base_rankers, events, tmp_path: Path) -> None:
+    from ratingctr.training.run import evaluate_run
+
+    events_dir, _ = events
+    metrics = retrain_ranker(base_rankers["lightgcn"], events_dir, tmp_path / "run", QUICK)
+    again = evaluate_run(tmp_path / "run", device_name="cpu", ranking=False)
+    assert again["test"]["auc"] == pytest.approx(metrics["test"]["auc"], abs=1e-6)
+    assert again["valid"]["rows"] == metrics["valid"]["rows"]
