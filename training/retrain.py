@@ -26,6 +26,7 @@ kept as base rows: they are events like any other for the next retrain.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -38,7 +39,13 @@ from ratingctr.training.config import DataConfig, RunConfig
 from ratingctr.training.data.encode import EXCLUDED, TRAIN, VALID, EncodedData
 from ratingctr.training.data.event_log import read_event_log, stream_id_key
 from ratingctr.training.data.grow import ROW_TABLES, Grown, grow
+from ratingctr.training.data.schema import FieldSchema
 from ratingctr.training.data.stored import load_run_data, save_run_data
+from ratingctr.training.evaluation import full_eval, pointwise_eval
+from ratingctr.training.models.grow import copy_blocks, grow_model
+from ratingctr.training.retriever import LightGCN, RetrieverConfig, train_retriever
+from ratingctr.training.run import load_checkpoint, save_checkpoint, training_graph, write_json
+from ratingctr.training.trainer import fit, seed_everything, select_device
 
 STREAM_ID = re.compile(r"^\d+-\d+$")
 
@@ -142,7 +149,7 @@ def prepare(base: EncodedData, base_stream_id: np.ndarray, data_config: DataConf
     data, n_base = grown.data, base.rating.shape[0]
     rng = np.random.default_rng(config.seed)
     base_train = np.flatnonzero(base.split == TRAIN)
-    replayed = rng.choice(base_train, size=int(round(config.replay_share * base_train.size)), replace=False)
+    replayed = rng.choice(base_train, size=round(config.replay_share * base_train.size), replace=False)
     fit_split = data.split.copy()
     fit_split[np.setdiff1d(base_train, replayed)] = EXCLUDED
     rating = data.rating
@@ -178,13 +185,6 @@ def _out_dir(out_dir: Path, from_run: Path) -> Path:
 
 def retrain_ranker(from_run: Path, events_dir: Path, out_dir: Path, config: RetrainConfig) -> dict:
     """Continue the ranker of ``from_run`` on its base data + the events; returns ``metrics.json``."""
-    import time
-
-    from ratingctr.training.evaluation import full_eval, pointwise_eval
-    from ratingctr.training.models.grow import grow_model
-    from ratingctr.training.run import load_checkpoint, save_checkpoint, training_graph, write_json
-    from ratingctr.training.trainer import fit, seed_everything, select_device
-
     from_run = Path(from_run)
     payload, base_config = load_checkpoint(from_run)
     base, base_stream_id = load_run_data(from_run, base_config.data)
@@ -202,8 +202,6 @@ def retrain_ranker(from_run: Path, events_dir: Path, out_dir: Path, config: Retr
         raise UserError(str(exc)) from exc
     out_dir = _out_dir(out_dir, from_run)
     seed_everything(config.seed)
-    from ratingctr.training.data.schema import FieldSchema
-
     model = grow_model(payload["state_dict"], FieldSchema.from_dict(payload["schema"]), data.schema, run_config,
                        training_graph(run_config, data)).to(device)
     result = fit(model, prepared.fit_data, train, device)
@@ -243,9 +241,6 @@ def load_retriever(run: Path) -> tuple[dict, DataConfig]:
 
 def retrain_retriever(from_run: Path, events_dir: Path, out_dir: Path, config: RetrainConfig) -> dict:
     """Continue the LightGCN retriever of ``from_run``: new ids get ego rows, the graph gains the new edges."""
-    from ratingctr.training.models.grow import copy_blocks
-    from ratingctr.training.retriever import LightGCN, RetrieverConfig, train_retriever
-
     from_run = Path(from_run)
     payload, data_config = load_retriever(from_run)
     base, base_stream_id = load_run_data(from_run, data_config)
