@@ -17,12 +17,13 @@ from typing import Callable, Sequence
 from ratingctr.errors import UserError
 
 # The verb registry, in help order: module → the verbs it defines with ``register(subparsers)``
-# and, where it has them, the benchmarks it defines with ``register_bench(bench_verbs)``.
+# and, where it has them, the sub-verbs of a group (``bench …``, ``experiment …``) it defines
+# with the group's hook (``GROUPS``).
 COMMANDS: dict[str, tuple[str, ...]] = {
     "ratingctr.training.commands": ("train", "evaluate", "compare", "train-retriever", "bench train",
                                     "bench propagate"),
     "ratingctr.training.retrain_commands": ("retrain", "retrain-retriever"),
-    "ratingctr.training.experiments.commands": ("experiment",),
+    "ratingctr.training.experiments.commands": ("experiment supervision", "experiment connectivity"),
     "ratingctr.export.commands": ("export",),
     "ratingctr.serving.commands": ("serve",),
     "ratingctr.loadtest.commands": ("loadtest", "bench score", "bench gateway"),
@@ -45,17 +46,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}\n")
 
 
+# Verb groups whose sub-verbs several rooms contribute: group → (help, the hook a module defines).
+GROUPS: dict[str, tuple[str, str]] = {
+    "bench": ("benchmarks: train, propagate, score, gateway", "register_bench"),
+    "experiment": ("the papers' tables and figures and the online study: cached, resumable runs",
+                   "register_experiment"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ratingctr", description="Rating-aware CTR training, export and serving.")
     subparsers = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
     modules = installed_command_modules()
     for module in modules:
         module.register(subparsers)
-    bench = subparsers.add_parser("bench", help="benchmarks: train, propagate, score, gateway")
-    bench_verbs = bench.add_subparsers(dest="bench_verb", required=True, parser_class=_Parser)
-    for module in modules:  # each folder benchmarks what it owns
-        if hasattr(module, "register_bench"):
-            module.register_bench(bench_verbs)
+    for group, (help_text, hook) in GROUPS.items():
+        owners = [m for m in modules if hasattr(m, hook)]
+        if not owners:  # e.g. the gateway image: no room that benchmarks or experiments
+            continue
+        group_parser = subparsers.add_parser(group, help=help_text)
+        verbs = group_parser.add_subparsers(dest=f"{group}_verb", required=True, parser_class=_Parser)
+        for module in owners:  # each room contributes what it owns
+            getattr(module, hook)(verbs)
     return parser
 
 

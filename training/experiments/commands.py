@@ -184,8 +184,10 @@ def _common(parser: argparse.ArgumentParser, options: list[str]) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    experiment = subparsers.add_parser("experiment", help="the papers' tables and figures: cached, resumable runs")
-    verbs = experiment.add_subparsers(dest="experiment_verb", required=True, parser_class=type(experiment))
+    """No top-level verbs: the experiments are sub-verbs of ``experiment`` (``register_experiment``)."""
+
+
+def register_experiment(verbs: argparse._SubParsersAction) -> None:
 
     sup = verbs.add_parser("supervision", help="binary vs rating head: Tables 1-3, Figures 2-4 (paper 1)")
     sup_options: list[str] = []
