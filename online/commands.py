@@ -1,8 +1,14 @@
-"""CLI verbs of the online loop: pull the event stream, gate promotions, run the loop."""
+"""CLI verbs of the online loop: pull the event stream, gate promotions, run the loop.
+
+A thin list: each verb's parser lives beside the module that implements it.
+"""
 from __future__ import annotations
 
 import argparse
 
+from ratingctr.online.pull_command import register_events
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """The online room's verbs (added by the modules that implement them)."""
+    register_events(subparsers)

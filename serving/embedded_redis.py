@@ -9,6 +9,11 @@ Every start gets a fresh random password (unless one is given, to restart a serv
 the URL its clients hold): loopback is shared by every local user and process, and whoever
 can write to this Redis could redirect every worker's reloads (``P:admin:bundles``).  The
 password travels in a mode-0600 config file, never on the command line (``ps`` shows that).
+
+Local tools (``ratingctr events pull --redis-dir DIR``) find a running server through
+``DIR/redis.url``: written once the server answers, mode 0600 from its creation (so the
+password is never readable by another user, not even for an instant), removed on stop.  A
+SIGKILLed owner leaves it behind; it then names a dead port, and the next start replaces it.
 """
 from __future__ import annotations
 
@@ -25,6 +30,24 @@ import redis
 from ratingctr.processes import free_port
 
 _PR_SET_PDEATHSIG = 1
+URL_FILE = "redis.url"
+
+
+class NoEmbeddedRedis(RuntimeError):
+    """No embedded Redis has published its URL in the directory asked about."""
+
+
+def read_url_file(data_dir: Path) -> str:
+    """The URL of the embedded Redis running on ``data_dir`` (see the module docstring)."""
+    path = Path(data_dir) / URL_FILE
+    try:
+        url = path.read_text().strip()
+    except FileNotFoundError:
+        raise NoEmbeddedRedis(f"no embedded Redis runs on {data_dir} (no {URL_FILE} there; start `ratingctr serve` "
+                              "or pass a Redis URL)") from None
+    if not url.startswith("redis://"):
+        raise NoEmbeddedRedis(f"{path} does not hold a redis:// URL")
+    return url
 
 
 def redis_server_binary() -> str:
@@ -78,7 +101,28 @@ class EmbeddedRedis:
             self._wait_ready(timeout)
         finally:
             config.unlink(missing_ok=True)  # read at start only; the password need not stay on disk
+        self._write_url_file()
         return self
+
+    @property
+    def url_file(self) -> Path:
+        return self.data_dir / URL_FILE
+
+    def _write_url_file(self) -> None:
+        """``redis.url`` for local tools: created 0600 under a temporary name, then renamed over."""
+        tmp = self.data_dir / f".{URL_FILE}.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.url + "\n")
+        os.replace(tmp, self.url_file)
+
+    def _remove_url_file(self) -> None:
+        try:
+            if self.url_file.read_text().strip() == self.url:  # never another server's file
+                self.url_file.unlink()
+        except FileNotFoundError:
+            pass
 
     def _wait_ready(self, timeout: float) -> None:
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2, socket_timeout=0.5)
@@ -107,6 +151,7 @@ class EmbeddedRedis:
             self.process.wait(timeout=10)
 
     def stop(self) -> None:
+        self._remove_url_file()
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)  # redis flushes the AOF and exits
             try:

@@ -36,16 +36,19 @@ end
 
 # KEYS[1] = the stream; per event i (0-based): KEYS[2+3i] seen, KEYS[3+3i] state, KEYS[4+3i] dedupe key.
 # ARGV[1] = now, ARGV[2] = dedupe retention (s), ARGV[3] = seen bound;
-# per event ARGV[4+6i ..] = user, item, rating, ts, has_id ('1'/'0'), event_id.
+# per event ARGV[4+8i ..] = user, item, rating, ts, has_id ('1'/'0'), event_id, user_fields, item_fields
+# (the side fields as compact JSON, '' when the event carries none: then no stream field is written).
 # Returns, per event, its stream id: the new one, or for a duplicate the one stored first.
+EVENT_ARGS = 8
 APPEND_EVENTS = _AS_ZSET + """
 local now, ttl, bound = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local n = (#ARGV - 3) / 6
+local n = (#ARGV - 3) / 8
 local ids = {}
 for i = 0, n - 1 do
-  local a = 4 + 6 * i
+  local a = 4 + 8 * i
   local user, item, rating, ts = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local has_id, event_id = ARGV[a + 4], ARGV[a + 5]
+  local user_fields, item_fields = ARGV[a + 6], ARGV[a + 7]
   local seen, state, dedupe = KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]
   local prior = false
   if has_id == '1' then prior = redis.call('GET', dedupe) end
@@ -56,6 +59,14 @@ for i = 0, n - 1 do
     if has_id == '1' then
       fields[#fields + 1] = 'event_id'
       fields[#fields + 1] = event_id
+    end
+    if user_fields ~= '' then
+      fields[#fields + 1] = 'user_fields'
+      fields[#fields + 1] = user_fields
+    end
+    if item_fields ~= '' then
+      fields[#fields + 1] = 'item_fields'
+      fields[#fields + 1] = item_fields
     end
     local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
     if has_id == '1' then redis.call('SET', dedupe, id, 'EX', ttl) end
@@ -69,4 +80,39 @@ for i = 0, n - 1 do
   end
 end
 return ids
+"""
+
+# The smallest stream id some consumer group of KEYS[1] still needs, and XTRIM MINID to it, in one
+# atomic step (no group can deliver or be created in between): per group, its oldest pending id
+# (XPENDING) or, when nothing is pending, the id right after its last-delivered-id.  Nothing
+# below that is unacknowledged by any group, so nothing unacknowledged is ever trimmed.
+# A stream without groups is left alone (nobody has said what it still needs).
+# Returns {entries trimmed, the MINID used or '' when nothing was trimmed}.
+TRIM_ACKNOWLEDGED = """
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then return {0, ''} end
+local function parse(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+local best_ms, best_seq = nil, nil
+local groups = redis.call('XINFO', 'GROUPS', key)
+for _, group in ipairs(groups) do
+  local info = {}
+  for j = 1, #group, 2 do info[group[j]] = group[j + 1] end
+  local ms, seq
+  if tonumber(info['pending']) > 0 then
+    local summary = redis.call('XPENDING', key, info['name'])
+    ms, seq = parse(summary[2])
+  else
+    ms, seq = parse(info['last-delivered-id'])
+    seq = seq + 1
+  end
+  if best_ms == nil or ms < best_ms or (ms == best_ms and seq < best_seq) then
+    best_ms, best_seq = ms, seq
+  end
+end
+if best_ms == nil then return {0, ''} end
+local minid = string.format('%d-%d', best_ms, best_seq)
+return {redis.call('XTRIM', key, 'MINID', minid), minid}
 """

@@ -56,6 +56,16 @@ def request_models(settings: GatewaySettings) -> RequestModels:
     UserFields = Annotated[dict[FieldName, FieldValue] | None, Field(
         None, max_length=s.max_user_fields,
         description="profile fields for users the model does not know (cold start), e.g. {\"gender\": \"F\"}")]
+    # An event's side fields: the same bounds as ``user_fields`` (at most RATINGCTR_MAX_USER_FIELDS
+    # entries, names and tokens RATINGCTR_MAX_ID_CHARS of safe text), so a stream entry stays bounded.
+    EventUserFields = Annotated[dict[FieldName, FieldValue] | None, Field(
+        None, max_length=s.max_user_fields,
+        description="the user's side fields as of this event (field -> token or list of tokens), e.g. "
+                    "{\"age\": \"25\", \"gender\": \"F\"}; stored with the event, the latest per user wins")]
+    EventItemFields = Annotated[dict[FieldName, FieldValue] | None, Field(
+        None, max_length=s.max_user_fields,
+        description="the item's side fields as of this event, e.g. {\"genre\": [\"Comedy\", \"Drama\"]}; "
+                    "stored with the event, the latest per item wins")]
     Model = Annotated[Name | None, Field(None, description="bundle name; default: the first bundle loaded")]
 
     class RecommendRequest(_Strict):
@@ -82,6 +92,8 @@ def request_models(settings: GatewaySettings) -> RequestModels:
         event_id: Annotated[str, Field(min_length=1, max_length=128), _text(128)] | None = Field(
             None, description="optional client id of the event: a retry with the same id (within "
                               "RATINGCTR_EVENT_ID_TTL_S) is stored once")
+        user_fields: EventUserFields
+        item_fields: EventItemFields
 
     class EventsRequest(_Strict):
         events: list[Event] = Field(..., min_length=1, max_length=s.max_events)

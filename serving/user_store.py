@@ -14,7 +14,9 @@ Keys (``P`` is the configured prefix, so deployments can share a Redis):
 * ``P:b:{version}:fields``   HASH user → int64 field row bytes, per bundle version (indices
   are the bundle's own encoding).
 * ``P:b:{version}:loaded``   marker set once the bundle's bulk load has completed.
-* ``P:events``               STREAM of every accepted event, never trimmed.
+* ``P:events``               STREAM of every accepted event (user_id, item_id, rating, ts, received,
+  and when sent event_id, user_fields / item_fields as compact JSON).  The gateway never trims
+  it; ``ratingctr events pull --trim`` does, never below what a consumer group has not acknowledged.
 * ``P:eid:{event_id}``       stream id of an event stored with an ``event_id``, kept
   ``event_id_ttl_s``: a retry of the same id within that window stores nothing again.
 * ``P:admin:bundles`` / ``P:admin:generation``  the reloads other workers must follow.
@@ -150,7 +152,8 @@ class UserStore:
                      self.key("eid", event_id) if event_id is not None else self.key("eid")]
             ts = event.get("ts")
             args += [user, event["item_id"], repr(event["rating"]), repr(ts) if ts is not None else now,
-                     "0" if event_id is None else "1", event_id or ""]
+                     "0" if event_id is None else "1", event_id or "",
+                     side_fields_json(event.get("user_fields")), side_fields_json(event.get("item_fields"))]
         try:
             results = await self._append_events(keys=keys, args=args)
         except (redis.RedisError, OSError) as exc:
@@ -228,6 +231,14 @@ class UserStore:
         await self.client.aclose()
         self.reader.close()
         self.loader.close()
+
+
+def side_fields_json(fields: dict | None) -> str:
+    """An event's side fields as the stream stores them: compact JSON, keys sorted (the same
+    object is the same bytes), non-ASCII kept as is; ``''`` for none, so no stream field is written."""
+    if fields is None:
+        return ""
+    return json.dumps(fields, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
 def decode_row(raw: bytes | None, width: int) -> np.ndarray | None:

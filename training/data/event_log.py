@@ -3,7 +3,7 @@
 One contract between the consumer that writes it (``ratingctr events pull``) and every
 reader (retraining, the promotion gate, the online experiment):
 
-* a directory of ``events-<first stream id>-<last stream id>.parquet`` files, each written
+* a directory of ``events-<first stream id>-<last stream id>[.<n>].parquet`` files, each written
   whole to a temporary name, fsynced, renamed and the directory fsynced, so a file that is
   visible is complete; a crash leaves at most a ``.tmp-*`` file, which readers ignore;
 * columns ``COLUMNS`` (all strings but ``rating``, ``ts``, ``received``); ``event_id``,
@@ -56,11 +56,14 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_partition(directory: Path, frame: pd.DataFrame) -> Path:
-    """Write ``frame`` (``COLUMNS``, stream order) as one durable partition; returns its path.
+TMP_PREFIX = ".tmp-"
 
-    Durable means: when this returns, the file and its directory entry are on disk, so the
-    caller may acknowledge these stream ids to Redis.
+
+def stage_partition(directory: Path, frame: pd.DataFrame) -> tuple[Path, Path]:
+    """Write ``frame`` (``COLUMNS``) whole and fsynced under a temporary name: ``(tmp, final)``.
+
+    Split from :func:`publish_partition` so the consumer can be stopped exactly between the
+    two (its crash-test hook); everyone else calls :func:`write_partition`.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -72,14 +75,49 @@ def write_partition(directory: Path, frame: pd.DataFrame) -> Path:
     name = f"events-{frame['stream_id'].iat[0]}-{frame['stream_id'].iat[-1]}.parquet"
     schema = pa.schema([(c, pa.float64() if c in FLOAT_COLUMNS else pa.string()) for c in COLUMNS])
     table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-    final, tmp = directory / name, directory / f".tmp-{name}"
+    final, tmp = directory / name, directory / f"{TMP_PREFIX}{name}"
     with open(tmp, "wb") as fh:
         pq.write_table(table, fh, compression="zstd")
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    _fsync_dir(directory)
-    return final
+    return tmp, final
+
+
+def publish_partition(tmp: Path, final: Path) -> Path:
+    """Rename a staged partition into place and fsync the directory: from here it is durable.
+
+    Never over another file: a partition of that name already there (the same stream ids,
+    written again after a crash before their XACK) is kept, and this one takes the next free
+    ``.<n>`` name.  Replacing would be harmless only while the two files hold the same rows;
+    keeping both costs a duplicate the reader drops, never a lost row.
+    """
+    target, n = final, 1
+    while target.exists():
+        target = final.with_name(f"{final.stem}.{n}{final.suffix}")
+        n += 1
+    os.replace(tmp, target)
+    _fsync_dir(target.parent)
+    return target
+
+
+def write_partition(directory: Path, frame: pd.DataFrame) -> Path:
+    """Write ``frame`` (``COLUMNS``, any order) as one durable partition; returns its path.
+
+    Durable means: when this returns, the file and its directory entry are on disk, so the
+    caller may acknowledge these stream ids to Redis.
+    """
+    return publish_partition(*stage_partition(directory, frame))
+
+
+def remove_stale_tmp(directory: Path) -> int:
+    """Delete ``.tmp-*`` partitions a killed writer left (never read, never acknowledged); how many.
+
+    Only for the one writer of ``directory`` at its start (``events pull`` holds a lock for that).
+    """
+    stale = list(Path(directory).glob(f"{TMP_PREFIX}events-*.parquet"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
 
 
 def partitions(directory: Path) -> list[Path]:
@@ -93,7 +131,9 @@ def read_event_log(directory: Path) -> pd.DataFrame:
     files = partitions(directory)
     if not files:
         return empty_frame()
-    frame = pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+    import pyarrow as pa
+
+    frame = pa.concat_tables([pq.read_table(f) for f in files]).to_pandas()
     frame = order(frame).drop_duplicates("stream_id", keep="first")
     has_id = frame["event_id"].notna()
     repeated = has_id & frame.duplicated("event_id", keep="first")

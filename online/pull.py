@@ -1,0 +1,271 @@
+"""``ratingctr events pull``: the event stream → the Parquet event log, losing nothing.
+
+The gateway appends every accepted event to the Redis stream ``<prefix>:events``; this
+consumer reads it through a consumer group and writes each batch as one partition of the
+event log (``training.data.event_log``).  The order of one batch is what makes it safe:
+
+1. XREADGROUP a batch (first this consumer's own *pending* entries, delivered to it before a
+   crash and never acknowledged, then new ones with ``>``);
+2. stage the partition (temporary file, fsync), rename it into place, fsync the directory;
+3. XACK exactly those stream ids.
+
+Killed before 2 finishes, the entries are still pending and only a ``.tmp-*`` file is left
+(removed at the next start, never read).  Killed between 2 and 3, the restart writes the same
+stream ids again and the reader keeps the first copy.  So writes are at least once, reads
+exactly once, and Redis only ever holds as acknowledged what is durable on disk.
+
+``--trim`` trims the stream (one Lua script, ``TRIM_ACKNOWLEDGED``) to the oldest entry that
+*any* consumer group still needs, so a lagging second reader never loses an entry.
+
+One writer per output directory (a lock file), because the restart logic above reasons about
+one consumer's pending entries and stale temporary files of a live writer must not be removed.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+import redis
+
+from ratingctr.errors import UserError
+from ratingctr.serving.embedded_redis import NoEmbeddedRedis, read_url_file
+from ratingctr.serving.redis_scripts import TRIM_ACKNOWLEDGED
+from ratingctr.training.data.event_log import (COLUMNS, FLOAT_COLUMNS, publish_partition, remove_stale_tmp,
+                                               stage_partition)
+
+# Test hook: ``before-rename`` / ``after-rename`` make the consumer ``os._exit(137)`` (as a SIGKILL
+# would leave it) at that point of its first batch, so tests hit both crash windows exactly.
+CRASH_ENV = "RATINGCTR_PULL_CRASH"
+CRASH_POINTS = ("before-rename", "after-rename")
+LOCK_NAME = ".pull.lock"
+RETRY_S = 1.0  # --follow: wait this long after losing Redis, then start over from the pending entries
+
+
+@dataclass(frozen=True)
+class PullConfig:
+    redis_url: str
+    out: Path
+    prefix: str = "rc"
+    group: str = "ratingctr-log"
+    consumer: str = "pull"
+    batch: int = 10_000
+    follow: bool = False
+    block_ms: int = 1000
+    trim: bool = False
+
+    @property
+    def stream(self) -> str:
+        return f"{self.prefix}:events"
+
+
+@dataclass
+class PullSummary:
+    """What one run did; ``line()`` is the one-line summary ``--once`` prints."""
+
+    written: int = 0      # rows written to partitions (a re-written batch counts again)
+    partitions: int = 0
+    acked: int = 0
+    vanished: int = 0     # pending entries no longer in the stream (deleted by hand): acked, nothing to write
+    pending: int = 0      # the group's entries delivered but not acknowledged, at the end
+    trimmed: int = 0
+    stale_tmp: int = 0    # temporary files of a killed writer removed at start
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        rate = self.written / self.seconds if self.seconds > 0 else 0.0
+        extra = f", {self.vanished} vanished" if self.vanished else ""
+        extra += f", {self.stale_tmp} stale temporary file(s) removed" if self.stale_tmp else ""
+        return (f"events pull: {self.written:,} events written in {self.partitions} partition(s), "
+                f"{self.acked:,} acknowledged, {self.pending:,} pending, {self.trimmed:,} trimmed{extra}; "
+                f"{self.seconds:.2f} s ({rate:,.0f} events/s)")
+
+
+def resolve_redis_url(redis_url: str | None, redis_dir: Path | None) -> str:
+    """``--redis-url``, else the embedded Redis of ``--redis-dir``, else ``REDIS_URL``, else the
+    embedded Redis of ``RATINGCTR_REDIS_DIR``."""
+    if redis_url:
+        return redis_url
+    if redis_dir is None and os.environ.get("REDIS_URL"):
+        return os.environ["REDIS_URL"]
+    directory = redis_dir or (Path(os.environ["RATINGCTR_REDIS_DIR"]) if os.environ.get("RATINGCTR_REDIS_DIR")
+                              else None)
+    if directory is None:
+        raise UserError("say where Redis is: --redis-url URL, --redis-dir DIR (an embedded Redis started by "
+                        "`ratingctr serve`), or REDIS_URL")
+    try:
+        return read_url_file(directory)
+    except NoEmbeddedRedis as exc:
+        raise UserError(str(exc)) from exc
+
+
+def entries_to_frame(entries: list[tuple[str, dict]]) -> tuple[pd.DataFrame, list[str]]:
+    """One XREADGROUP batch as an event-log frame (``COLUMNS``) and every stream id in it.
+
+    Whole-batch conversion: pandas builds the columns from redis-py's per-entry dicts at once.
+    An entry deleted from the stream while pending comes back with no fields: its id is in the
+    returned ids (to be acknowledged) but not in the frame.
+    """
+    ids, payloads = zip(*entries)
+    frame = pd.DataFrame.from_records(list(payloads))
+    frame.insert(0, "stream_id", pd.Series(ids, dtype=object))
+    for column in COLUMNS:
+        if column not in frame:
+            frame[column] = None
+    if frame["user_id"].isna().any():
+        frame = frame[frame["user_id"].notna()]
+    frame = frame[list(COLUMNS)].astype({c: "float64" for c in FLOAT_COLUMNS})
+    return frame.reset_index(drop=True), list(ids)
+
+
+def _crash_point() -> str | None:
+    point = os.environ.get(CRASH_ENV) or None
+    if point is not None and point not in CRASH_POINTS:
+        raise UserError(f"{CRASH_ENV}={point!r}: expected one of {', '.join(CRASH_POINTS)} (a test hook)")
+    return point
+
+
+@contextmanager
+def _writer_lock(out: Path) -> Iterator[None]:
+    """One ``events pull`` per output directory (see the module docstring); the kernel drops it on death."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise UserError(f"another `events pull` (pid {holder}) is writing {out}; one writer per directory") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _stop_on_signals(follow: bool) -> Iterator[threading.Event]:
+    """``--follow`` ends on SIGTERM / SIGINT after the batch in hand (written and acknowledged)."""
+    stop = threading.Event()
+    if not follow or threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class EventPuller:
+    """The consumer loop over one Redis client; :meth:`run` is the whole verb."""
+
+    def __init__(self, config: PullConfig, client: redis.Redis) -> None:
+        self.config = config
+        self.client = client
+        self.summary = PullSummary()
+        self.crash_at = _crash_point()
+        self._trim = client.register_script(TRIM_ACKNOWLEDGED)
+
+    def ensure_group(self) -> None:
+        """The consumer group, created at the start of the stream (MKSTREAM) if missing."""
+        try:
+            self.client.xgroup_create(self.config.stream, self.config.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read(self, cursor: str, block_ms: int | None) -> list[tuple[str, dict]]:
+        c = self.config
+        reply = self.client.xreadgroup(c.group, c.consumer, {c.stream: cursor}, count=c.batch, block=block_ms)
+        return reply[0][1] if reply else []
+
+    def commit(self, entries: list[tuple[str, dict]]) -> None:
+        """Write one batch durably, then acknowledge it (the order this module is about)."""
+        frame, ids = entries_to_frame(entries)
+        if len(frame):
+            tmp, final = stage_partition(self.config.out, frame)
+            self._maybe_crash("before-rename")
+            publish_partition(tmp, final)
+            self._maybe_crash("after-rename")
+            self.summary.written += len(frame)
+            self.summary.partitions += 1
+        self.summary.vanished += len(ids) - len(frame)
+        self.summary.acked += self.client.xack(self.config.stream, self.config.group, *ids)
+        if self.config.trim:
+            self.trim()
+
+    def _maybe_crash(self, point: str) -> None:
+        if self.crash_at == point:
+            os._exit(137)
+
+    def trim(self) -> int:
+        trimmed, _ = self._trim(keys=[self.config.stream])
+        self.summary.trimmed += int(trimmed)
+        return int(trimmed)
+
+    def drain_pending(self, stop: threading.Event) -> None:
+        """This consumer's entries delivered before a crash and never acknowledged, oldest first."""
+        cursor = "0"
+        while not stop.is_set():
+            entries = self.read(cursor, None)
+            if not entries:
+                return
+            self.commit(entries)
+            cursor = entries[-1][0]
+
+    def consume_new(self, stop: threading.Event) -> None:
+        c = self.config
+        while not stop.is_set():
+            entries = self.read(">", c.block_ms if c.follow else None)
+            if entries:
+                self.commit(entries)
+            elif not c.follow:
+                return
+
+    def run(self, stop: threading.Event) -> PullSummary:
+        started = time.perf_counter()
+        self.summary.stale_tmp = remove_stale_tmp(self.config.out)
+        while True:
+            try:
+                self.ensure_group()
+                self.drain_pending(stop)
+                self.consume_new(stop)
+                if self.config.trim:
+                    self.trim()
+                self.summary.pending = int(self.client.xpending(self.config.stream, self.config.group)["pending"])
+                break
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if not self.config.follow or stop.is_set():
+                    raise UserError(f"lost Redis while pulling {self.config.stream}: {exc}") from exc
+                time.sleep(RETRY_S)  # what was read but not acknowledged is pending: start over from there
+        self.summary.seconds = time.perf_counter() - started
+        return self.summary
+
+
+def pull_events(config: PullConfig) -> PullSummary:
+    """Run ``events pull`` with ``config`` (``--once`` unless ``config.follow``)."""
+    if config.batch < 1 or config.block_ms < 1:
+        raise UserError("--batch and --block-ms must be at least 1")
+    timeout = config.block_ms / 1000 + 10 if config.follow else 30.0  # a BLOCK read must not time out
+    client = redis.Redis.from_url(config.redis_url, decode_responses=True, socket_timeout=timeout,
+                                  socket_connect_timeout=5)
+    try:
+        with _writer_lock(config.out), _stop_on_signals(config.follow) as stop:
+            try:
+                client.ping()
+            except redis.AuthenticationError as exc:  # a ConnectionError subclass: first
+                raise UserError(f"Redis refused the credentials: {exc}") from exc
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                raise UserError(f"cannot reach Redis: {exc}") from exc
+            return EventPuller(config, client).run(stop)
+    finally:
+        client.close()
