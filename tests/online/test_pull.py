@@ -101,6 +101,16 @@ def test_killed_before_the_rename_leaves_only_a_temporary_file_and_the_restart_w
     assert read_event_log(out)["stream_id"].tolist() == sent
 
 
+def test_pending_entries_deleted_from_the_stream_are_acknowledged_not_written(redis_server, redis_client, prefix,
+                                                                             out) -> None:
+    sent = add_events(redis_client, prefix, 10)
+    assert pull(redis_server, prefix, out, crash="before-rename").returncode == 137
+    redis_client.xdel(f"{prefix}:events", *sent[2:5])  # gone while pending (by hand: --trim never does this)
+    result = pull_events(PullConfig(redis_server.url, out, prefix=prefix))
+    assert (result.written, result.vanished, result.acked, result.pending, result.stale_tmp) == (7, 3, 10, 0, 1)
+    assert read_event_log(out)["stream_id"].tolist() == sent[:2] + sent[5:]
+
+
 @pytest.mark.parametrize("restart_batch", [1000, 400])
 def test_killed_after_the_rename_writes_the_batch_again_and_the_reader_keeps_one_copy(
         redis_server, redis_client, prefix, out, restart_batch: int) -> None:
