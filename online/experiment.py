@@ -76,13 +76,17 @@ def initial_bundle(config: OnlineExperimentConfig, paths: Paths, cut: TimeCut) -
     """Train (cached) the initial ranker and retriever on the oldest share and export them."""
     if not (paths.data / f"{DATASET_NAME}.inter").is_file():
         write_atomic(cut, paths.data, DATASET_NAME)
-    data = ["--dataset", "atomic", "--data-dir", str(paths.data), "--split", "temporal", "--seed", str(config.seed),
-            "--no-progress"]
+    # The ranker validates on the newest rows (temporal), as it will be judged.  The retriever
+    # cannot: 86% of ML-100k's temporal validation rows belong to users it has no vector for,
+    # so its Recall@20 stays near zero and early stopping ends it in the popularity phase
+    # (measured: 5 s of training, Recall@20 0.089 against most-popular 0.121).  It validates
+    # on a random split of the same initial rows instead.
+    data = ["--dataset", "atomic", "--data-dir", str(paths.data), "--seed", str(config.seed), "--no-progress"]
     ranker, retriever = paths.runs / "initial-ranker", paths.runs / "initial-retriever"
     timings = {}
     for run, argv in ((ranker, ["train", "--model", config.model, "--head", config.head,
-                                "--epochs", str(config.epochs)]),
-                      (retriever, ["train-retriever", "--epochs", str(config.retriever_epochs)])):
+                                "--epochs", str(config.epochs), "--split", "temporal"]),
+                      (retriever, ["train-retriever", "--epochs", str(config.retriever_epochs), "--split", "random"])):
         if not (run / "metrics.json").is_file():
             started = time.perf_counter()
             _cli([*argv, *data, "--out", str(run)])
