@@ -279,6 +279,10 @@ class EventPuller:
                 if not self.config.follow or stop.is_set():
                     raise UserError(f"lost Redis while pulling {self.config.stream}: {exc}") from exc
                 time.sleep(RETRY_S)  # what was read but not acknowledged is pending: start over from there
+            except redis.ResponseError as exc:
+                # NOGROUP: the stream (or the group) was deleted under a follower; create it again
+                if "NOGROUP" not in str(exc) or not self.config.follow or stop.is_set():
+                    raise UserError(f"Redis refused a command on {self.config.stream}: {exc}") from exc
         self.summary.seconds = time.perf_counter() - started
         return self.summary
 
