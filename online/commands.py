@@ -8,6 +8,7 @@ import argparse
 
 from ratingctr.online.experiment_command import register_experiment  # noqa: F401 - the `experiment online` hook
 from ratingctr.online.loop_command import register_loop
+from ratingctr.online.promote_command import register_promote
 from ratingctr.online.pull_command import register_events
 
 
@@ -15,3 +16,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """The online room's verbs (added by the modules that implement them)."""
     register_events(subparsers)
     register_loop(subparsers)
+    register_promote(subparsers)
