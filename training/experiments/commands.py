@@ -123,6 +123,7 @@ def cmd_supervision(args: argparse.Namespace, extra: list[str]) -> int:
 
 def _run_or_load(args: argparse.Namespace, extra: list[str], kind: str, spec, plan_runs, collect) -> dict:
     """Stored results for ``--report-only``; otherwise plan, run (cached) and collect the runs."""
+    from ratingctr.training.experiments.provenance import provenance
     from ratingctr.training.experiments.runner import Plan, run_plan
 
     out = Path(args.out)
@@ -134,6 +135,7 @@ def _run_or_load(args: argparse.Namespace, extra: list[str], kind: str, spec, pl
     out.mkdir(parents=True, exist_ok=True)
     results = collect(spec, plan, index)
     results["command"] = _command_line(args, extra)
+    results["provenance"] = provenance()
     return results
 
 

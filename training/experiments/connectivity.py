@@ -19,6 +19,7 @@ import numpy as np
 
 from ratingctr.tables import fmt, md_table, p_value, pct, pm
 from ratingctr.training.config import RunConfig
+from ratingctr.training.experiments.provenance import provenance_line
 from ratingctr.training.experiments.runner import Plan
 from ratingctr.training.experiments.stats import mean_std, paired_p_value, relative
 from ratingctr.training.metrics import GROUP_NAMES, mci
@@ -153,7 +154,7 @@ def _findings(results: dict) -> list[str]:
 def render_connectivity(results: dict, figures: dict[str, str], command: str) -> str:
     cells, models, ks = results["cells"], results["models"], results["k_cores"]
     lines = [f"# Connectivity: Base vs LightGCN TS vs FT ({len(results['seeds'])} seeds, {results['head']} head)", "",
-             "Produced by", "", "```bash", command, "```", "",
+             "Produced by", "", "```bash", command, "```", "", provenance_line(results), "",
              f"Seeds {', '.join(map(str, results['seeds']))}; each seed fixes the split and initialisation of all "
              f"three modes, and FT starts from that seed's Base run. LightGCN: {results['gcn_layers']} layers over "
              f"the training graph only. Device {results.get('device')}, precision {results.get('precision')}. "

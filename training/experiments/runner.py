@@ -1,8 +1,9 @@
 """Cached, resumable, parallel execution of a plan of training runs.
 
 A run is keyed by a digest of its full configuration (``RunConfig`` minus the progress
-switch; an FT run's ``init_from`` path is replaced by its base run's key), and lives in
-``RUNS_DIR/<label>-<key>``.  A run is finished when its artifacts exist:
+switch; an FT / Base+ run's ``init_from`` path is replaced by its base run's key) and of
+the code that trains it (``provenance.code_fingerprint``: a code or library change never
+re-uses a stale run), and lives in ``RUNS_DIR/<label>-<key>``.  A run is finished when its artifacts exist:
 
 * ``metrics.json`` + ``model.pt`` (written last by ``train_run``, atomically);
 * ``trace.json`` when the plan asks for embedding gradient norms (Figure 2);
@@ -34,14 +35,20 @@ from ratingctr.training.config import DataConfig, RunConfig
 KEY_LENGTH = 12
 
 
-def run_key(config: RunConfig, base_key: str | None = None) -> str:
-    """Digest of everything that can change a run's result.
+def run_key(config: RunConfig, base_key: str | None = None, fingerprint: str | None = None) -> str:
+    """Digest of everything that can change a run's result: the configuration and the code.
 
-    The split fractions and a temporal split mode are part of it; the default random mode
-    is left out, so a random-split run keeps the key it had before the mode existed and
-    its cached run stays valid.
+    ``fingerprint`` defaults to this process's ``code_fingerprint()`` (training sources +
+    library versions).  The split fractions and a temporal split mode are part of the key;
+    the default random mode is left out (as it always was), and so is the default
+    ``first_order="wide"``, so the configuration half of a key reads as before the option.
     """
+    from ratingctr.training.experiments.provenance import code_fingerprint
+
     raw = config.to_dict()
+    raw["code"] = fingerprint if fingerprint is not None else code_fingerprint()
+    if raw["model"].get("first_order") == "wide":
+        raw["model"].pop("first_order")
     raw["train"].pop("progress", None)
     data = raw["data"]
     if data.get("split_mode") == "random":
@@ -102,9 +109,12 @@ class Plan:
     yields one job carrying the union of the requested artifacts.
     """
 
-    def __init__(self, runs_dir: Path) -> None:
+    def __init__(self, runs_dir: Path, fingerprint: str | None = None) -> None:
+        from ratingctr.training.experiments.provenance import code_fingerprint
+
         self.runs_dir = Path(runs_dir)
         self.jobs: dict[str, Job] = {}
+        self.fingerprint = fingerprint if fingerprint is not None else code_fingerprint()
 
     def run_dir(self, key: str) -> Path:
         return self.runs_dir / f"{self.jobs[key].label}-{key}"
@@ -113,7 +123,7 @@ class Plan:
             noise_stds: tuple[float, ...] = (), rm_eval: bool = False) -> str:
         if base is not None:
             config = replace(config, encoder=replace(config.encoder, init_from=str(self.run_dir(base))))
-        key = run_key(config, base)
+        key = run_key(config, base, self.fingerprint)
         job = self.jobs.get(key)
         if job is None:
             job = self.jobs[key] = Job(key, label, config, base)
@@ -213,8 +223,10 @@ def execute(job: Job, run_dir: Path) -> dict:
     data = _dataset(job.config.data)
     if "train" in missing or "trace" in missing:
         run_dir.mkdir(parents=True, exist_ok=True)
+        from ratingctr.training.experiments.provenance import code_fingerprint
+
         write_json(run_dir / "config.json", {"key": job.key, "label": job.label, "base": job.base,
-                                             "config": job.config.to_dict()})
+                                             "code_fingerprint": code_fingerprint(), "config": job.config.to_dict()})
         if job.trace:
             traced_train_run(job.config, run_dir, data)
         else:

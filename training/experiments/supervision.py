@@ -20,6 +20,7 @@ import numpy as np
 
 from ratingctr.tables import fmt, md_table, p_value, pct, pm
 from ratingctr.training.config import RunConfig
+from ratingctr.training.experiments.provenance import provenance_line
 from ratingctr.training.experiments.runner import Plan, noise_name
 from ratingctr.training.experiments.stats import mean_std, paired_p_value, relative
 
@@ -251,7 +252,7 @@ def render_supervision(results: dict, figures: dict[str, str], command: str) -> 
     seeds = results["seeds"]
     lines = [f"# Scaled supervision: binary vs rating head on {ds.get('dataset', '?')} "
              f"({len(seeds)} seeds)", "",
-             "Produced by", "", "```bash", command, "```", "",
+             "Produced by", "", "```bash", command, "```", "", provenance_line(results), "",
              f"Seeds {', '.join(map(str, seeds))}: each seed fixes the split, the initialisation and the batch order "
              f"of both heads, so the heads are compared seed by seed (paired t-test, two-sided). "
              f"λr = {results['ratio']}, device {results.get('device')}, precision {results.get('precision')}. "

@@ -180,3 +180,46 @@ def test_bad_arguments_are_one_line_errors(tiny_atomic: Path, tmp_path: Path, ca
     assert "--report-only needs" in capsys.readouterr().err
     assert main(["experiment", "connectivity", "--k-core", "5", "--out", str(tmp_path / "none")]) == 2
     assert "--k-core does not apply" in capsys.readouterr().err
+
+
+def test_code_fingerprint_follows_the_training_sources(tmp_path: Path) -> None:
+    import shutil
+
+    from ratingctr.training.experiments.provenance import code_fingerprint, fingerprint_of, training_root
+
+    copy = tmp_path / "training"
+    shutil.copytree(training_root(), copy, ignore=shutil.ignore_patterns("__pycache__"))
+    versions = {"torch": "2.0", "numpy": "1.0"}
+    before = fingerprint_of(copy, versions)
+    assert fingerprint_of(copy, versions) == before  # stable
+    (copy / "experiments" / "plots.py").write_text("# report code only\n")
+    assert fingerprint_of(copy, versions) == before  # report code does not change a run
+    assert fingerprint_of(copy, {**versions, "torch": "2.1"}) != before
+    trainer = copy / "trainer.py"
+    trainer.write_text(trainer.read_text() + "\n# a comment is a change too\n")
+    assert fingerprint_of(copy, versions) != before
+    assert code_fingerprint() == code_fingerprint()
+
+
+def test_run_key_changes_with_the_code_fingerprint(tiny_atomic: Path) -> None:
+    from ratingctr.training.experiments.provenance import code_fingerprint
+
+    config = _tiny_config(tiny_atomic)
+    assert run_key(config) == run_key(config, fingerprint=code_fingerprint())
+    assert run_key(config, fingerprint="a" * 64) != run_key(config, fingerprint="b" * 64)
+    assert Plan(Path("unused"), fingerprint="a" * 64).add(config, "x") == run_key(config, fingerprint="a" * 64)
+
+
+def test_fingerprint_exclusions_are_never_imported_by_a_training_run() -> None:
+    """The modules left out of the fingerprint must not execute in a run (train, trace, noise, EvalRM)."""
+    import subprocess
+    import sys
+
+    from ratingctr.training.experiments.provenance import EXCLUDED
+
+    modules = sorted("ratingctr.training." + p[:-3].replace("/", ".") for p in EXCLUDED)
+    code = ("import sys; import ratingctr.training.run, ratingctr.training.evaluation, "
+            "ratingctr.training.experiments.runner, ratingctr.training.data.encode; "
+            f"print([m for m in {modules!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
