@@ -18,7 +18,7 @@ import torch
 
 from ratingctr.errors import UserError
 from ratingctr.training.config import RunConfig
-from ratingctr.training.data.encode import TRAIN, EncodedData, load_dataset
+from ratingctr.training.data.encode import TEST, TRAIN, EncodedData, load_dataset
 from ratingctr.training.data.schema import FieldSchema
 from ratingctr.training.evaluation import full_eval
 from ratingctr.training.graph import cached_adjacency
@@ -69,6 +69,25 @@ def make_model(config: RunConfig, data: EncodedData) -> CTRModel:
         _check_fine_tune_base(config, base, payload, data)
         model.load_state_dict(payload["state_dict"])  # the id table seeds the graph's E⁰
     return model
+
+
+def split_hash(data: EncodedData) -> str:
+    """sha256 of the test rows as (raw user id, raw item id, rating), in row order.
+
+    ``ratingctr compare`` refuses two runs whose hashes differ: equal test-row *counts*
+    do not make equal test sets (another seed or split mode gives other rows).  Raw ids,
+    not codes, so the same rows hash alike under any encoding.
+    """
+    import hashlib
+
+    import numpy as np
+
+    test = data.rows(TEST)
+    digest = hashlib.sha256()
+    for name, codes in (("user_id", data.user[test]), ("item_id", data.item[test])):
+        digest.update(np.asarray(data.vocab[name], dtype=str)[codes].tobytes() + b"\0")
+    digest.update(data.rating[test].astype("<i8").tobytes())
+    return digest.hexdigest()
 
 
 def _finite(value: Any) -> Any:
@@ -160,7 +179,7 @@ def train_run(config: RunConfig, out_dir: Path, data: EncodedData | None = None,
         "model": config.model.name, "head": config.head.kind, "aggregate": config.head.aggregate,
         "encoder": config.encoder.kind, "mode": ("FT" if config.encoder.init_from else "TS")
         if config.encoder.kind == "lightgcn" else "base",
-        "ratio": config.head.ratio, "dataset": data.stats,
+        "ratio": config.head.ratio, "dataset": data.stats, "split_hash": split_hash(data),
         "test": metrics["test"], "valid": metrics["valid"], "groups": metrics["groups"],
         "best_epoch": result.best_epoch, "epoch_seconds": result.epoch_seconds,
         "train_seconds": sum(result.epoch_seconds), "eval_seconds": eval_seconds,

@@ -53,3 +53,46 @@ def test_compare_rejects_auc_outside_mci_domain(tmp_path: Path) -> None:
         compare_runs(base, other)
     with pytest.raises(UserError, match="metrics.json not found"):
         compare_runs(tmp_path / "missing", other)
+
+
+@pytest.fixture(scope="module")
+def split_runs(tiny_atomic: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real tiny runs: two architectures on one split, one on another seed, one on the temporal split."""
+    from ratingctr.training.config import DataConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
+    from ratingctr.training.run import train_run
+
+    root = tmp_path_factory.mktemp("split-runs")
+    runs = {}
+    for name, model, seed, mode in (("dcn", "DCNV2", 1, "random"), ("wd", "WideDeep", 1, "random"),
+                                    ("seed2", "DCNV2", 2, "random"), ("temporal", "DCNV2", 1, "temporal")):
+        config = RunConfig(data=DataConfig(dataset="atomic", data_dir=str(tiny_atomic), k_core=3, seed=seed,
+                                           split_mode=mode),
+                           model=ModelConfig(model, 8, {"mlp_hidden_size": [16]}), head=HeadConfig("rating"),
+                           train=TrainConfig(epochs=1, batch_size=512, lr=3e-3, seed=seed, progress=False,
+                                             precision="fp32", device="cpu", num_negatives=5))
+        train_run(config, root / name)
+        runs[name] = root / name
+    return runs
+
+
+def test_compare_refuses_runs_on_other_test_rows(split_runs: dict[str, Path]) -> None:
+    metrics = {k: json.loads((p / "metrics.json").read_text()) for k, p in split_runs.items()}
+    # the old check passed all of these: same test-row count
+    assert len({m["dataset"]["test"] for m in metrics.values()}) == 1
+    assert metrics["dcn"]["split_hash"] == metrics["wd"]["split_hash"]
+    assert compare_runs(split_runs["dcn"], split_runs["wd"])["warnings"] == []
+    for other in ("seed2", "temporal"):
+        with pytest.raises(UserError, match="different test rows"):
+            compare_runs(split_runs["dcn"], split_runs[other])
+
+
+def test_compare_says_when_a_run_predates_the_split_hash(split_runs: dict[str, Path], tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    old.mkdir()
+    metrics = json.loads((split_runs["seed2"] / "metrics.json").read_text())
+    del metrics["split_hash"]
+    (old / "metrics.json").write_text(json.dumps(metrics))
+    result = compare_runs(split_runs["dcn"], old)  # only the counts can be checked: allowed, and said
+    assert result["warnings"] == ["the other run predates the split hash: only the test-row counts could be "
+                                  "checked (equal), not the rows themselves"]
+    assert "warning: the other run predates the split hash" in format_comparison(result)
