@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 import numpy as np
+import redis
 
 from ratingctr.bundle import BundleError
 from ratingctr.serving import metrics, stale_versions
 from ratingctr.serving.bundle_root import OutsideBundleRoot, inside_bundle_root
-from ratingctr.serving.embedded_redis import EmbeddedRedis
+from ratingctr.serving.embedded_redis import EmbeddedRedis, NoEmbeddedRedis, read_url_file
 from ratingctr.serving.ranker import Ranked, Ranker, UnknownFieldError, load_ranker
-from ratingctr.serving.redis_dir_lock import RedisDirLock
+from ratingctr.serving.redis_dir_lock import RedisDirBusy, RedisDirLock, is_sibling
 from ratingctr.serving.settings import GatewaySettings
 from ratingctr.serving.user_store import StoreUnavailable, UserStore, decode_row
 
@@ -53,6 +56,51 @@ class Behind:
 
 # appendfsync values weaker than "always": an acknowledged event can be lost in a crash
 _WEAK_FSYNC = ("everysec", "no")
+SIBLING_REDIS_WAIT_S = 30.0  # how long a worker waits for a sibling's embedded Redis to come up
+
+
+def redis_url_parts(url: str) -> tuple[str | None, int]:
+    """(password, port) of a ``redis://:password@host:port/db`` URL."""
+    parsed = urllib.parse.urlsplit(url)
+    return parsed.password, parsed.port or 6379
+
+
+def _start_embedded(directory: Path) -> EmbeddedRedis:
+    """The embedded Redis on ``directory``, on the port and password of the previous one when
+    its ``redis.url`` was left behind (its worker was killed): siblings that still hold that
+    URL reconnect instead of being stranded on a server that no longer exists."""
+    try:
+        password, port = redis_url_parts(read_url_file(directory))
+    except NoEmbeddedRedis:
+        return EmbeddedRedis(directory).start()
+    try:
+        server = EmbeddedRedis(directory, port=port, password=password).start()
+        log.warning("started the embedded Redis on %s on its previous URL (port %d): a worker that owned it died",
+                    directory, port)
+        return server
+    except RuntimeError as exc:  # the old port is taken by something else now
+        log.warning("could not restart the embedded Redis on its previous port %d (%s); using a new one", port, exc)
+        return EmbeddedRedis(directory).start()
+
+
+def _wait_for_sibling_redis(directory: Path, timeout: float) -> str:
+    """The URL of the embedded Redis a sibling worker runs on ``directory``, once it answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            url = read_url_file(directory)
+            client = redis.Redis.from_url(url, socket_connect_timeout=0.2, socket_timeout=0.5)
+            try:
+                if client.ping():
+                    return url
+            finally:
+                client.close()
+        except (NoEmbeddedRedis, redis.RedisError, OSError):
+            pass  # not written yet, or a stale file of a server that is gone
+        if time.monotonic() > deadline:
+            raise RedisDirBusy(f"a sibling worker holds {directory} but its embedded Redis did not answer within "
+                               f"{timeout:.0f} s; set REDIS_URL or use `ratingctr serve --workers N`")
+        time.sleep(0.1)
 
 
 class Gateway:
@@ -63,6 +111,7 @@ class Gateway:
         self.store: UserStore | None = None
         self.embedded: EmbeddedRedis | None = None
         self._redis_dir_lock: RedisDirLock | None = None
+        self._shared_redis_dir: Path | None = None  # set when a sibling worker's embedded Redis is used
         self._next_collect = 0.0  # monotonic time of the next stale-version pass
         self._reload_lock = asyncio.Lock()
         self._generation = 0
@@ -80,15 +129,8 @@ class Gateway:
     async def start(self) -> None:
         bundles = self.settings.bundle_map()
         url = self.settings.redis_url
-        if not url:  # run directly under uvicorn without `ratingctr serve`: start Redis ourselves
-            # one embedded Redis per data directory: a second worker of `uvicorn --workers N` is refused here
-            self._redis_dir_lock = RedisDirLock(self.settings.redis_dir).acquire()
-            try:
-                self.embedded = EmbeddedRedis(self.settings.redis_dir).start()
-            except BaseException:
-                self._redis_dir_lock.release()
-                raise
-            url = self.embedded.url
+        if not url:  # run directly under uvicorn without `ratingctr serve`: one embedded Redis per directory
+            url = await self._embedded_or_sibling_url()
         s = self.settings
         self.store = UserStore(url, s.redis_prefix, s.redis_timeout_s, s.redis_retry_s, s.redis_write_timeout_s,
                                s.event_id_ttl_s, s.max_seen_per_user)
@@ -118,6 +160,52 @@ class Gateway:
         log.info("ready; try: curl -s -X POST http://%s:%d/v1/recommend -H 'Content-Type: application/json' "
                  "-d '{\"user_id\": \"%s\", \"k\": 10}'", host, s.port, example_user[0])
 
+    async def _embedded_or_sibling_url(self) -> str:
+        """Start the embedded Redis on ``redis_dir``, or share the one a sibling worker started.
+
+        ``uvicorn --factory … --workers N``: the first worker takes the directory's lock and
+        starts the server; the others find the lock held by a sibling and wait for its
+        ``redis.url``.  An unrelated process holding the lock is refused (``RedisDirBusy``).
+        """
+        directory = Path(self.settings.redis_dir)
+        try:
+            self._redis_dir_lock = RedisDirLock(directory).acquire()
+        except RedisDirBusy as busy:
+            if not is_sibling(busy.holder):
+                raise
+            self._shared_redis_dir = directory
+            url = await anyio.to_thread.run_sync(_wait_for_sibling_redis, directory, SIBLING_REDIS_WAIT_S)
+            log.info("sharing the embedded Redis of sibling worker %s on %s", busy.holder, directory)
+            return url
+        try:
+            self.embedded = await anyio.to_thread.run_sync(_start_embedded, directory)
+        except BaseException:
+            self._redis_dir_lock.release()
+            raise
+        return self.embedded.url
+
+    async def _take_over_redis(self) -> None:
+        """The sibling that owned the shared embedded Redis died (and the server with it):
+        restart it here, on the same port and password, so every worker's client reconnects."""
+        if self._shared_redis_dir is None or self.embedded is not None or self.store is None:
+            return
+        try:
+            lock = RedisDirLock(self._shared_redis_dir).acquire()
+        except RedisDirBusy:
+            return  # its owner is alive (a slow Redis), or another sibling is taking over
+        previous = redis_url_parts(self.store.url)
+        try:
+            self.embedded = await anyio.to_thread.run_sync(
+                lambda: EmbeddedRedis(self._shared_redis_dir, port=previous[1], password=previous[0]).start())
+            self._shared_redis_dir = None
+        except Exception as exc:  # noqa: BLE001 - the port may be taken: stay degraded, try again next pass
+            lock.release()
+            log.warning("could not restart the shared embedded Redis on %s: %s", self._shared_redis_dir, exc)
+            return
+        self._redis_dir_lock = lock
+        log.warning("the worker owning the embedded Redis on %s died; restarted it here (pid %d)",
+                    self._shared_redis_dir, os.getpid())
+
     async def stop(self) -> None:
         if self._sync_task:
             self._sync_task.cancel()
@@ -145,6 +233,7 @@ class Gateway:
         follow reloads other workers published."""
         store = self.store
         if store is None or not store.available or not await store.ping():
+            await self._take_over_redis()
             return
         if self.durability is None:
             await self._read_durability()
