@@ -170,7 +170,7 @@ def run_cycle(config: LoopConfig) -> dict:
     argv = ["promote", "--candidate", str(ranker_out), "--retriever", str(retriever_out),
             "--serving", config.gateway, "--holdout", str(config.events_dir), "--bundle-root",
             str(config.bundle_root), "--model", config.model, "--gateway", config.gateway,
-            "--log", str(config.state_dir / "promotions.jsonl"),
+            "--log", str(config.state_dir / "promotions.jsonl"), "--holdout-after", cutoff,
             "--max-auc-drop", str(config.max_auc_drop), "--max-logloss-rise", str(config.max_logloss_rise)]
     status = _cli(argv)
     record["seconds"]["promote"] = time.perf_counter() - started
