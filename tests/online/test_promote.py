@@ -273,9 +273,21 @@ def test_promote_swaps_a_better_candidate_and_refuses_a_spoiled_one(
         assert json.loads(_get(gw.url + "/readyz"))["models"]["main"]["version"] == v1
         assert len(_promotions(log)) == 4
 
+        # the same bundle again with a second gateway that is down: the existing version directory is
+        # reused, the live gateway reloads it, the dead one is logged as a failed reload (exit 4)
+        from ratingctr.processes import free_port
+
+        dead = f"http://127.0.0.1:{free_port()}"
+        assert promote("better", "--gateway", dead) == 4
+        failed = _promotions(log)[-1]
+        assert failed["decision"] == "reload_failed" and failed["candidate"]["path"] == str(root / f"main-{v1}")
+        assert [g["ok"] for g in failed["gateways"]] == [True, False] and dead in failed["reasons"][-1]
+        assert 'ratingctr_promotions_total{model="main"} 2.0' in _get(gw.url + "/metrics")
+        assert sorted(p.name for p in root.iterdir()) == sorted(["main-v0", f"main-{v1}"])
+
         # usage errors: exit 2 before any export
         assert promote("better", "--holdout-after", "not-an-id") == 2
         assert main(["promote", "--candidate", str(runs["better"]), "--retriever", str(tiny_retriever),
                      "--serving", gw.url, "--holdout", str(events), "--bundle-root", str(root),
                      "--gateway", gw.url]) == 2  # no admin token anywhere
-        assert len(_promotions(log)) == 4 and sorted(p.name for p in root.iterdir()) == sorted(["main-v0", f"main-{v1}"])
+        assert len(_promotions(log)) == 5 and sorted(p.name for p in root.iterdir()) == sorted(["main-v0", f"main-{v1}"])
