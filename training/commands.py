@@ -149,6 +149,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--head", choices=["binary", "rating"], default="rating")
     train.add_argument("--ratio", type=float, default=0.5, help="λr: weight of the rating cross-entropy")
     train.add_argument("--aggregate", choices=["logit_sum", "prob_sum"], default="logit_sum")
+    train.add_argument("--first-order", choices=["wide", "broadcast"], default="wide",
+                       help="WideDeep/NFM/AutoInt/xDeepFM: wide = one first-order (and CIN) logit per rating "
+                            "level; broadcast = one scalar on all levels, as the authors' released code")
     train.add_argument("--encoder", choices=["table", "lightgcn"], default="table",
                        help="lightgcn: propagate user/item embeddings over the training graph")
     train.add_argument("--gcn-layers", type=int, default=2)

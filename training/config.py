@@ -21,6 +21,7 @@ from ratingctr.errors import UserError
 DropMiddle = Literal["none", "train", "eval", "both"]
 SplitMode = Literal["random", "temporal"]
 Aggregate = Literal["logit_sum", "prob_sum"]
+FirstOrder = Literal["wide", "broadcast"]
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,20 @@ class HeadConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The architecture, its embedding width and hyper-parameters.
+
+    ``first_order`` matters only for the architectures with a first-order term (WideDeep,
+    NFM, AutoInt, xDeepFM: ``first_order_applies``): ``wide`` gives that term (and
+    xDeepFM's CIN output) one logit per rating level; ``broadcast`` reproduces the
+    authors' released code, where it is one scalar added to all N rating logits (see
+    ``training/models/heads.py`` for what that does to the losses).  A config written
+    before the option reads as ``wide``, which it was.
+    """
+
     name: str = "DCNV2"
     embedding_dim: int = 16
     params: dict[str, Any] = field(default_factory=dict)
+    first_order: FirstOrder = "wide"
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,13 @@ class RunConfig:
         return cls(data=DataConfig(**data), model=ModelConfig(**raw["model"]),
                    head=HeadConfig(**raw["head"]), train=TrainConfig(**raw["train"]),
                    encoder=EncoderConfig(**encoder))
+
+
+def first_order_applies(name: str) -> bool:
+    """Whether architecture ``name`` has a first-order term the ``first_order`` variant changes."""
+    from ratingctr.training.models.registry import hyper_parameters
+
+    return "first_order" in hyper_parameters(name)
 
 
 def check_fractions(value: Any) -> tuple[float, float, float]:
@@ -247,4 +266,12 @@ def build_run_config(overrides: Mapping[str, Any]) -> RunConfig:
         config = replace(config, data=replace(config.data, split=check_fractions(config.data.split)))
     if not 0.0 <= config.head.ratio <= 1.0:
         raise UserError(f"--ratio must be in [0, 1], got {config.head.ratio}")
+    if "first_order" in config.model.params:
+        raise UserError("first_order is a model setting, not a hyper-parameter: give it as --first-order")
+    if config.model.first_order != "wide" and not first_order_applies(config.model.name):
+        from ratingctr.training.models.registry import ARCHITECTURES
+
+        names = ", ".join(n for n in ARCHITECTURES if first_order_applies(n))
+        raise UserError(f"--first-order {config.model.first_order} applies to the architectures with a "
+                        f"first-order term ({names}), not {config.model.name}")
     return config

@@ -8,7 +8,15 @@ import torch
 
 from ratingctr.export.build import PARITY_BOUND
 from ratingctr.export.onnx_export import export_onnx, parity, prepare_for_export
-from ratingctr.training.config import DataConfig, EncoderConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
+from ratingctr.training.config import (
+    DataConfig,
+    EncoderConfig,
+    HeadConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    first_order_applies,
+)
 from ratingctr.training.models.build import build_model
 from ratingctr.training.models.registry import ARCHITECTURES
 from ratingctr.training.run import make_model
@@ -29,11 +37,20 @@ def _rows(data, n: int = 512) -> np.ndarray:
     return x
 
 
-@pytest.mark.parametrize("head", ["binary", "rating"])
-@pytest.mark.parametrize("name", list(ARCHITECTURES))
-def test_every_architecture_exports_within_the_parity_bound(tiny, name: str, head: str, tmp_path: Path) -> None:
+# every architecture × head, plus the authors' broadcast first-order variant where it applies
+CASES = [(name, head, "wide") for name in ARCHITECTURES for head in ("binary", "rating")] + \
+    [(name, "rating", "broadcast") for name in ARCHITECTURES if first_order_applies(name)]
+
+
+@pytest.mark.parametrize(("name", "head", "first_order"), CASES)
+def test_every_architecture_exports_within_the_parity_bound(tiny, name: str, head: str, first_order: str,
+                                                            tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = build_model(tiny.schema, RunConfig(model=ModelConfig(name, 8, SMALL[name]), head=HeadConfig(head)))
+    model = build_model(tiny.schema, RunConfig(model=ModelConfig(name, 8, SMALL[name], first_order=first_order),
+                                               head=HeadConfig(head)))
+    if model.linear is not None:  # first-order rows start at zero: give them a value parity can see
+        with torch.no_grad():
+            model.linear.table.weight.normal_(0.0, 0.1)
     model = prepare_for_export(model)
     x = _rows(tiny)
     names = export_onnx(model, x[:4], tmp_path / "m.onnx")

@@ -43,13 +43,18 @@ def _config_factory(args: argparse.Namespace, extra: list[str]):
     """``make(model, seed, **changes) -> RunConfig``: the command's settings, one grid point's
     changes on top, the ``--key=value`` pairs last (as ``ratingctr train`` applies them)."""
     from ratingctr.training.commands import parse_overrides, run_overrides
-    from ratingctr.training.config import build_run_config
+    from ratingctr.training.config import build_run_config, first_order_applies
 
     settings = {**run_overrides(args, []), "progress": False}
     pairs = parse_overrides(extra)
 
     def make(model: str, seed: int, **changes):
-        return build_run_config({**settings, "model": model, "seed": seed, **changes, **pairs})
+        merged = {**settings, "model": model, "seed": seed, **changes, **pairs}
+        if merged.get("head") == "binary" or not first_order_applies(model):
+            # one logit (binary head), or no first-order term: both variants are the same model,
+            # so the runs are shared with the default variant's cache
+            merged["first_order"] = "wide"
+        return build_run_config(merged)
 
     return make
 
@@ -174,6 +179,9 @@ def _common(parser: argparse.ArgumentParser, options: list[str]) -> None:
     _option(parser, options, "--lr", type=float, default=None, help="default: each model's YAML value")
     _option(parser, options, "--patience", type=int, default=3)
     _option(parser, options, "--aggregate", choices=["logit_sum", "prob_sum"], default="logit_sum")
+    _option(parser, options, "--first-order", choices=["wide", "broadcast"], default="wide",
+            help="broadcast: the authors' released code (one first-order / CIN scalar on all rating logits) "
+                 "for WideDeep, NFM, AutoInt, xDeepFM; the binary runs and other models are unaffected")
     _option(parser, options, "--device", default="auto")
     _option(parser, options, "--precision", choices=["auto", "fp32", "bf16"], default="auto")
     _option(parser, options, "--jobs", type=int, default=1, help="runs executed in parallel processes")

@@ -39,14 +39,17 @@ def run_key(config: RunConfig, base_key: str | None = None, fingerprint: str | N
     """Digest of everything that can change a run's result: the configuration and the code.
 
     ``fingerprint`` defaults to this process's ``code_fingerprint()`` (training sources +
-    library versions).  The split fractions and a temporal split mode are part of the key;
-    the default random mode is left out (as it always was), and so is the default
-    ``first_order="wide"``, so the configuration half of a key reads as before the option.
+    library versions); ``""`` leaves the code out, which gives the configuration-only key
+    runs had before keys included the code (tests pin it).  The split fractions and a
+    temporal split mode are part of the key; the default random mode is left out (as it
+    always was), and so is the default ``first_order="wide"``.
     """
     from ratingctr.training.experiments.provenance import code_fingerprint
 
     raw = config.to_dict()
-    raw["code"] = fingerprint if fingerprint is not None else code_fingerprint()
+    code = fingerprint if fingerprint is not None else code_fingerprint()
+    if code:
+        raw["code"] = code
     if raw["model"].get("first_order") == "wide":
         raw["model"].pop("first_order")
     raw["train"].pop("progress", None)

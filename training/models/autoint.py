@@ -27,14 +27,17 @@ class AutoInt(Body):
         dropout_prob: dropout on attention weights and before every MLP Linear.
         mlp_hidden_size: hidden widths of the MLP branch.
         has_residual: add the projected raw embeddings before the ReLU.
+        first_order: ``wide`` (first-order logits per output) or ``broadcast`` (the authors' scalar).
     """
 
     wants_first_order = True
 
     def __init__(self, num_fields: int, embedding_dim: int, out_dim: int, reg_weight: float = 0.0, *,
                  n_layers: int = 3, attention_size: int = 8, num_heads: int = 2, dropout_prob: float = 0.2,
-                 mlp_hidden_size: Sequence[int] = (256, 256, 256), has_residual: bool = True) -> None:
+                 mlp_hidden_size: Sequence[int] = (256, 256, 256), has_residual: bool = True,
+                 first_order: str = "wide") -> None:
         super().__init__(num_fields, embedding_dim, out_dim, reg_weight)
+        self.set_first_order(first_order)
         if attention_size % num_heads:
             raise ValueError(f"attention_size={attention_size} must be divisible by num_heads={num_heads}")
         self.attention = MultiHeadSelfAttention(embedding_dim, attention_size // num_heads, num_heads,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+FIRST_ORDER_VARIANTS = ("wide", "broadcast")
+
 
 class Body(nn.Module):
     """Base class for architectures.
@@ -22,12 +24,15 @@ class Body(nn.Module):
 
     Subclasses set ``wants_first_order = True`` when the architecture has a wide /
     first-order branch; the surrounding model then adds a ``FirstOrderLinear`` output
-    of width ``out_dim`` computed from the raw ids (that branch needs ids, not
-    embeddings, so the body cannot compute it itself).
+    of width ``first_order_width`` computed from the raw ids (that branch needs ids, not
+    embeddings, so the body cannot compute it itself).  Such a body takes a keyword
+    ``first_order``: ``"wide"`` (one first-order logit per output) or ``"broadcast"``
+    (the authors' released code: one scalar, broadcast onto all ``out_dim`` logits).
     """
 
     wants_first_order: bool = False
     regularize_first_order: bool = False
+    first_order: str = "wide"
 
     def __init__(self, num_fields: int, embedding_dim: int, out_dim: int, reg_weight: float = 0.0) -> None:
         super().__init__()
@@ -35,6 +40,17 @@ class Body(nn.Module):
         self.embedding_dim = embedding_dim
         self.out_dim = out_dim
         self.reg_weight = reg_weight
+
+    @property
+    def first_order_width(self) -> int:
+        """Width of the first-order branch: ``out_dim``, or 1 when it is broadcast."""
+        return 1 if self.first_order == "broadcast" else self.out_dim
+
+    def set_first_order(self, variant: str) -> None:
+        """Record the first-order variant (before any layer is built from it)."""
+        if variant not in FIRST_ORDER_VARIANTS:
+            raise ValueError(f"first_order must be one of {FIRST_ORDER_VARIANTS}, got {variant!r}")
+        self.first_order = variant
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -33,8 +33,10 @@ def build_model(schema: FieldSchema, config: RunConfig, adjacency: torch.Tensor 
     """
     head = build_head(config.head.kind, config.data.levels, config.data.threshold, config.head.ratio,
                       config.head.aggregate)
-    body = build_body(config.model.name, schema.num_fields, config.model.embedding_dim, head.out_dim,
-                      config.model.params)
+    params = dict(config.model.params)
+    if config.model.first_order != "wide":  # the default is left to the body, so wide builds as it always did
+        params["first_order"] = config.model.first_order
+    body = build_body(config.model.name, schema.num_fields, config.model.embedding_dim, head.out_dim, params)
     if config.encoder.kind == "table":
         return CTRModel(schema, body, head)
     if config.encoder.kind != "lightgcn":

@@ -31,7 +31,8 @@ class CTRModel(KernelSwitch, nn.Module):
         self.encoder = encoder if encoder is not None else TableEncoder(self.indexer.total_vocab, body.embedding_dim)
         self.body = body
         self.head = head
-        self.linear = FirstOrderLinear(self.indexer.total_vocab, head.out_dim) if body.wants_first_order else None
+        self.linear = (FirstOrderLinear(self.indexer.total_vocab, body.first_order_width)
+                       if body.wants_first_order else None)  # width 1 = broadcast onto the head's logits
 
     def field_embeddings(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, F, d]`` pooled field embeddings, as the body receives them (before any autocast)."""

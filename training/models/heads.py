@@ -10,6 +10,21 @@ the click probability p̂ is aggregated from it.  Two exact aggregations:
 
 Here ``t`` is the click threshold on the star scale (rating ≥ t is a click; the papers'
 "above 3" is t = 4).
+
+A scalar broadcast onto the N logits (``--first-order broadcast``, the authors' released
+code for the first-order term of WideDeep, NFM, AutoInt and for xDeepFM's CIN output):
+adding s to every f_k
+
+* leaves the rating cross-entropy unchanged (softmax is shift-invariant), so s gets no
+  gradient from it;
+* adds s · Σ_k sign_k = s · ((N − t + 1) − (t − 1)) to the ``logit_sum`` click logit:
+  weight −1 for N = 5, t = 4 (two positive levels, three negative), so that branch
+  learns a *negated* first-order score through the binary loss alone;
+* leaves ``prob_sum``'s p̂ unchanged as well: under ``prob_sum`` the scalar gets no
+  gradient at all (only its L2 term, where the architecture has one).
+
+With the binary head (N = 1) both variants are the same model.  The default ``wide``
+variant gives the branch one logit per level instead.
 """
 from __future__ import annotations
 

@@ -21,13 +21,16 @@ class NFM(Body):
     Args:
         mlp_hidden_size: hidden widths of the MLP over the pooled vector.
         dropout_prob: dropout before every hidden Linear.
+        first_order: ``wide`` (first-order logits per output) or ``broadcast`` (the authors' scalar).
     """
 
     wants_first_order = True
 
     def __init__(self, num_fields: int, embedding_dim: int, out_dim: int, reg_weight: float = 0.0, *,
-                 mlp_hidden_size: Sequence[int] = (512, 512, 512), dropout_prob: float = 0.5) -> None:
+                 mlp_hidden_size: Sequence[int] = (512, 512, 512), dropout_prob: float = 0.5,
+                 first_order: str = "wide") -> None:
         super().__init__(num_fields, embedding_dim, out_dim, reg_weight)
+        self.set_first_order(first_order)
         self.pool = BiInteraction()
         self.norm = nn.BatchNorm1d(embedding_dim)
         self.mlp = MLP(embedding_dim, mlp_hidden_size, dropout=dropout_prob, batch_norm=True,

@@ -24,6 +24,8 @@ class xDeepFM(Body):  # noqa: N801 - the architecture's published name
         cin_layer_size: feature maps per CIN layer.
         dropout_prob: DNN dropout, before each Linear including the output one (RecBole).
         direct: feed every CIN map both forward and to the output (no split-half).
+        first_order: ``wide`` (first-order and CIN logits per output) or ``broadcast``
+            (the authors' code: each one scalar, broadcast onto every output logit).
     """
 
     wants_first_order = True
@@ -33,9 +35,11 @@ class xDeepFM(Body):  # noqa: N801 - the architecture's published name
 
     def __init__(self, num_fields: int, embedding_dim: int, out_dim: int, reg_weight: float = 5e-4, *,
                  mlp_hidden_size: Sequence[int] = (512, 512, 512), cin_layer_size: Sequence[int] = (200, 200, 200),
-                 dropout_prob: float = 0.1, direct: bool = False) -> None:
+                 dropout_prob: float = 0.1, direct: bool = False, first_order: str = "wide") -> None:
         super().__init__(num_fields, embedding_dim, out_dim, reg_weight)
-        self.cin = CIN(num_fields, cin_layer_size, out_dim, split_half=not direct)
+        self.set_first_order(first_order)
+        # broadcast (the authors' code): one CIN logit added to all out_dim logits, like the first order
+        self.cin = CIN(num_fields, cin_layer_size, self.first_order_width, split_half=not direct)
         hidden = MLP(num_fields * embedding_dim, mlp_hidden_size, dropout=dropout_prob, dropout_first=True)
         self.dnn = nn.Sequential(hidden, Dropout(dropout_prob), nn.Linear(hidden.output_width, out_dim))
         self.apply(reset_linear_)

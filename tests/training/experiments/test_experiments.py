@@ -223,3 +223,18 @@ def test_fingerprint_exclusions_are_never_imported_by_a_training_run() -> None:
             f"print([m for m in {modules!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_first_order_variant_reaches_only_the_rating_runs_it_changes() -> None:
+    from ratingctr.cli import build_parser
+    from ratingctr.training.experiments.commands import _config_factory
+
+    args, extra = build_parser().parse_known_args(["experiment", "supervision", "--first-order", "broadcast",
+                                                   "--out", "x"])
+    make = _config_factory(args, extra)
+    assert make("WideDeep", 1, head="rating").model.first_order == "broadcast"
+    assert make("xDeepFM", 1, head="rating").model.first_order == "broadcast"
+    # one logit, or no first-order term: the same model, so the run is shared with the default variant
+    assert make("WideDeep", 1, head="binary") == make("WideDeep", 1, head="binary", first_order="wide")
+    assert make("WideDeep", 1, head="binary").model.first_order == "wide"
+    assert make("DCNV2", 1, head="rating").model.first_order == "wide"
