@@ -98,7 +98,8 @@ class GateDecision:
     def to_dict(self) -> dict:
         return {"promote": self.promote, "reasons": list(self.reasons), "rule": asdict(self.rule),
                 "candidate": self.candidate.to_dict(), "serving": self.serving.to_dict(),
-                "slices": {name: {model: s.to_dict() for model, s in pair.items()} for name, pair in self.slices.items()},
+                "slices": {name: {model: s.to_dict() for model, s in pair.items()}
+                           for name, pair in self.slices.items()},
                 "paired": {**asdict(self.paired), "auc_ci95": list(self.paired.auc_ci95),
                            "logloss_ci95": list(self.paired.logloss_ci95)},
                 "cold_start_users": dict(self.cold_start_users)}

@@ -39,7 +39,7 @@ class Holdout:
 
     @property
     def rows(self) -> int:
-        return int(len(self.events))
+        return len(self.events)
 
     def describe(self) -> dict:
         ids = self.events["stream_id"]

@@ -257,14 +257,15 @@ def summary(record: dict) -> str:
     def f(value: float | None, digits: int = 4) -> str:
         return "–" if value is None else f"{value:.{digits}f}"
 
-    lines = [f"{record['decision']}: candidate {record['candidate']['version']} vs serving "
-             f"{record['serving']['version']} on {record['holdout']['rows']} held-out events "
-             f"(after {record['holdout']['after']})",
-             f"  AUC      {f(c['auc'])} vs {f(s['auc'])}  Δ {f(d['auc_delta'])} "
-             f"[{f(d['auc_ci95'][0])}, {f(d['auc_ci95'][1])}]",
-             f"  logloss  {f(c['logloss'])} vs {f(s['logloss'])}  Δ {f(d['logloss_delta'])} "
-             f"[{f(d['logloss_ci95'][0])}, {f(d['logloss_ci95'][1])}]",
-             f"  calibration gap (mean p̂ − click rate) {f(c['calibration_gap'])} vs {f(s['calibration_gap'])}"]
+    head = (f"{record['decision']}: candidate {record['candidate']['version']} vs serving "
+            f"{record['serving']['version']} on {record['holdout']['rows']} held-out events "
+            f"(after {record['holdout']['after']})")
+    auc_line = (f"  AUC      {f(c['auc'])} vs {f(s['auc'])}  Δ {f(d['auc_delta'])} "
+                f"[{f(d['auc_ci95'][0])}, {f(d['auc_ci95'][1])}]")
+    loss_line = (f"  logloss  {f(c['logloss'])} vs {f(s['logloss'])}  Δ {f(d['logloss_delta'])} "
+                 f"[{f(d['logloss_ci95'][0])}, {f(d['logloss_ci95'][1])}]")
+    gap_line = f"  calibration gap (mean p̂ − click rate) {f(c['calibration_gap'])} vs {f(s['calibration_gap'])}"
+    lines = [head, auc_line, loss_line, gap_line]
     for name, pair in gate["slices"].items():
         lines.append(f"  {name:<9} {pair['serving']['rows']} rows: AUC {f(pair['candidate']['auc'])} vs "
                      f"{f(pair['serving']['auc'])}, logloss {f(pair['candidate']['logloss'])} vs "

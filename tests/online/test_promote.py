@@ -190,7 +190,7 @@ def test_scoring_matches_the_gateways_ranker_row_for_row(serving_bundle: Path, h
     assert not np.array_equal(ranker.cold_start_row(NEW_USER_FIELDS), ranker.user_fields[0])
 
 
-def test_decide_reports_slices_and_refuses_a_single_class_of_rows(serving_bundle: Path, held_out: pd.DataFrame) -> None:
+def test_decide_reports_slices_and_identical_models_pass(serving_bundle: Path, held_out: pd.DataFrame) -> None:
     scored = score_events(serving_bundle, held_out)
     decision = decide(scored, scored)
     assert decision.promote and decision.paired.auc_delta == 0
@@ -258,7 +258,8 @@ def test_promote_swaps_a_better_candidate_and_refuses_a_spoiled_one(
         promoted = _promotions(log)[-1]
         gate = promoted["gate"]
         assert promoted["decision"] == "promoted" and promoted["reasons"] == []
-        assert gate["candidate"]["auc"] > gate["serving"]["auc"] and gate["candidate"]["logloss"] < gate["serving"]["logloss"]
+        assert gate["candidate"]["auc"] > gate["serving"]["auc"]
+        assert gate["candidate"]["logloss"] < gate["serving"]["logloss"]
         v1 = promoted["candidate"]["version"]
         assert v1 != v0 and promoted["candidate"]["path"] == str(root / f"main-{v1}")
         assert sorted(p.name for p in root.iterdir()) == sorted(["main-v0", f"main-{v1}"])
@@ -287,7 +288,13 @@ def test_promote_swaps_a_better_candidate_and_refuses_a_spoiled_one(
 
         # usage errors: exit 2 before any export
         assert promote("better", "--holdout-after", "not-an-id") == 2
+        capsys.readouterr()
+        assert promote("better", "--holdout-newest", "1") == 2  # one event: a single class
+        assert "AUC is undefined, nothing to judge on" in capsys.readouterr().err
+        assert promote("better", "--holdout-after", held_out["stream_id"].iat[-1]) == 2  # nothing after it
+        assert "no held-out events" in capsys.readouterr().err
         assert main(["promote", "--candidate", str(runs["better"]), "--retriever", str(tiny_retriever),
                      "--serving", gw.url, "--holdout", str(events), "--bundle-root", str(root),
                      "--gateway", gw.url]) == 2  # no admin token anywhere
-        assert len(_promotions(log)) == 5 and sorted(p.name for p in root.iterdir()) == sorted(["main-v0", f"main-{v1}"])
+        assert len(_promotions(log)) == 5
+        assert sorted(p.name for p in root.iterdir()) == sorted(["main-v0", f"main-{v1}"])
