@@ -158,7 +158,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--layer-weights", type=float, nargs="+", default=None,
                        help="a_0..a_L for the LightGCN layers (default 1/(L+1) each)")
     train.add_argument("--init-from", default=None,
-                       help="FT: a trained table-encoder run to initialise from (with --encoder lightgcn)")
+                       help="a trained table-encoder run to initialise from: FT with --encoder lightgcn, "
+                            "Base+ (continued training, the control) with the table encoder")
     train.add_argument("--seed", type=int, default=2020)
     train.add_argument("--epochs", type=int, default=30)
     train.add_argument("--batch-size", type=int, default=4096)

@@ -42,7 +42,7 @@ def training_graph(config: RunConfig, data: EncodedData) -> torch.Tensor | None:
 def _check_fine_tune_base(config: RunConfig, base: RunConfig, payload: dict, data: EncodedData) -> None:
     problems = []
     if base.encoder.kind != "table":
-        problems.append(f"its encoder is {base.encoder.kind}, FT starts from a table-encoder run")
+        problems.append(f"its encoder is {base.encoder.kind}, FT and Base+ start from a table-encoder run")
     if base.model != config.model:
         problems.append(f"it trained {base.model.name} with other hyper-parameters")
     if base.head.kind != config.head.kind:
@@ -52,22 +52,25 @@ def _check_fine_tune_base(config: RunConfig, base: RunConfig, payload: dict, dat
     if payload["schema"] != data.schema.to_dict():
         problems.append("its field schema differs from this dataset's")
     if problems:
-        raise UserError(f"cannot fine-tune from {config.encoder.init_from}: " + "; ".join(problems))
+        raise UserError(f"cannot continue from {config.encoder.init_from}: " + "; ".join(problems))
 
 
 def make_model(config: RunConfig, data: EncodedData) -> CTRModel:
-    """Build the configured model; FT also loads the base run's weights into it."""
+    """Build the configured model; ``init_from`` also loads a table-encoder run's weights into it.
+
+    With the graph encoder that is FT (the id table seeds the graph's E⁰); with the table
+    encoder it is Base+, the connectivity study's control: the same checkpoint trained on
+    under FT's budget, optimiser and stopping rule, without message passing.
+    """
     adjacency = training_graph(config, data)
     try:
         model = build_model(data.schema, config, adjacency)
     except (ValueError, TypeError) as exc:
         raise UserError(str(exc)) from exc
     if config.encoder.init_from:
-        if config.encoder.kind != "lightgcn":
-            raise UserError("--init-from fine-tunes with the graph encoder: add --encoder lightgcn")
         payload, base = load_checkpoint(Path(config.encoder.init_from))
         _check_fine_tune_base(config, base, payload, data)
-        model.load_state_dict(payload["state_dict"])  # the id table seeds the graph's E⁰
+        model.load_state_dict(payload["state_dict"])  # FT: the id table seeds the graph's E⁰
     return model
 
 
@@ -178,7 +181,7 @@ def train_run(config: RunConfig, out_dir: Path, data: EncodedData | None = None,
     payload = {
         "model": config.model.name, "head": config.head.kind, "aggregate": config.head.aggregate,
         "encoder": config.encoder.kind, "mode": ("FT" if config.encoder.init_from else "TS")
-        if config.encoder.kind == "lightgcn" else "base",
+        if config.encoder.kind == "lightgcn" else ("base+" if config.encoder.init_from else "base"),
         "ratio": config.head.ratio, "dataset": data.stats, "split_hash": split_hash(data),
         "test": metrics["test"], "valid": metrics["valid"], "groups": metrics["groups"],
         "best_epoch": result.best_epoch, "epoch_seconds": result.epoch_seconds,

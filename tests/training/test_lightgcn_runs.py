@@ -66,8 +66,12 @@ def test_fine_tune_base_mismatch_is_explained(tiny_atomic: Path, tmp_path: Path)
     wrong = _config(tiny_atomic, "DCNV2", "rating", EncoderConfig("lightgcn", 2, init_from=str(tmp_path / "base")))
     with pytest.raises(UserError, match="its head is binary, not rating"):
         make_model(wrong, data)
-    with pytest.raises(UserError, match="add --encoder lightgcn"):
+    with pytest.raises(UserError, match="its head is binary, not rating"):  # Base+ is checked the same way
         make_model(replace(wrong, encoder=EncoderConfig(init_from=str(tmp_path / "base"))), data)
+    base_plus = make_model(_config(tiny_atomic, "DCNV2", "binary", EncoderConfig(init_from=str(tmp_path / "base"))),
+                           data)  # Base+: the table encoder continues from the Base checkpoint's exact weights
+    saved = torch.load(tmp_path / "base" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(v, saved[k]) for k, v in base_plus.state_dict().items())
 
 
 def test_retriever_trains_and_beats_nothing_less_than_random(tiny_atomic: Path, tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ from ratingctr.training.allocator import training_entry_point
 
 DEFAULT_RUNS_DIR = "runs/experiments"
 PAPER_TRACE_MODELS = ("DCNV2", "AutoInt", "FiGNN")  # the architectures of paper 1's Figure 2
+#: 2: Base+ arm, paired differences with CIs, Holm p, capped-run counts, provenance (issue 16)
+RESULTS_VERSION = 2
 
 
 def _csv(value: str, kind=str) -> tuple:
@@ -86,6 +88,10 @@ def _stored_results(out: Path, experiment: str) -> dict:
         raise UserError(f"--report-only needs {path} from an earlier run: {exc}") from exc
     if results.get("experiment") != experiment:
         raise UserError(f"{path} holds a {results.get('experiment')!r} experiment, not {experiment!r}")
+    if results.get("results_version", 1) < RESULTS_VERSION:
+        raise UserError(f"{path} was written by an older report format (no Base+ control, confidence intervals "
+                        "or run provenance): re-run the experiment without --report-only (finished runs are reused "
+                        "from the cache when the code has not changed)")
     return results
 
 
@@ -141,6 +147,7 @@ def _run_or_load(args: argparse.Namespace, extra: list[str], kind: str, spec, pl
     results = collect(spec, plan, index)
     results["command"] = _command_line(args, extra)
     results["provenance"] = provenance()
+    results["results_version"] = RESULTS_VERSION
     return results
 
 

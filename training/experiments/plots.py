@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-COLORS = {"binary": "tab:blue", "rating": "tab:orange", "Base": "tab:gray", "TS": "tab:green", "FT": "tab:red"}
+COLORS = {"binary": "tab:blue", "rating": "tab:orange", "Base": "tab:gray", "Base+": "tab:purple", "TS": "tab:green",
+          "FT": "tab:red", "FT−Base+": "tab:brown"}
 LABELS = {"binary": "Original (binary)", "rating": "Smooth (rating)"}
 
 
@@ -124,13 +125,13 @@ def figure4(results: dict, out_dir: Path) -> str:
 
 
 def connectivity_auc(results: dict, out_dir: Path) -> str:
-    """Base / TS / FT test AUC against the k-core, one panel per architecture."""
+    """Base / Base+ / TS / FT test AUC against the k-core, one panel per architecture."""
     plt = _pyplot()
     models = results["models"]
     fig, panels = _panels(plt, len(models), max_cols=3)
     ks = results["k_cores"]
     for ax, model in zip(panels, models):
-        for mode in ("Base", "TS", "FT"):
+        for mode in [m for m in ("Base", "Base+", "TS", "FT") if m in results["cells"][f"{model}|{ks[0]}"]]:
             cells = [results["cells"][f"{model}|{k}"][mode]["auc"] for k in ks]
             ax.errorbar(ks, _arr([c[0] for c in cells]), yerr=np.nan_to_num(_arr([c[1] for c in cells])),
                         color=COLORS[mode], marker="o", capsize=3, label=mode)
@@ -143,7 +144,7 @@ def connectivity_auc(results: dict, out_dir: Path) -> str:
 
 
 def figure5(results: dict, out_dir: Path) -> str:
-    """MCI of TS and FT over Base per activity group, one panel per (k, architecture)."""
+    """MCI of TS and FT over Base (and of FT over Base+) per activity group, one panel per (k, architecture)."""
     plt = _pyplot()
     models, ks = results["models"], results["k_cores"]
     fig, axes = _grid(plt, len(ks), len(models), width=2.9, height=2.5)
@@ -152,13 +153,15 @@ def figure5(results: dict, out_dir: Path) -> str:
     for r, k in enumerate(ks):
         for c, model in enumerate(models):
             ax = axes[r][c]
-            for i, mode in enumerate(("TS", "FT")):
+            modes = [m for m in ("TS", "FT", "FT−Base+") if m in results["cells"][f"{model}|{k}"]["mci"]]
+            width = 0.76 / len(modes)
+            for i, mode in enumerate(modes):
                 entries = [results["cells"][f"{model}|{k}"]["mci"][mode][g] for g in groups]
-                ax.bar(x + (i - 0.5) * 0.38, _arr([e[0] for e in entries]), 0.38,
+                ax.bar(x + (i - (len(modes) - 1) / 2) * width, _arr([e[0] for e in entries]), width,
                        yerr=np.nan_to_num(_arr([e[1] for e in entries])), color=COLORS[mode], label=mode)
             ax.axhline(0, color="black", linewidth=0.6)
             ax.set_xticks(x, groups)
             ax.set_title(f"{model}, k={k}", fontsize=9)
-    axes[0][0].set_ylabel("MCI vs Base")
+    axes[0][0].set_ylabel("MCI vs Base (FT−Base+: vs Base+)")
     axes[0][0].legend(fontsize=7)
     return _save(plt, fig, out_dir, "figure5_mci.png")
