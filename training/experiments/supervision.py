@@ -3,13 +3,19 @@
 Per architecture and seed, one binary-head and one rating-head run with identical
 hyper-parameters, data split, initialisation seed and batch order.  From them:
 
-* Table 1: test AUC and logloss, mean ± std over seeds, relative Δ, paired t-test;
+* Table 1: test AUC and logloss, mean ± std over seeds, the paired mean difference with
+  its 95% t interval, the paired t-test and the Holm-adjusted p (family: every test in
+  the table); with ``select`` two more blocks: the rating head at the λr chosen per model
+  on validation AUC (``selection``), and the binary head at the learning rate chosen the
+  same way from a grid of its own (equal tuning), with the configurations each head tried;
 * Table 2: NDCG@10/20 and Recall@10/20 (uni100), same layout;
 * Table 3: seconds per training epoch, total training and evaluation, both heads;
 * Figure 2: L2 norms of the user-id / item-id embedding gradients during training and
   of their weights after training (``trace_models``);
 * Figure 3: test AUC and logloss with Gaussian noise on the embeddings (``noise_stds``);
 * Figure 4: rating-head AUC across λr (``ratios``) against the binary baseline.
+
+Every table counts its runs that the epoch budget stopped rather than early stopping.
 """
 from __future__ import annotations
 
@@ -22,7 +28,17 @@ from ratingctr.tables import fmt, md_table, p_value, pct, pm
 from ratingctr.training.config import RunConfig
 from ratingctr.training.experiments.provenance import provenance_line
 from ratingctr.training.experiments.runner import Plan, noise_name
-from ratingctr.training.experiments.stats import mean_std, paired_p_value, relative
+from ratingctr.training.experiments.selection import DEFAULT_LR_FACTORS, ratio_grid, select_on_validation
+from ratingctr.training.experiments.stats import (
+    capped_line,
+    count_capped,
+    diff_ci,
+    holm,
+    mean_std,
+    paired_difference,
+    paired_p_value,
+    relative,
+)
 
 RANKING_METRICS = ("ndcg@10", "ndcg@20", "recall@10", "recall@20")
 HEADS = ("binary", "rating")
@@ -38,6 +54,9 @@ class SupervisionSpec:
     trace_models: tuple[str, ...] = ("DCNV2", "AutoInt", "FiGNN")
     noise_stds: tuple[float, ...] = (0.01, 0.03, 0.05, 0.07, 0.09)
     noise_models: tuple[str, ...] = ()
+    select: bool = False  # the selected-λr and selected-lr blocks of Table 1
+    ratio_preset: str = "sweep"  # "authors": selection.AUTHORS_RATIOS where the authors fixed λr
+    binary_lr_factors: tuple[float, ...] = DEFAULT_LR_FACTORS  # × each model's lr
 
 
 # make_config(model, seed, head=..., ratio=...) -> RunConfig
@@ -60,6 +79,19 @@ def plan_supervision(spec: SupervisionSpec, make_config: ConfigFactory, plan: Pl
             for seed in spec.seeds:
                 config = make_config(model, seed, head="rating", ratio=ratio)
                 index["ratio"][(model, ratio, seed)] = plan.add(config, f"{model}-rating-r{ratio:g}-s{seed}")
+    index["select_rating"], index["select_binary"] = {}, {}
+    if spec.select:  # the same run for a grid point that Table 1 or Figure 4 already has (one cache key)
+        for model in spec.models:
+            for ratio in ratio_grid(model, spec.ratios, spec.ratio_preset):
+                for seed in spec.seeds:
+                    config = make_config(model, seed, head="rating", ratio=ratio)
+                    index["select_rating"][(model, ratio, seed)] = plan.add(config, f"{model}-rating-r{ratio:g}-s{seed}")
+            base_lr = make_config(model, spec.seeds[0], head="binary", ratio=spec.ratio).train.lr
+            for factor in spec.binary_lr_factors:
+                for seed in spec.seeds:
+                    config = make_config(model, seed, head="binary", ratio=spec.ratio, lr=base_lr * factor)
+                    index["select_binary"][(model, factor, seed)] = plan.add(
+                        config, f"{model}-binary-lr{factor:g}x-s{seed}")
     return index
 
 
@@ -128,6 +160,10 @@ def collect_supervision(spec: SupervisionSpec, plan: Plan, index: dict) -> dict:
                         f"binary_{metric}_per_seed": b, f"rating_{metric}_per_seed": r})
         row["p_value"] = paired_p_value(row["binary_auc_per_seed"], row["rating_auc_per_seed"])
         row["logloss_p_value"] = paired_p_value(row["binary_logloss_per_seed"], row["rating_logloss_per_seed"])
+        row["auc_diff"] = paired_difference(row["binary_auc_per_seed"], row["rating_auc_per_seed"])
+        row["logloss_diff"] = paired_difference(row["binary_logloss_per_seed"], row["rating_logloss_per_seed"])
+        if spec.select:
+            row.update(_selected_blocks(spec, plan, index, model, row))
         table1.append(row)
         row2: dict = {"model": model, "seeds": len(spec.seeds)}
         for metric in RANKING_METRICS:
@@ -135,7 +171,8 @@ def collect_supervision(spec: SupervisionSpec, plan: Plan, index: dict) -> dict:
             bm, bs = mean_std(b)
             rm, rs = mean_std(r)
             row2[metric] = {"binary_mean": bm, "binary_std": bs, "rating_mean": rm, "rating_std": rs,
-                            "relative": relative(bm, rm), "p_value": paired_p_value(b, r)}
+                            "relative": relative(bm, rm), "p_value": paired_p_value(b, r),
+                            "diff": paired_difference(b, r)}
         table2.append(row2)
         row3: dict = {"model": model}
         for head in HEADS:
@@ -187,28 +224,104 @@ def collect_supervision(spec: SupervisionSpec, plan: Plan, index: dict) -> dict:
             m, s = mean_std(aucs)
             points.append({"ratio": ratio, "auc_mean": m, "auc_std": s, "p_value": paired_p_value(binary, aucs)})
         figure4[model] = {"binary": mean_std(binary), "rating": points}
+    _adjust(table1, table2, figure4)
+    capped = {"main": {head: count_capped([main[(m, head, s)] for m in spec.models for s in spec.seeds])
+                       for head in HEADS},
+              "figure4": {"rating": count_capped([plan.metrics(k) for k in index["ratio"].values()])}}
+    if spec.select:
+        capped["selection"] = {
+            "rating λr grid": count_capped([plan.metrics(k) for k in index["select_rating"].values()]),
+            "binary lr grid": count_capped([plan.metrics(k) for k in index["select_binary"].values()])}
 
     first = main[(spec.models[0], "binary", spec.seeds[0])]
     return {"experiment": "supervision", "models": list(spec.models), "seeds": list(spec.seeds),
             "ratio": spec.ratio, "dataset": first.get("dataset"), "device": first.get("device"),
             "precision": first.get("precision"), "table1": table1, "table2": table2, "table3": table3,
-            "figure2": figure2, "figure3": figure3, "figure4": figure4,
+            "figure2": figure2, "figure3": figure3, "figure4": figure4, "capped": capped,
+            "selection": {"enabled": spec.select, "ratio_preset": spec.ratio_preset, "ratios": list(spec.ratios),
+                          "binary_lr_factors": list(spec.binary_lr_factors)},
             "hyperparameters": _hyper_parameters(spec, plan, index)}
+
+
+def _test_values(plan: Plan, keys: list[str], metric: str) -> list[float | None]:
+    return [(plan.metrics(k).get("test") or {}).get(metric) for k in keys]
+
+
+def _selected_blocks(spec: SupervisionSpec, plan: Plan, index: dict, model: str, row: dict) -> dict:
+    """Table 1's selected-λr and selected-lr blocks of one model: choices on validation, numbers on test."""
+    grid = ratio_grid(model, spec.ratios, spec.ratio_preset)
+    rating = select_on_validation(plan, {r: [index["select_rating"][(model, r, s)] for s in spec.seeds] for r in grid})
+    binary = select_on_validation(plan, {f: [index["select_binary"][(model, f, s)] for s in spec.seeds]
+                                         for f in spec.binary_lr_factors})
+    r_keys = [index["select_rating"][(model, rating.chosen, s)] for s in spec.seeds] if rating.chosen is not None else []
+    b_keys = [index["select_binary"][(model, binary.chosen, s)] for s in spec.seeds] if binary.chosen is not None else []
+    r_test = {m: _test_values(plan, r_keys, m) for m in ("auc", "logloss")}
+    b_test = {m: _test_values(plan, b_keys, m) for m in ("auc", "logloss")}
+    chosen_lr = ((plan.metrics(b_keys[0]).get("config") or {}).get("train") or {}).get("lr") if b_keys else None
+    return {
+        "selected_ratio": {
+            "grid": list(grid), "valid_auc_means": [[c, v] for c, v in rating.valid_means.items()],
+            "ratio": rating.chosen, "auc": mean_std(r_test["auc"]), "logloss": mean_std(r_test["logloss"]),
+            "auc_per_seed": r_test["auc"], "logloss_per_seed": r_test["logloss"],
+            # against the binary head as Table 1's fixed block trains it
+            "auc_diff": paired_difference(row["binary_auc_per_seed"], r_test["auc"]),
+            "logloss_diff": paired_difference(row["binary_logloss_per_seed"], r_test["logloss"]),
+        },
+        "selected_lr": {
+            "factors": list(spec.binary_lr_factors), "valid_auc_means": [[c, v] for c, v in binary.valid_means.items()],
+            "factor": binary.chosen, "lr": chosen_lr, "auc": mean_std(b_test["auc"]),
+            "logloss": mean_std(b_test["logloss"]), "auc_per_seed": b_test["auc"], "logloss_per_seed": b_test["logloss"],
+            # equal tuning: rating at its selected λr against binary at its selected lr
+            "auc_diff": paired_difference(b_test["auc"], r_test["auc"]),
+            "logloss_diff": paired_difference(b_test["logloss"], r_test["logloss"]),
+        },
+        "tuning": {"binary": binary.candidates, "rating": rating.candidates},
+    }
+
+
+def _adjust(table1: list[dict], table2: list[dict], figure4: dict) -> None:
+    """Holm-adjusted p-values, one family per table: every paired test that table reports."""
+    slots = []
+    for row in table1:
+        slots += [row["auc_diff"], row["logloss_diff"]]
+        for block in ("selected_ratio", "selected_lr"):
+            if block in row:
+                slots += [row[block]["auc_diff"], row[block]["logloss_diff"]]
+    families = [slots, [row[m]["diff"] for row in table2 for m in RANKING_METRICS],
+                [p for fig in figure4.values() for p in fig["rating"]]]
+    for family in families:
+        for slot, adjusted in zip(family, holm([slot["p_value"] for slot in family])):
+            slot["holm_p"] = adjusted
+
+
+def _auc_finding(title: str, diffs: list[tuple[str, dict]]) -> str:
+    """How many models the rating head wins in mean, and how many of those survive Holm, with the numbers."""
+    better = [(m, d) for m, d in diffs if (d["mean"] or 0) > 0]
+    held = [(m, d) for m, d in better if d.get("holm_p") is not None and d["holm_p"] < 0.05]
+    worse = [(m, d) for m, d in diffs if (d["mean"] or 0) < 0 and d.get("holm_p") is not None and d["holm_p"] < 0.05]
+
+    def cite(items: list[tuple[str, dict]]) -> str:
+        return ", ".join(f"{m} {d['mean']:+.4f} (Holm p {p_value(d['holm_p'])})" for m, d in items) or "none"
+
+    gains = ", ".join(f"{m} {d['mean']:+.4f}" for m, d in better) or "none"
+    return (f"{title}: the rating head has the higher mean test AUC for {len(better)} of {len(diffs)} architectures "
+            f"({gains}); "
+            f"{len(held)} of them hold at Holm-adjusted p < 0.05 ({cite(held)}). Significantly worse after Holm: "
+            f"{cite(worse)}.")
 
 
 def _findings(results: dict) -> list[str]:
     """Computed statements against the paper's direction (rating head ≥ binary head)."""
     out = []
     t1 = results["table1"]
-    better = [r["model"] for r in t1 if (r["auc_relative"] or 0) > 0]
-    significant = [r["model"] for r in t1 if (r["auc_relative"] or 0) > 0 and r["p_value"] is not None
-                   and r["p_value"] < 0.05]
-    worse_sig = [r["model"] for r in t1 if (r["auc_relative"] or 0) < 0 and r["p_value"] is not None
-                 and r["p_value"] < 0.05]
-    out.append(f"Table 1, AUC: the rating head has the higher mean test AUC for {len(better)} of {len(t1)} "
-               f"architectures ({', '.join(better) or 'none'}); the paired t-test puts {len(significant)} of "
-               f"them below p = 0.05 ({', '.join(significant) or 'none'}). Significantly worse: "
-               f"{', '.join(worse_sig) or 'none'}.")
+    for title, diff_of in (("fixed λr", lambda r: r["auc_diff"]),
+                           ("rating at λr selected on validation", lambda r: r.get("selected_ratio", {}).get("auc_diff")),
+                           ("equal tuning (binary lr also selected on validation)",
+                            lambda r: r.get("selected_lr", {}).get("auc_diff"))):
+        diffs = [(r["model"], diff_of(r)) for r in t1 if diff_of(r) is not None]
+        if not diffs:
+            continue
+        out.append(_auc_finding(f"Table 1, AUC, {title}", diffs))
     lower_ll = [r["model"] for r in t1 if (r["logloss_relative"] or 0) < 0]
     out.append(f"Table 1, logloss: lower with the rating head for {len(lower_ll)} of {len(t1)} "
                f"({', '.join(lower_ll) or 'none'}).")
@@ -246,6 +359,43 @@ def _findings(results: dict) -> list[str]:
     return out
 
 
+def _grid_text(pairs: list, digits: int = 4) -> str:
+    return ", ".join(f"{c:g}: {fmt(v, digits)}" for c, v in pairs)
+
+
+def _selected_tables(results: dict) -> list[str]:
+    """Table 1's blocks at settings chosen on validation (empty without ``--select-ratio validation``)."""
+    rows_in = [r for r in results["table1"] if "selected_ratio" in r]
+    if not rows_in:
+        return []
+    sel = results["selection"]
+    lines = [f"### Rating head at λr selected on validation (preset `{sel['ratio_preset']}`)", "",
+             "λr per model: the argmax of the mean validation AUC over the seeds among the model's candidates "
+             "(never test); Δ against the binary head of the fixed block.", ""]
+    rows = [[r["model"], _grid_text(r["selected_ratio"]["valid_auc_means"]), f"{r['selected_ratio']['ratio']}",
+             pm(*r["selected_ratio"]["auc"]), diff_ci(r["selected_ratio"]["auc_diff"]),
+             p_value(r["selected_ratio"]["auc_diff"]["p_value"]), p_value(r["selected_ratio"]["auc_diff"].get("holm_p")),
+             pm(*r["selected_ratio"]["logloss"]), diff_ci(r["selected_ratio"]["logloss_diff"]),
+             p_value(r["selected_ratio"]["logloss_diff"].get("holm_p"))] for r in rows_in]
+    lines += [md_table(["model", "valid AUC per λr", "λr", "AUC Smooth", "Δ AUC vs binary [95% CI]", "p", "Holm",
+                        "logloss Smooth", "Δ logloss [95% CI]", "Holm"], rows), "",
+              "### Binary head at lr selected on validation: equal tuning", "",
+              "lr per model: each model's lr × the factors "
+              f"{', '.join(f'{f:g}' for f in sel['binary_lr_factors'])}, chosen the same way; Δ is the rating head at "
+              "its selected λr minus the binary head at its selected lr. Configurations tried per head and model:", ""]
+    rows = [[r["model"], _grid_text(r["selected_lr"]["valid_auc_means"]),
+             f"{r['selected_lr']['factor']}× = {fmt(r['selected_lr']['lr'], 5)}",
+             f"{r['tuning']['binary']} / {r['tuning']['rating']}", pm(*r["selected_lr"]["auc"]),
+             pm(*r["selected_ratio"]["auc"]), diff_ci(r["selected_lr"]["auc_diff"]),
+             p_value(r["selected_lr"]["auc_diff"]["p_value"]), p_value(r["selected_lr"]["auc_diff"].get("holm_p")),
+             pm(*r["selected_lr"]["logloss"]), diff_ci(r["selected_lr"]["logloss_diff"]),
+             p_value(r["selected_lr"]["logloss_diff"].get("holm_p"))] for r in rows_in]
+    lines += [md_table(["model", "valid AUC per lr factor", "lr", "tried binary / rating", "AUC Original",
+                        "AUC Smooth", "Δ AUC [95% CI]", "p", "Holm", "logloss Original", "Δ logloss [95% CI]", "Holm"],
+                       rows), ""]
+    return lines
+
+
 def render_supervision(results: dict, figures: dict[str, str], command: str) -> str:
     """``report.md`` text; ``figures`` maps figure id → PNG file name."""
     ds = results.get("dataset") or {}
@@ -258,26 +408,38 @@ def render_supervision(results: dict, figures: dict[str, str], command: str) -> 
              f"λr = {results['ratio']}, device {results.get('device')}, precision {results.get('precision')}. "
              f"Dataset after filtering (first seed): {ds.get('users')} users, {ds.get('items')} items, "
              f"{ds.get('interactions')} interactions, density {fmt(ds.get('density'))}. "
-             "Mean ± sample std over seeds; Δ is relative (rating − binary) / binary. Raw numbers: `results.json`.",
-             "", "## Table 1: test AUC and logloss", ""]
+             "Mean ± sample std over seeds; Δ: the paired mean difference (rating − binary) over seeds with its 95% "
+             "t interval; rel.: relative difference of the means; p: paired t-test; Holm: Holm-adjusted p over every "
+             "test in the same table. Raw numbers: `results.json`.",
+             "", "## Table 1: test AUC and logloss", "", f"### Fixed λr = {results['ratio']}, each model's lr "
+             "(configurations tried: binary 1, rating 1)", ""]
     rows = [[r["model"], pm(r["binary_auc_mean"], r["binary_auc_std"]), pm(r["rating_auc_mean"], r["rating_auc_std"]),
-             pct(r["auc_relative"]), p_value(r["p_value"]),
+             diff_ci(r["auc_diff"]), pct(r["auc_relative"]), p_value(r["auc_diff"]["p_value"]),
+             p_value(r["auc_diff"].get("holm_p")),
              pm(r["binary_logloss_mean"], r["binary_logloss_std"]), pm(r["rating_logloss_mean"], r["rating_logloss_std"]),
-             pct(r["logloss_relative"]), p_value(r["logloss_p_value"])] for r in results["table1"]]
-    lines += [md_table(["model", "AUC Original (binary)", "AUC Smooth (rating)", "Δ AUC", "p",
-                        "logloss Original", "logloss Smooth", "Δ logloss", "p"], rows), "",
+             diff_ci(r["logloss_diff"]), p_value(r["logloss_diff"]["p_value"]), p_value(r["logloss_diff"].get("holm_p"))]
+            for r in results["table1"]]
+    lines += [md_table(["model", "AUC Original (binary)", "AUC Smooth (rating)", "Δ AUC [95% CI]", "rel.", "p", "Holm",
+                        "logloss Original", "logloss Smooth", "Δ logloss [95% CI]", "p", "Holm"], rows), ""]
+    lines += _selected_tables(results)
+    caps = dict(results.get("capped", {}).get("main", {}))
+    caps.update(results.get("capped", {}).get("selection", {}))
+    lines += [capped_line(caps) + (" A run shared by two blocks (the fixed λr inside the grid, lr × 1) counts in "
+                                   "both." if "selection" in results.get("capped", {}) else ""), "",
               "## Table 2: ranking (uni100: every test row a positive against 100 untouched items)", ""]
     rows = []
     for r in results["table2"]:
         cells = [r["model"]]
         for metric in RANKING_METRICS:
             m = r[metric]
-            cells += [f"{fmt(m['binary_mean'])} / {fmt(m['rating_mean'])}", f"{pct(m['relative'], 1)} (p {p_value(m['p_value'])})"]
+            cells += [f"{fmt(m['binary_mean'])} / {fmt(m['rating_mean'])}",
+                      f"{pct(m['relative'], 1)} (p {p_value(m['p_value'])}, Holm {p_value(m['diff'].get('holm_p'))})"]
         rows.append(cells)
     headers = ["model"]
     for metric in RANKING_METRICS:
-        headers += [f"{metric} Original / Smooth", "Δ (p)"]
-    lines += [md_table(headers, rows), "", "## Table 3: cost", "",
+        headers += [f"{metric} Original / Smooth", "rel. Δ (p, Holm)"]
+    main_caps = results.get("capped", {}).get("main", {})
+    lines += [md_table(headers, rows), "", capped_line(main_caps), "", "## Table 3: cost", "",
               "Medians over seeds (of each run's median epoch; a worker process's first run pays its warm-up). "
               "Epochs: mean number trained before early stopping. Runs executed concurrently (`--jobs`) share the machine, so absolute seconds are "
               "inflated by the concurrency; the binary and rating runs were interleaved under the same load, so "
@@ -288,7 +450,8 @@ def render_supervision(results: dict, figures: dict[str, str], command: str) -> 
              fmt(r["binary"]["train_seconds"], 1), fmt(r["rating"]["train_seconds"], 1),
              fmt(r["binary"]["eval_seconds"], 2), fmt(r["rating"]["eval_seconds"], 2)] for r in results["table3"]]
     lines += [md_table(["model", "s/epoch binary", "s/epoch rating", "rating/binary", "epochs binary",
-                        "epochs rating", "train s binary", "train s rating", "eval s binary", "eval s rating"], rows), ""]
+                        "epochs rating", "train s binary", "train s rating", "eval s binary", "eval s rating"], rows), "",
+              capped_line(main_caps), ""]
     if "figure2" in figures:
         lines += ["## Figure 2: embedding gradient and weight norms", "",
                   "L2 norm of the gradient of the user-id and item-id embedding rows at each step, averaged per "
@@ -314,9 +477,11 @@ def render_supervision(results: dict, figures: dict[str, str], command: str) -> 
                   "Rating-head test AUC for each λr (mean ± std over seeds) against the binary head (dashed, band = "
                   "± std); p is the paired test against the binary head.", "", f"![Figure 4]({figures['figure4']})", ""]
         ratios = [p["ratio"] for p in next(iter(results["figure4"].values()))["rating"]]
-        rows = [[m, pm(*fig["binary"])] + [f"{pm(p['auc_mean'], p['auc_std'])} (p {p_value(p['p_value'])})"
+        rows = [[m, pm(*fig["binary"])] + [f"{pm(p['auc_mean'], p['auc_std'])} (p {p_value(p['p_value'])}, "
+                                            f"Holm {p_value(p.get('holm_p'))})"
                                             for p in fig["rating"]] for m, fig in results["figure4"].items()]
-        lines += [md_table(["model", "binary"] + [f"λr={r:g}" for r in ratios], rows), ""]
+        lines += [md_table(["model", "binary"] + [f"λr={r:g}" for r in ratios], rows), "",
+                  capped_line(results.get("capped", {}).get("figure4", {})), ""]
     lines += ["## Hyper-parameters", "",
               "Each architecture ran with the same configuration for both heads (checked from every run's recorded "
               "config: model, training, data and encoder settings equal up to the seed). Values: "

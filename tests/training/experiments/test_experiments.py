@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +23,8 @@ FAST = FAST_CONNECTIVITY + ["--k-core", "3"]
 def _supervision_args(tiny: Path, runs: Path, out: Path) -> list[str]:
     return ["experiment", "supervision", "--dataset", "atomic", "--data-dir", str(tiny), "--models", "WideDeep,DCNV2",
             "--trace-models", "DCNV2", "--ratio-models", "WideDeep", "--ratios", "0.3,0.5",
-            "--noise-models", "DCNV2", "--noise-stds", "0.05,0.1", "--runs-dir", str(runs), "--out", str(out)] + FAST
+            "--noise-models", "DCNV2", "--noise-stds", "0.05,0.1", "--select-ratio", "validation",
+            "--binary-lr-grid", "0.5,1", "--runs-dir", str(runs), "--out", str(out)] + FAST
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +46,10 @@ def test_supervision_report_has_every_table_and_figure(supervision) -> None:
     assert {"model", "binary_auc_mean", "binary_auc_std", "rating_auc_mean", "rating_auc_std", "p_value",
             "seeds"} <= set(row)
     assert [r["model"] for r in results["table1"]] == ["WideDeep", "DCNV2"] and row["seeds"] == 2
-    assert 0.0 < row["binary_auc_mean"] < 1.0 and 0.0 < row["rating_auc_mean"] < 1.0
-    assert row["p_value"] is None or 0.0 <= row["p_value"] <= 1.0
+    runs_of = _runs_by_label(runs)
+    for head in ("binary", "rating"):  # the table holds the runs' own numbers
+        assert row[f"{head}_auc_per_seed"] == [runs_of[f"WideDeep-{head}-s{s}"]["test"]["auc"] for s in (2020, 2021)]
+    assert row["auc_diff"]["mean"] == pytest.approx(row["rating_auc_mean"] - row["binary_auc_mean"])
     assert "| WideDeep | " in report and "| DCNV2 | " in report
     assert all(h["identical_for_both_heads"] for h in results["hyperparameters"])
     fig2 = results["figure2"]["DCNV2"]["rating"]
@@ -55,8 +59,9 @@ def test_supervision_report_has_every_table_and_figure(supervision) -> None:
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == ["figure2_embedding_norms.png", "figure3_noise.png", "figure4_ratio.png"]
     assert all((out / p).read_bytes()[:8] == PNG_MAGIC for p in pngs)
-    # λr = 0.5 of Figure 4 is Table 1's rating run: one run, not two
-    assert len(list(runs.iterdir())) == 2 * 2 * 2 + 2
+    # λr = 0.5 of Figure 4 and of the selection grid is Table 1's rating run, lr × 1 its binary run: one run each.
+    # Table 1: 2 models × 2 heads × 2 seeds; Figure 4: WideDeep λr 0.3; selection: DCNV2 λr 0.3, both models lr × 0.5
+    assert len(list(runs.iterdir())) == 8 + 2 + 2 + 4
 
 
 def test_rerun_skips_finished_runs_and_report_only_rerenders(supervision, capsys: pytest.CaptureFixture) -> None:
@@ -64,7 +69,7 @@ def test_rerun_skips_finished_runs_and_report_only_rerenders(supervision, capsys
     stamps = {p: p.stat().st_mtime_ns for p in runs.glob("*/metrics.json")}
     capsys.readouterr()
     assert main(args) == 0
-    assert "10 runs: 10 cached, 0 to run" in capsys.readouterr().err
+    assert "16 runs: 16 cached, 0 to run" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in runs.glob("*/metrics.json")} == stamps
     (out / "discussion.md").write_text("Hand-written notes.")
     before = json.loads((out / "results.json").read_text())
@@ -100,7 +105,7 @@ def test_connectivity_parallel_jobs_render(tiny_atomic: Path, tmp_path: Path) ->
     tests = [cell[m]["diff_vs_base"]["auc"] for m in ("Base+", "TS", "FT")] + [mp]
     ranked = sorted((t["p_value"], t["holm_p"]) for t in tests if t["p_value"] is not None)
     assert all(h >= p for p, h in ranked) and [h for _, h in ranked] == sorted(h for _, h in ranked)
-    # 2 epochs with patience 3: every run ends at the cap, and the report says so
+    # 2 epochs under patience 5: every run ends at the cap, and the report says so
     assert all(c == {"capped": 2, "runs": 2, "unknown": 0} for c in cell["capped"].values())
     assert "**8 of 8**" in report and "| AUC Base+ |" in report and "FT − Base+ [95% CI]" in report
     assert set(cell["mci"]["FT−Base+"]) == {"low", "mid", "high"}
@@ -172,11 +177,117 @@ def test_traced_run_matches_train_run(tiny_atomic: Path, tmp_path: Path) -> None
     assert trace["user_weight_norm"] > 0 and trace["item_weight_norm"] > 0
 
 
-def test_paired_test_and_summaries() -> None:
-    from scipy.stats import ttest_rel
+def _runs_by_label(runs: Path) -> dict[str, dict]:
+    """Every finished run's metrics.json by its label (the run folder minus the key)."""
+    return {d.name.rsplit("-", 1)[0]: json.loads((d / "metrics.json").read_text()) for d in runs.iterdir()}
 
+
+def test_selected_blocks_choose_on_validation_and_report_test(supervision) -> None:
+    _, runs, out = supervision
+    results = json.loads((out / "results.json").read_text())
+    runs_of = _runs_by_label(runs)
+    seeds = (2020, 2021)
+
+    def label(model: str, head: str, point: str, seed: int) -> str:
+        if head == "rating":
+            return f"{model}-rating-s{seed}" if point == 0.5 else f"{model}-rating-r{point:g}-s{seed}"
+        return f"{model}-binary-s{seed}" if point == 1.0 else f"{model}-binary-lr{point:g}x-s{seed}"
+
+    for row in results["table1"]:
+        model = row["model"]
+        for block, head, grid, key in (("selected_ratio", "rating", (0.3, 0.5), "ratio"),
+                                       ("selected_lr", "binary", (0.5, 1.0), "factor")):
+            valid = {g: np.mean([runs_of[label(model, head, g, s)]["valid"]["auc"] for s in seeds]) for g in grid}
+            chosen = row[block][key]
+            assert chosen == max(grid, key=lambda g: (valid[g], -grid.index(g)))  # argmax of validation, read back
+            assert dict((c, v) for c, v in row[block]["valid_auc_means"]) == pytest.approx(valid)
+            test = [runs_of[label(model, head, chosen, s)]["test"]["auc"] for s in seeds]
+            assert row[block]["auc_per_seed"] == test  # the chosen setting's test numbers, nothing else
+        assert row["tuning"] == {"binary": 2, "rating": 2}
+        equal = [r - b for r, b in zip(row["selected_ratio"]["auc_per_seed"], row["selected_lr"]["auc_per_seed"])]
+        assert row["selected_lr"]["auc_diff"]["mean"] == pytest.approx(np.mean(equal))
+        lr = runs_of[label(model, "binary", row["selected_lr"]["factor"], 2020)]["config"]["train"]["lr"]
+        assert row["selected_lr"]["lr"] == lr
+    # Holm over every test in Table 1: adjusted ≥ raw, order kept
+    tests = [d for r in results["table1"] for d in (r["auc_diff"], r["logloss_diff"], r["selected_ratio"]["auc_diff"],
+                                                    r["selected_ratio"]["logloss_diff"], r["selected_lr"]["auc_diff"],
+                                                    r["selected_lr"]["logloss_diff"]) if d["p_value"] is not None]
+    ranked = sorted((d["p_value"], d["holm_p"]) for d in tests)
+    assert all(h >= min(1.0, p) for p, h in ranked) and [h for _, h in ranked] == sorted(h for _, h in ranked)
+    report = (out / "report.md").read_text()
+    assert "### Rating head at λr selected on validation" in report and "### Binary head at lr selected" in report
+    # 2 epochs under patience 5: every run stops at the cap, and each table says so
+    assert results["capped"]["main"] == {"binary": {"capped": 4, "runs": 4, "unknown": 0},
+                                         "rating": {"capped": 4, "runs": 4, "unknown": 0}}
+    assert ("**24 of 24** (binary 4/4, rating 4/4, rating λr grid 8/8, binary lr grid 8/8)" in report)  # Table 1
+    assert report.count("Runs stopped by the epoch cap") == 4  # Tables 1, 2, 3 and Figure 4
+
+
+def test_selection_reads_validation_never_test(tmp_path: Path, tiny_atomic: Path) -> None:
+    """Hand-written runs whose validation and test disagree: validation decides."""
+    from ratingctr.training.experiments.selection import select_on_validation
+
+    plan = Plan(tmp_path / "runs", fingerprint="f" * 64)
+    scores = {0.1: ([0.70, 0.72], [0.90, 0.91]), 0.5: ([0.75, 0.74], [0.60, 0.61]), 0.9: ([0.75, 0.74], [0.5, 0.5])}
+    keys: dict = {}
+    for ratio, (valid, test) in scores.items():
+        keys[ratio] = []
+        for seed, (v, t) in enumerate(zip(valid, test)):
+            config = replace(_tiny_config(tiny_atomic), train=replace(_tiny_config(tiny_atomic).train, seed=seed),
+                             head=HeadConfig("rating", ratio))
+            key = plan.add(config, f"r{ratio}-s{seed}")
+            plan.run_dir(key).mkdir(parents=True)
+            (plan.run_dir(key) / "metrics.json").write_text(json.dumps({"valid": {"auc": v}, "test": {"auc": t}}))
+            keys[ratio].append(key)
+    choice = select_on_validation(plan, keys)
+    assert choice.chosen == 0.5  # best validation mean 0.745; a tie with 0.9 goes to the first in grid order
+    assert choice.valid_means == pytest.approx({0.1: 0.71, 0.5: 0.745, 0.9: 0.745}) and choice.candidates == 3
+    keys[0.7] = ["missing-run"]
+    plan.jobs["missing-run"] = plan.jobs[keys[0.1][0]]  # a run that never finished cannot win
+    assert select_on_validation(plan, {0.7: keys[0.7]}).chosen is None
+
+
+def test_ratio_presets() -> None:
+    from ratingctr.training.experiments.selection import ratio_grid
+
+    sweep = (0.1, 0.3, 0.5, 0.7, 0.9)
+    assert {m: ratio_grid(m, sweep, "authors") for m in ("EulerNet", "FiGNN", "AutoInt", "NFM", "WideDeep", "DCNV2",
+                                                       "xDeepFM")} == {
+        "EulerNet": (0.1,), "FiGNN": (0.1,), "AutoInt": (0.5,), "NFM": (0.5,), "WideDeep": sweep, "DCNV2": sweep,
+        "xDeepFM": sweep}
+    assert ratio_grid("FiGNN", sweep, "sweep") == sweep
+
+
+def test_holm_paired_difference_and_cap_known_answers() -> None:
+    from ratingctr.training.experiments.stats import hit_cap, holm, paired_difference
+
+    # Holm by hand: sorted 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 → max(0.06, 0.04) = 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005, None]) == pytest.approx([0.03, 0.06, 0.06, 0.02, None])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    # differences 1, 2, 3: mean 2, s = 1, t = 2√3 with 2 df, whose CDF is closed-form:
+    # p = 1 − t/√(2 + t²) = 1 − √(12/14); the 95% quantile of t(2) is 4.302652729911275
+    diff = paired_difference([0.0, 0.0, 0.0, None], [1.0, 2.0, 3.0, 9.0])
+    assert diff["mean"] == 2.0 and diff["pairs"] == 3
+    assert diff["p_value"] == pytest.approx(1 - math.sqrt(12 / 14), rel=1e-9)
+    half = 4.302652729911275 / math.sqrt(3)
+    assert (diff["ci_low"], diff["ci_high"]) == pytest.approx((2 - half, 2 + half), rel=1e-9)
+    assert paired_difference([0.5], [0.6])["ci_low"] is None
+    # capped: trained all 5 epochs, best at epoch 3 (0-based), 1 stale epoch < patience 2
+    run = {"config": {"train": {"epochs": 5, "patience": 2}}, "history": [{}] * 5, "best_epoch": 3}
+    assert hit_cap(run) is True
+    assert hit_cap({**run, "best_epoch": 2}) is False  # 2 stale epochs: patience stopped it at the cap
+    assert hit_cap({**run, "history": [{}] * 4}) is False
+    assert hit_cap({"history": [{}]}) is None
+
+
+def test_paired_test_and_summaries() -> None:
+    # differences 0.01, 0.02, 0.005, 0.01: mean 0.01125, s = 0.0062915, t = 3.5762 on 3 df;
+    # p from the closed-form t(3) CDF: p = 1 − (2/π)(atan(t/√3) + (t/√3)/(1 + t²/3))
     a, b = [0.70, 0.72, 0.71, 0.69], [0.71, 0.74, 0.715, 0.70]
-    assert paired_p_value(a, b) == pytest.approx(ttest_rel(b, a).pvalue)
+    d = np.subtract(b, a)
+    t = d.mean() / (d.std(ddof=1) / 2)
+    x = t / math.sqrt(3)
+    assert paired_p_value(a, b) == pytest.approx(1 - (2 / math.pi) * (math.atan(x) + x / (1 + x * x)), rel=1e-9)
     assert paired_p_value([0.7], [0.8]) is None
     assert paired_p_value([0.7, 0.8], [0.71, 0.81]) is None  # constant difference: t undefined
     mean, std = mean_std([1.0, 2.0, None, 3.0])
@@ -253,3 +364,15 @@ def test_first_order_variant_reaches_only_the_rating_runs_it_changes() -> None:
     assert make("WideDeep", 1, head="binary") == make("WideDeep", 1, head="binary", first_order="wide")
     assert make("WideDeep", 1, head="binary").model.first_order == "wide"
     assert make("DCNV2", 1, head="rating").model.first_order == "wide"
+
+
+def test_every_head_and_arm_gets_the_same_uncapped_budget() -> None:
+    from ratingctr.cli import build_parser
+    from ratingctr.training.experiments.commands import _config_factory
+
+    for verb, changes in (("supervision", [{"head": "binary"}, {"head": "rating", "ratio": 0.3}]),
+                          ("connectivity", [{"encoder": "table"}, {"encoder": "lightgcn", "gcn_layers": 2}])):
+        args, extra = build_parser().parse_known_args(["experiment", verb, "--out", "x"])
+        make = _config_factory(args, extra)
+        budgets = {(make("AutoInt", 1, **c).train.epochs, make("AutoInt", 1, **c).train.patience) for c in changes}
+        assert budgets == {(100, 5)}, verb
