@@ -21,6 +21,7 @@ DEFAULT_RUNS_DIR = "runs/experiments"
 PAPER_TRACE_MODELS = ("DCNV2", "AutoInt", "FiGNN")  # the architectures of paper 1's Figure 2
 #: 2: Base+ arm, paired differences with CIs, Holm p, capped-run counts, provenance (issue 16)
 RESULTS_VERSION = 2
+VARIANT_MARK = "@"  # ``WideDeep@broadcast``: an architecture with its first-order variant
 EPOCHS, PATIENCE = 100, 5  # the same for both heads and every arm; see ``_common``
 
 
@@ -49,17 +50,41 @@ def _config_factory(args: argparse.Namespace, extra: list[str]):
     from ratingctr.training.config import build_run_config, first_order_applies
 
     settings = {**run_overrides(args, []), "progress": False}
+    if settings.get("first_order") == "both":  # the variant is then in the model's name (``_with_variants``)
+        settings["first_order"] = "wide"
     pairs = parse_overrides(extra)
 
     def make(model: str, seed: int, **changes):
-        merged = {**settings, "model": model, "seed": seed, **changes, **pairs}
-        if merged.get("head") == "binary" or not first_order_applies(model):
+        name, _, variant = model.partition(VARIANT_MARK)
+        merged = {**settings, "model": name, "seed": seed, **changes, **pairs}
+        if variant:
+            merged["first_order"] = variant
+        if merged.get("head") == "binary" or not first_order_applies(name):
             # one logit (binary head), or no first-order term: both variants are the same model,
             # so the runs are shared with the default variant's cache
             merged["first_order"] = "wide"
         return build_run_config(merged)
 
     return make
+
+
+def _with_variants(models: tuple[str, ...], first_order: str) -> tuple[str, ...]:
+    """``--first-order both``: each architecture with a first-order term also as ``NAME@broadcast``.
+
+    The variant then has its own row in every table, beside the default one; its binary
+    runs are the default's (one logit: the same model, the same cache key).
+    """
+    from ratingctr.training.config import first_order_applies
+    from ratingctr.training.models.registry import ARCHITECTURES
+
+    if first_order != "both":
+        return models
+    out: list[str] = []
+    for model in models:
+        out.append(model)
+        if model in ARCHITECTURES and first_order_applies(model):
+            out.append(f"{model}{VARIANT_MARK}broadcast")
+    return tuple(out)
 
 
 def _seeds(args: argparse.Namespace) -> tuple[int, ...]:
@@ -106,7 +131,7 @@ def cmd_supervision(args: argparse.Namespace, extra: list[str]) -> int:
         render_supervision,
     )
 
-    models = _csv(args.models)
+    models = _with_variants(_csv(args.models), args.first_order)
     spec = SupervisionSpec(models=models, seeds=_seeds(args), ratio=args.ratio, ratios=_csv(args.ratios, float),
                            ratio_models=_models(args.ratio_models, models),
                            trace_models=tuple(m for m in PAPER_TRACE_MODELS if m in models)
@@ -169,7 +194,7 @@ def cmd_connectivity(args: argparse.Namespace, extra: list[str]) -> int:
         raise UserError(f"--gcn-layers must be >= 1, got {args.gcn_layers}")
     if args.k_core is not None:
         raise UserError("experiment connectivity compares the k-cores given by --k-cores; --k-core does not apply")
-    spec = ConnectivitySpec(models=_csv(args.models), k_cores=_csv(args.k_cores, int), seeds=_seeds(args),
+    spec = ConnectivitySpec(models=_with_variants(_csv(args.models), args.first_order), k_cores=_csv(args.k_cores, int), seeds=_seeds(args),
                             head=args.head, gcn_layers=args.gcn_layers)
     out = Path(args.out)
     results = _run_or_load(args, extra, "connectivity", spec, plan_connectivity, collect_connectivity)
@@ -199,9 +224,10 @@ def _common(parser: argparse.ArgumentParser, options: list[str]) -> None:
     _option(parser, options, "--patience", type=int, default=PATIENCE,
             help="epochs without a validation AUC gain before a run stops")
     _option(parser, options, "--aggregate", choices=["logit_sum", "prob_sum"], default="logit_sum")
-    _option(parser, options, "--first-order", choices=["wide", "broadcast"], default="wide",
+    _option(parser, options, "--first-order", choices=["wide", "broadcast", "both"], default="wide",
             help="broadcast: the authors' released code (one first-order / CIN scalar on all rating logits) "
-                 "for WideDeep, NFM, AutoInt, xDeepFM; the binary runs and other models are unaffected")
+                 "for WideDeep, NFM, AutoInt, xDeepFM; both: those models also as rows NAME@broadcast; the "
+                 "binary runs and other models are unaffected")
     _option(parser, options, "--device", default="auto")
     _option(parser, options, "--precision", choices=["auto", "fp32", "bf16"], default="auto")
     _option(parser, options, "--jobs", type=int, default=1, help="runs executed in parallel processes")

@@ -25,10 +25,11 @@ DEFAULT_LR_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def ratio_grid(model: str, ratios: tuple[float, ...], preset: str) -> tuple[float, ...]:
-    """The λr candidates of ``model``: the sweep ``ratios``, or the authors' fixed value under ``authors``."""
+    """The λr candidates of ``model`` (or ``model@variant``): the sweep ``ratios``, or the authors' fixed value
+    under ``authors``."""
     if preset not in RATIO_PRESETS:
         raise ValueError(f"unknown ratio preset {preset!r}; choose one of {RATIO_PRESETS}")
-    return AUTHORS_RATIOS.get(model, ratios) if preset == "authors" else ratios
+    return AUTHORS_RATIOS.get(model.partition("@")[0], ratios) if preset == "authors" else ratios
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,9 @@ def _hyper_parameters(spec: SupervisionSpec, plan: Plan, index: dict) -> list[di
         def comparable(cfg: dict | None) -> tuple:
             if cfg is None:
                 return ()
-            return (cfg["model"], {k: v for k, v in cfg["train"].items() if k not in ("seed", "progress")},
+            # first_order: the binary head's runs are built "wide", the same model as "broadcast" with one logit
+            model_cfg = {k: v for k, v in cfg["model"].items() if k != "first_order"}
+            return (model_cfg, {k: v for k, v in cfg["train"].items() if k not in ("seed", "progress")},
                     {k: v for k, v in cfg["data"].items() if k not in ("seed", "data_dir")}, cfg["encoder"])
 
         identical = len({repr(comparable(c)) for head in HEADS for c in configs[head]}) == 1
@@ -137,7 +139,8 @@ def _hyper_parameters(spec: SupervisionSpec, plan: Plan, index: dict) -> list[di
                      "embedding_dim": first.get("model", {}).get("embedding_dim"),
                      "lr": first.get("train", {}).get("lr"), "batch_size": first.get("train", {}).get("batch_size"),
                      "epochs": first.get("train", {}).get("epochs"), "patience": first.get("train", {}).get("patience"),
-                     "ratio": spec.ratio, "identical_for_both_heads": identical})
+                     "ratio": spec.ratio, "identical_for_both_heads": identical,
+                     "first_order": ((configs["rating"][0] or {}).get("model") or {}).get("first_order", "wide")})
     return rows
 
 
@@ -487,8 +490,10 @@ def render_supervision(results: dict, figures: dict[str, str], command: str) -> 
               "config: model, training, data and encoder settings equal up to the seed). Values: "
               "`training/configs/models/<Model>.yaml` plus the command's overrides.", ""]
     rows = [[h["model"], f"`{h['params']}`", h["embedding_dim"], h["lr"], h["batch_size"], h["epochs"], h["patience"],
-             "yes" if h["identical_for_both_heads"] else "**NO**"] for h in results["hyperparameters"]]
-    lines += [md_table(["model", "params", "d", "lr", "batch", "max epochs", "patience", "identical"], rows), "",
+             h.get("first_order", "wide"), "yes" if h["identical_for_both_heads"] else "**NO**"]
+            for h in results["hyperparameters"]]
+    lines += [md_table(["model", "params", "d", "lr", "batch", "max epochs", "patience", "first order (rating head)",
+                        "identical"], rows), "",
               "## Findings (computed from the numbers above)", ""]
     lines += [f"* {f}" for f in _findings(results)]
     return "\n".join(lines) + "\n"

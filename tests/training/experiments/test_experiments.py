@@ -376,3 +376,38 @@ def test_every_head_and_arm_gets_the_same_uncapped_budget() -> None:
         make = _config_factory(args, extra)
         budgets = {(make("AutoInt", 1, **c).train.epochs, make("AutoInt", 1, **c).train.patience) for c in changes}
         assert budgets == {(100, 5)}, verb
+
+
+def test_broadcast_variant_shares_the_binary_runs_and_retrains_the_rating_runs(tmp_path: Path) -> None:
+    from ratingctr.cli import build_parser
+    from ratingctr.training.experiments.commands import _config_factory
+    from ratingctr.training.experiments.supervision import SupervisionSpec, plan_supervision
+
+    spec = SupervisionSpec(models=("WideDeep", "DCNV2"), seeds=(1, 2), trace_models=())
+    index = {}
+    for variant in ("wide", "broadcast"):
+        args, extra = build_parser().parse_known_args(["experiment", "supervision", "--first-order", variant,
+                                                       "--out", "x"])
+        index[variant] = plan_supervision(spec, _config_factory(args, extra), Plan(tmp_path, fingerprint="f" * 64))
+    wide, broadcast = index["wide"]["main"], index["broadcast"]["main"]
+    for seed in (1, 2):
+        assert wide[("WideDeep", "binary", seed)] == broadcast[("WideDeep", "binary", seed)]
+        assert wide[("WideDeep", "rating", seed)] != broadcast[("WideDeep", "rating", seed)]
+        assert wide[("DCNV2", "rating", seed)] == broadcast[("DCNV2", "rating", seed)]  # no first-order term
+
+
+def test_first_order_both_gives_the_variant_its_own_rows(tmp_path: Path) -> None:
+    from ratingctr.cli import build_parser
+    from ratingctr.training.experiments.commands import _config_factory, _with_variants
+    from ratingctr.training.experiments.supervision import SupervisionSpec, plan_supervision
+
+    assert _with_variants(("WideDeep", "DCNV2", "xDeepFM"), "both") == (
+        "WideDeep", "WideDeep@broadcast", "DCNV2", "xDeepFM", "xDeepFM@broadcast")
+    args, extra = build_parser().parse_known_args(["experiment", "supervision", "--first-order", "both", "--out", "x"])
+    make = _config_factory(args, extra)
+    assert make("WideDeep", 1, head="rating").model.first_order == "wide"
+    assert make("WideDeep@broadcast", 1, head="rating").model.first_order == "broadcast"
+    spec = SupervisionSpec(models=("WideDeep", "WideDeep@broadcast"), seeds=(1,), trace_models=())
+    main = plan_supervision(spec, make, Plan(tmp_path, fingerprint="f" * 64))["main"]
+    assert main[("WideDeep", "binary", 1)] == main[("WideDeep@broadcast", "binary", 1)]  # one binary run
+    assert main[("WideDeep", "rating", 1)] != main[("WideDeep@broadcast", "rating", 1)]
