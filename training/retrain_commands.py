@@ -16,7 +16,7 @@ def retrain_config(args: argparse.Namespace):
     from ratingctr.training.retrain import RetrainConfig
 
     config = RetrainConfig(window=args.window, replay_share=args.replay_share, holdout_share=args.holdout_share,
-                           max_stream_id=args.max_stream_id, epochs=args.epochs, lr=args.lr,
+                           max_stream_id=args.max_stream_id, epochs=args.epochs, lr=args.lr, lr_scale=args.lr_scale,
                            patience=args.patience, seed=args.seed, device=args.device,
                            progress=not args.no_progress, debug_shuffle_labels=args.debug_shuffle_labels)
     config.check()
@@ -60,7 +60,10 @@ def _arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--max-stream-id", default=None,
                         help="ignore events after this stream id (reproducible 'everything pulled so far')")
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--lr", type=float, default=None, help="default: the base run's")
+    parser.add_argument("--lr", type=float, default=None, help="default: the base run's lr times --lr-scale")
+    parser.add_argument("--lr-scale", type=float, default=None,
+                        help="default 0.1 for the ranker (a warm start with a fresh Adam; measured in "
+                             "reports/ml-100k/online/retrain-recipe.md), 1.0 for the retriever")
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--device", default="auto")
