@@ -7,6 +7,10 @@ sorted ``(relative path, sha256 of contents)`` of every ``.py`` / ``.yaml`` file
 ``training/`` that can change a run's numbers, plus the versions of the libraries that
 compute them (torch, numpy, pandas).
 
+From the shared root package it adds ``ROOT_SOURCES``: ``bundle.py`` defines the
+``FieldSchema`` a dataset is encoded with (``errors`` and ``hashing``, also imported by a
+run, cannot change a number).
+
 Left out (``EXCLUDED``), because no training run or its extra artifacts execute them:
 the experiments' planning / report / plot code (``experiments/`` except ``runner.py``,
 which holds the traced run and the noise / EvalRM re-scoring), the CLI verb modules,
@@ -31,6 +35,8 @@ EXCLUDED: frozenset[str] = frozenset({
     "allocator.py", "retrain.py", "retrain_commands.py", "data/grow.py", "models/grow.py",
     "data/event_log.py", "data/stored.py",
 })
+#: modules of the shared root package (``ratingctr/``) that can change a run's numbers
+ROOT_SOURCES = ("bundle.py",)
 #: libraries whose version can change a run's numbers
 LIBRARIES = ("torch", "numpy", "pandas")
 
@@ -49,11 +55,14 @@ def fingerprinted_files(root: Path) -> list[str]:
     return [r for r in rel if r not in EXCLUDED]
 
 
-def fingerprint_of(root: Path, versions: dict[str, str]) -> str:
-    """sha256 over the sources under ``root`` and the library ``versions`` (uncached: tests pass a copy)."""
+def fingerprint_of(root: Path, versions: dict[str, str], shared: Path | None = None) -> str:
+    """sha256 over the sources under ``root`` (``training/``), ``ROOT_SOURCES`` of ``shared`` (the root
+    package, when given) and the library ``versions``; uncached, so tests can pass a copy."""
     digest = hashlib.sha256()
     for rel in fingerprinted_files(root):
         digest.update(rel.encode() + b"\0" + hashlib.sha256((root / rel).read_bytes()).digest())
+    for rel in ROOT_SOURCES if shared is not None else ():
+        digest.update(f"ratingctr/{rel}".encode() + b"\0" + hashlib.sha256((shared / rel).read_bytes()).digest())
     for name in sorted(versions):
         digest.update(f"{name}={versions[name]}\0".encode())
     return digest.hexdigest()
@@ -72,7 +81,9 @@ def library_versions() -> dict[str, str]:
 @functools.lru_cache(maxsize=1)
 def code_fingerprint() -> str:
     """This process's fingerprint (computed once: the sources do not change under a running plan)."""
-    return fingerprint_of(training_root(), library_versions())
+    import ratingctr
+
+    return fingerprint_of(training_root(), library_versions(), Path(ratingctr.__file__).resolve().parent)
 
 
 def git_commit(root: Path | None = None) -> dict:

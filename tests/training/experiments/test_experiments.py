@@ -324,6 +324,13 @@ def test_code_fingerprint_follows_the_training_sources(tmp_path: Path) -> None:
     trainer = copy / "trainer.py"
     trainer.write_text(trainer.read_text() + "\n# a comment is a change too\n")
     assert fingerprint_of(copy, versions) != before
+    import ratingctr
+
+    shared = tmp_path / "root"
+    shutil.copytree(Path(ratingctr.__file__).parent, shared, ignore=shutil.ignore_patterns("__pycache__"))
+    with_root = fingerprint_of(copy, versions, shared)
+    (shared / "bundle.py").write_text((shared / "bundle.py").read_text() + "\n# FieldSchema lives here\n")
+    assert fingerprint_of(copy, versions, shared) != with_root
     assert code_fingerprint() == code_fingerprint()
 
 
