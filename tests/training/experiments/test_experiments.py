@@ -200,7 +200,7 @@ def test_selected_blocks_choose_on_validation_and_report_test(supervision) -> No
             valid = {g: np.mean([runs_of[label(model, head, g, s)]["valid"]["auc"] for s in seeds]) for g in grid}
             chosen = row[block][key]
             assert chosen == max(grid, key=lambda g: (valid[g], -grid.index(g)))  # argmax of validation, read back
-            assert dict((c, v) for c, v in row[block]["valid_auc_means"]) == pytest.approx(valid)
+            assert {c: v for c, v in row[block]["valid_auc_means"]} == pytest.approx(valid)
             test = [runs_of[label(model, head, chosen, s)]["test"]["auc"] for s in seeds]
             assert row[block]["auc_per_seed"] == test  # the chosen setting's test numbers, nothing else
         assert row["tuning"] == {"binary": 2, "rating": 2}
