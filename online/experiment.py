@@ -317,6 +317,7 @@ def run_experiment(config: OnlineExperimentConfig) -> dict:
     paths.work.mkdir(parents=True, exist_ok=True)
     progress_path = paths.work / "progress.json"
     progress = json.loads(progress_path.read_text()) if progress_path.is_file() else {"chunks": []}
+    progress.setdefault("commit", _git_commit())  # the code the first chunk ran with, not the one at the end
     cut = cut_in_time(read_raw(DataConfig(dataset=config.dataset, data_dir=config.data_dir)),
                       config.initial_share, config.chunks)
     started = time.perf_counter()
@@ -376,7 +377,7 @@ def summarize(config: OnlineExperimentConfig, paths: Paths, cut: TimeCut, progre
     user = np.concatenate([p["user"] for p in pooled])
     pooled_result = {"frozen": _auc_logloss(y, p_frozen), "loop": _auc_logloss(y, p_loop),
                      "loop_minus_frozen": paired_auc_difference(user, y, p_frozen, p_loop, resamples=500)}
-    return {"config": asdict(config), "commit": _git_commit(), "initial_seconds": progress.get("initial_seconds"),
+    return {"config": asdict(config), "commit": progress.get("commit"), "commit_at_report": _git_commit(), "initial_seconds": progress.get("initial_seconds"),
             "initial_rows": int(len(cut.initial)), "chunks": chunks, "accounting": accounting,
             "loop_beats_frozen_chunks": wins, "pooled": pooled_result,
             "promotions": _promotions(paths), "raw_partition_rows": _raw_rows(paths), "log_rows": int(len(log))}
@@ -477,7 +478,8 @@ def write_report(config: OnlineExperimentConfig, results: dict) -> None:
     lines = [
         f"# Online loop on {config.dataset}: prequential evaluation",
         "",
-        f"Commit `{results['commit']}`. Command: `ratingctr experiment online --dataset {config.dataset} "
+        f"Commit `{results['commit']}` (chunks run from it; report written at `{results['commit_at_report']}`). "
+        f"Command: `ratingctr experiment online --dataset {config.dataset} "
         f"--chunks {config.chunks}` (defaults: {config.model} {config.head} head; initial {config.initial_share:.0%} "
         f"of the log by time = {results['initial_rows']:,} rows, trained with a temporal split; each cycle retrains "
         f"the ranker {config.retrain_epochs} epochs and the retriever {config.retrain_retriever_epochs} epochs with "
