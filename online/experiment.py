@@ -483,8 +483,8 @@ def write_report(config: OnlineExperimentConfig, results: dict) -> None:
         f"--chunks {config.chunks}` (defaults: {config.model} {config.head} head; initial {config.initial_share:.0%} "
         f"of the log by time = {results['initial_rows']:,} rows, trained with a temporal split; each cycle retrains "
         f"the ranker {config.retrain_epochs} epochs and the retriever {config.retrain_retriever_epochs} epochs with "
-        f"the loop's defaults: {LoopConfig.replay_share:.0%} of the base rows replayed, the ranker at 0.1× its base "
-        f"learning rate). Every chunk is scored *before* it is replayed, so neither model has seen it.",
+        f"the loop's defaults: {LoopConfig.replay_share:.0%} of the base rows replayed, at the base runs' learning "
+        f"rates). Every chunk is scored *before* it is replayed, so neither model has seen it.",
         "",
         "## Quality per chunk",
         "",

@@ -53,7 +53,7 @@ class LoopConfig:
     min_new_events: int = 50
     ranker_epochs: int = 5
     retriever_epochs: int = 30
-    replay_share: float = 0.3  # reports/ml-100k/online/retrain-recipe.md
+    replay_share: float = 1.0  # reports/ml-100k/online/retrain-recipe.md
     max_auc_drop: float = 0.002
     max_logloss_rise: float = 0.005
     debug_shuffle_labels: bool = False  # spoil this cycle's candidate: the gate must refuse it

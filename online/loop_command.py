@@ -64,7 +64,7 @@ def register_loop(subparsers: argparse._SubParsersAction) -> None:
     loop.add_argument("--min-new-events", type=int, default=50, help="skip a cycle with fewer new events")
     loop.add_argument("--epochs", type=int, default=5, help="ranker retraining epochs per cycle")
     loop.add_argument("--retriever-epochs", type=int, default=30, help="retriever retraining epochs per cycle")
-    loop.add_argument("--replay-share", type=float, default=0.3,
+    loop.add_argument("--replay-share", type=float, default=1.0,
                       help="share of the base training rows replayed beside the events (measured in "
                            "reports/ml-100k/online/retrain-recipe.md)")
     loop.add_argument("--max-auc-drop", type=float, default=0.002)

@@ -62,8 +62,8 @@ def _arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=None, help="default: the base run's lr times --lr-scale")
     parser.add_argument("--lr-scale", type=float, default=None,
-                        help="default 0.1 for the ranker (a warm start with a fresh Adam; measured in "
-                             "reports/ml-100k/online/retrain-recipe.md), 1.0 for the retriever")
+                        help="the base run's lr is multiplied by this when --lr is not given (default 1.0; "
+                             "see reports/ml-100k/online/retrain-recipe.md)")
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--device", default="auto")
