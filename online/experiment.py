@@ -209,34 +209,21 @@ def _score(bundle: Path, frame: pd.DataFrame) -> dict:
     return {"y": scored.labels, "p": scored.p_click, "user": frame["user_id"].to_numpy()}
 
 
-def _auc_logloss(y: np.ndarray, p: np.ndarray) -> dict:
-    from ratingctr.training.metrics import auc, logloss
+def _scores(y: np.ndarray, p: np.ndarray) -> dict:
+    from ratingctr.online.gate import scores  # the gate's own numbers
 
-    return {"rows": int(y.size), "auc": auc(y, p), "logloss": logloss(y, p),
-            "mean_p": float(p.mean()), "click_rate": float(y.mean())}
+    return scores(y, p).to_dict()
 
 
-def paired_auc_difference(user: np.ndarray, y: np.ndarray, p_base: np.ndarray, p_new: np.ndarray,
-                          resamples: int = 200, seed: int = 0) -> dict:
-    """AUC(new) − AUC(base) on the same rows, with a 95% bootstrap interval over users.
+def loop_minus_frozen(predictions: dict, resamples: int, seed: int) -> dict:
+    """AUC(loop) − AUC(frozen) on the same rows with the gate's bootstrap over users
+    (users, not rows, are resampled: a user's ratings are not independent)."""
+    from ratingctr.online.gate import paired_difference
 
-    Users, not rows, are resampled: a user's ratings are not independent of each other.
-    """
-    from ratingctr.training.metrics import auc
-
-    codes, uniques = pd.factorize(user)
-    rows_of = np.argsort(codes, kind="stable")
-    starts = np.searchsorted(codes[rows_of], np.arange(len(uniques) + 1))
-    rng = np.random.default_rng(seed)
-    deltas = []
-    for _ in range(resamples):
-        chosen = rng.integers(0, len(uniques), len(uniques))
-        rows = np.concatenate([rows_of[starts[u]:starts[u + 1]] for u in chosen])
-        if y[rows].min() == y[rows].max():
-            continue
-        deltas.append(auc(y[rows], p_new[rows]) - auc(y[rows], p_base[rows]))
-    low, high = np.percentile(deltas, [2.5, 97.5]) if deltas else (np.nan, np.nan)
-    return {"delta": auc(y, p_new) - auc(y, p_base), "ci95": [float(low), float(high)], "resamples": len(deltas)}
+    d = paired_difference(predictions["user"], predictions["y"], predictions["frozen"], predictions["loop"],
+                          resamples=resamples, seed=seed)
+    return {"delta": d.auc_delta or 0.0, "ci95": list(d.auc_ci95), "resamples": d.resamples,
+            "logloss_delta": d.logloss_delta, "logloss_ci95": list(d.logloss_ci95)}
 
 
 def run_chunk(index: int, chunk: pd.DataFrame, cut: TimeCut, config: OnlineExperimentConfig, paths: Paths,
@@ -259,9 +246,7 @@ def run_chunk(index: int, chunk: pd.DataFrame, cut: TimeCut, config: OnlineExper
         "new_items_vs_frozen": int(len(set(chunk["item_id"].astype(str)) - frozen_vocab["item"])),
         "rows_with_new_item": float((~chunk["item_id"].astype(str).isin(frozen_vocab["item"])).mean()),
         "serving_version_before": version,
-        "frozen": _auc_logloss(y, scored_frozen["p"]), "loop": _auc_logloss(y, scored_loop["p"]),
-        "loop_minus_frozen": paired_auc_difference(scored_frozen["user"], y, scored_frozen["p"], scored_loop["p"],
-                                                   seed=index),
+        "frozen": _scores(y, scored_frozen["p"]), "loop": _scores(y, scored_loop["p"]),
     }
     _say(f"chunk {index}: {len(chunk):,} rows, AUC frozen {record['frozen']['auc']:.4f} "
          f"loop {record['loop']['auc']:.4f}")
@@ -320,6 +305,10 @@ def run_experiment(config: OnlineExperimentConfig) -> dict:
     progress.setdefault("commit", _git_commit())  # the code the first chunk ran with, not the one at the end
     cut = cut_in_time(read_raw(DataConfig(dataset=config.dataset, data_dir=config.data_dir)),
                       config.initial_share, config.chunks)
+    if len(progress["chunks"]) >= config.chunks:  # finished: re-render the report from what the run kept
+        results = summarize(config, paths, cut, progress)
+        write_report(config, results)
+        return results
     started = time.perf_counter()
     frozen = initial_bundle(config, paths, cut)
     progress.setdefault("initial_seconds", time.perf_counter() - started)
@@ -371,12 +360,12 @@ def summarize(config: OnlineExperimentConfig, paths: Paths, cut: TimeCut, progre
                            "in_log": per_chunk_log[c["chunk"]], "trained_on_by_the_serving_model": len(ids & trained),
                            "duplicates_in_log": int(log["event_id"].isin(list(ids)).sum()) - per_chunk_log[c["chunk"]]})
     wins = sum(1 for c in chunks if c["loop"]["auc"] > c["frozen"]["auc"])
-    pooled = [np.load(paths.work / "predictions" / f"chunk-{c['chunk']}.npz") for c in chunks]
-    y = np.concatenate([p["y"] for p in pooled])
-    p_frozen, p_loop = np.concatenate([p["frozen"] for p in pooled]), np.concatenate([p["loop"] for p in pooled])
-    user = np.concatenate([p["user"] for p in pooled])
-    pooled_result = {"frozen": _auc_logloss(y, p_frozen), "loop": _auc_logloss(y, p_loop),
-                     "loop_minus_frozen": paired_auc_difference(user, y, p_frozen, p_loop, resamples=500)}
+    saved = [dict(np.load(paths.work / "predictions" / f"chunk-{c['chunk']}.npz")) for c in chunks]
+    for c, predictions in zip(chunks, saved):  # derived from the saved predictions, never stored twice
+        c["loop_minus_frozen"] = loop_minus_frozen(predictions, resamples=200, seed=c["chunk"])
+    pooled = {key: np.concatenate([p[key] for p in saved]) for key in ("y", "frozen", "loop", "user")}
+    pooled_result = {"frozen": _scores(pooled["y"], pooled["frozen"]), "loop": _scores(pooled["y"], pooled["loop"]),
+                     "loop_minus_frozen": loop_minus_frozen(pooled, resamples=500, seed=0)}
     return {"config": asdict(config), "commit": progress.get("commit"), "commit_at_report": _git_commit(), "initial_seconds": progress.get("initial_seconds"),
             "initial_rows": int(len(cut.initial)), "chunks": chunks, "accounting": accounting,
             "loop_beats_frozen_chunks": wins, "pooled": pooled_result,
