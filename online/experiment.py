@@ -162,8 +162,9 @@ def recommend_many(url: str, users: list[str], k: int) -> list[list[str]]:
 
 
 def serving_version(url: str) -> tuple[str, str]:
-    with urllib.request.urlopen(f"{url}/readyz", timeout=10) as response:
-        model = json.loads(response.read())["models"][MODEL_NAME]
+    from ratingctr.online.promote import gateway_model
+
+    model = gateway_model(url, MODEL_NAME)
     return model["version"], model["path"]
 
 

@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ratingctr.errors import UserError
-from ratingctr.training.data.event_log import read_event_log, stream_id_key
+from ratingctr.online.holdout import events_after
+from ratingctr.training.data.event_log import read_event_log
 
 STATE_FILE = "loop.json"
 PROMOTED, REFUSED = 0, 3  # exit statuses of `ratingctr promote`
@@ -113,14 +114,6 @@ def holdout_cutoff(stream_ids: list[str], share: float) -> str:
     return stream_ids[len(stream_ids) - n_holdout - 1] if len(stream_ids) > n_holdout else ""
 
 
-def _after(frame, stream_id: str):
-    if not stream_id:
-        return frame
-    key, cut = stream_id_key(frame["stream_id"]), stream_id_key([stream_id])[0]
-    newer = (key[:, 0] > cut[0]) | ((key[:, 0] == cut[0]) & (key[:, 1] > cut[1]))
-    return frame[newer]
-
-
 def run_cycle(config: LoopConfig) -> dict:
     """One pull → retrain → promote cycle; returns the cycle's record (also kept in the state)."""
     state = LoopState.load(config.state_dir, config)
@@ -134,7 +127,7 @@ def run_cycle(config: LoopConfig) -> dict:
     if status != 0:
         raise UserError(f"events pull failed with status {status}")
     log = read_event_log(config.events_dir)
-    new = _after(log, state.trained_through)
+    new = events_after(log, state.trained_through or None)
     record["seconds"]["pull"] = time.perf_counter() - started
     record["events_in_log"], record["new_events"] = int(len(log)), int(len(new))
     _say(cycle, "pull", f"{len(log):,} events in the log, {len(new):,} since the serving model's cutoff",

@@ -50,10 +50,6 @@ from ratingctr.training.trainer import fit, seed_everything, select_device
 STREAM_ID = re.compile(r"^\d+-\d+$")
 
 
-RANKER_LR_SCALE = 1.0  # see RetrainConfig and reports/ml-100k/online/retrain-recipe.md
-RETRIEVER_LR_SCALE = 1.0
-
-
 @dataclass(frozen=True)
 class RetrainConfig:
     """Which events, how much of the base to replay, and the training settings of the continuation.
@@ -62,7 +58,7 @@ class RetrainConfig:
     the base training rows trained on beside the events (1.0 = all, 0.0 = events only).
     ``max_stream_id``: ignore events after this stream id (reproducible "everything pulled
     so far"). ``epochs``/``patience`` default to 5/3. ``lr`` defaults to the base run's lr
-    times ``lr_scale`` (1.0 when unset).  A lower rate looked better on one cycle's 1,000
+    times ``lr_scale`` (1.0).  A lower rate looked better on one cycle's 1,000
     held-out events and was worse prequentially on the next 40,000
     (``reports/ml-100k/online/retrain-recipe.md``), so the default stays the base rate.
     ``debug_shuffle_labels``: permute the training rows' ratings, a deliberately spoiled
@@ -75,7 +71,7 @@ class RetrainConfig:
     max_stream_id: str | None = None
     epochs: int = 5
     lr: float | None = None
-    lr_scale: float | None = None
+    lr_scale: float = 1.0
     patience: int = 3
     seed: int = 2020
     device: str = "auto"
@@ -96,14 +92,12 @@ class RetrainConfig:
             raise UserError("--epochs and --patience must be >= 1")
         if self.lr is not None and not self.lr > 0:
             raise UserError(f"--lr must be > 0, got {self.lr}")
-        if self.lr_scale is not None and not self.lr_scale > 0:
+        if not self.lr_scale > 0:
             raise UserError(f"--lr-scale must be > 0, got {self.lr_scale}")
 
-    def learning_rate(self, base_lr: float, default_scale: float) -> float:
-        """``lr`` when given, else the base run's times ``lr_scale`` (or the verb's default scale)."""
-        if self.lr is not None:
-            return self.lr
-        return base_lr * (self.lr_scale if self.lr_scale is not None else default_scale)
+    def learning_rate(self, base_lr: float) -> float:
+        """``lr`` when given, else the base run's times ``lr_scale``."""
+        return self.lr if self.lr is not None else base_lr * self.lr_scale
 
 
 def read_events(events_dir: Path) -> pd.DataFrame:
@@ -208,7 +202,7 @@ def retrain_ranker(from_run: Path, events_dir: Path, out_dir: Path, config: Retr
         raise UserError(f"the data of {from_run} no longer matches its checkpoint's field schema")
     prepared = prepare(base, base_stream_id, base_config.data, from_run, events_dir, config)
     data = prepared.grown.data
-    lr = config.learning_rate(base_config.train.lr, RANKER_LR_SCALE)
+    lr = config.learning_rate(base_config.train.lr)
     train = replace(base_config.train, epochs=config.epochs, lr=lr,
                     patience=config.patience, seed=config.seed, device=config.device, progress=config.progress)
     run_config = RunConfig(data=base_config.data, model=base_config.model, head=base_config.head, train=train,
@@ -266,7 +260,7 @@ def retrain_retriever(from_run: Path, events_dir: Path, out_dir: Path, config: R
     prepared = prepare(base, base_stream_id, data_config, from_run, events_dir, config)
     data = prepared.grown.data
     known = {k: v for k, v in payload["config"].items() if k in RetrieverConfig.__dataclass_fields__}
-    retriever = replace(RetrieverConfig(**known), epochs=config.epochs, lr=config.learning_rate(known.get("lr", 1e-3), RETRIEVER_LR_SCALE),
+    retriever = replace(RetrieverConfig(**known), epochs=config.epochs, lr=config.learning_rate(known.get("lr", 1e-3)),
                         patience=config.patience, seed=config.seed, device=config.device, progress=config.progress)
     old = payload["state_dict"]["embedding.weight"]
     old_sizes = [len(base.vocab["user_id"]), len(base.vocab["item_id"])]

@@ -61,7 +61,7 @@ def _arguments(parser: argparse.ArgumentParser, what: str) -> None:
                         help="ignore events after this stream id (reproducible 'everything pulled so far')")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=None, help="default: the base run's lr times --lr-scale")
-    parser.add_argument("--lr-scale", type=float, default=None,
+    parser.add_argument("--lr-scale", type=float, default=1.0,
                         help="the base run's lr is multiplied by this when --lr is not given (default 1.0; "
                              "see reports/ml-100k/online/retrain-recipe.md)")
     parser.add_argument("--patience", type=int, default=3)
