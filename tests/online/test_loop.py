@@ -90,3 +90,16 @@ def test_loop_once_promotes_a_retrained_bundle_and_a_cold_item_becomes_recommend
                      "--once", "--min-new-events", "1000"]) == 0
         assert json.loads((root / "loop" / "loop.json").read_text())["cycle"] == 1
         assert json.loads(_get(gw.url, "/readyz"))["models"]["main"]["version"] == ready["version"]
+
+
+def test_bad_loop_and_experiment_flags_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["loop", "--gateway", "http://127.0.0.1:9", "--run", str(tmp_path), "--retriever", str(tmp_path),
+            "--bundle-root", str(tmp_path), "--events", str(tmp_path / "events")]
+    assert main([*base, "--once"]) == 2
+    assert "give --redis-url URL or --redis-dir DIR" in capsys.readouterr().err
+    assert main([*base, "--every", "soon", "--redis-dir", str(tmp_path)]) == 2
+    assert "--every takes a positive duration" in capsys.readouterr().err
+    for flags in (["--chunks", "0"], ["--initial-share", "1.0"]):
+        assert main(["experiment", "online", *flags, "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o")]) == 2
+        assert "--chunks must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()  # refused before anything was written
