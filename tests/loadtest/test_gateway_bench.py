@@ -20,6 +20,27 @@ from ratingctr.serving.process import running_gateway
 DELAY_S = 0.02
 
 
+class _InFlight:
+    """How many requests the server is sleeping on at once, and the most it ever was."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+
+    def enter(self) -> None:
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.now -= 1
+
+
+IN_FLIGHT = _InFlight()
+
+
 class _DelayedHandler(BaseHTTPRequestHandler):
     """Answers every POST after exactly ``DELAY_S`` of sleep (a server whose cost is known)."""
 
@@ -28,7 +49,9 @@ class _DelayedHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         self.rfile.read(int(self.headers["Content-Length"]))
+        IN_FLIGHT.enter()
         time.sleep(DELAY_S)
+        IN_FLIGHT.leave()
         body = b'{"ok": true}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -57,12 +80,17 @@ def test_a_known_server_delay_is_the_floor_of_every_latency(delayed_server: int)
     summary = one.summary()
     assert summary["failed"] == 0 and summary["requests"] == one.statuses[200] > 10
     assert min(one.latencies_ms) >= DELAY_S * 1000  # no response can come back before the server slept
-    assert DELAY_S * 1000 <= summary["p50_ms"] < DELAY_S * 1000 + 15
-    # A closed loop sends the next request only after the previous answer: at most 1/DELAY per client.
+    assert summary["p50_ms"] >= DELAY_S * 1000
+    # A closed loop sends the next request only after the previous answer: at most 1/DELAY per client,
+    # and one client never has two requests at the server at once.
     assert summary["req_per_s"] <= 1 / DELAY_S
+    assert IN_FLIGHT.peak == 1
     four = run_load("127.0.0.1", delayed_server, [request], concurrency=4, seconds=1.0).summary()
-    # The server sleeps in parallel threads, so four clients get about four times the throughput.
-    assert 2.5 < four["req_per_s"] / summary["req_per_s"] < 4.5, (four, summary)
+    # Four clients keep four requests open together (the server sleeps on them in parallel), never
+    # more; how much throughput that buys depends on the machine's load, so it is bounded, not pinned.
+    assert IN_FLIGHT.peak == 4
+    assert four["failed"] == 0 and four["requests"] > 10
+    assert four["req_per_s"] <= 4 / DELAY_S
 
 
 @pytest.mark.integration

