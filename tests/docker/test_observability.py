@@ -313,3 +313,17 @@ def test_a_real_prometheus_evaluates_every_query_over_two_replicas(tiny_bundles:
             assert len(per_replica) == 2
         finally:
             stop_process(prometheus)
+
+
+@pytest.mark.skipif(_prometheus() is None, reason="no promtool on PATH")
+@pytest.mark.parametrize("name", ["prometheus.yml", "kubernetes.yml"])
+def test_promtool_accepts_the_scrape_configs(name: str) -> None:
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool") or pytest.skip("no promtool beside prometheus")
+    proc = subprocess.run([promtool, "check", "config", str(DOCKER / "prometheus" / name)],
+                          capture_output=True, text=True, timeout=60)
+    if "kubernetes_sd_configs not found" in proc.stdout + proc.stderr:
+        pytest.skip("this Prometheus build has no Kubernetes service discovery (Debian's omits it)")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
