@@ -507,3 +507,80 @@ def test_images_hold_what_the_manifests_run() -> None:
                         relative = word.removeprefix("/app/")
                         assert relative.split("/")[0] in copied and (ROOT / relative).is_file(), \
                             f"{directory} {name}: {word} is not in the image"
+
+
+# ---- the read-only root filesystem, for real --------------------------------------------
+# In a private mount namespace: the bundle directory bound at /mnt (the read-only volume),
+# every mount remounted read-only, a tmpfs of the manifest's sizeLimit on each writable
+# mountPath; the command runs only if the root really refuses writes.
+READ_ONLY_ROOT = r'''set -e
+mount --bind "$BUNDLE_SOURCE" /mnt
+for m in $(findmnt -rno TARGET | sort -r); do mount -o remount,bind,ro "$m" 2>/dev/null || true; done
+for spec in $WRITABLE; do mount -t tmpfs -o "size=${spec#*=}" tmpfs "${spec%%=*}"; done
+if touch /ratingctr-write-probe 2>/dev/null || touch "$BUNDLE_SOURCE/.probe" 2>/dev/null; then
+  echo "the root filesystem is writable" >&2; exit 97
+fi
+exec "$@"
+'''
+
+
+def _private_read_only_root() -> bool:
+    if shutil.which("unshare") is None or shutil.which("findmnt") is None:
+        return False
+    return subprocess.run(["unshare", "--mount", "--map-root-user", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _private_read_only_root(), reason="no unprivileged mount namespaces (unshare) here")
+def test_dev_gateway_runs_on_a_read_only_root_with_only_its_emptydirs_writable(tiny_bundles: dict,
+                                                                              tmp_path: Path) -> None:
+    """The dev gateway, its environment as rendered, on a root filesystem that refuses writes
+    except the manifest's emptyDir mounts: it starts its two workers (whose metric files live in
+    /tmp), answers, takes events and sums its workers' metrics."""
+    from ratingctr.processes import free_port, stop_process
+    from ratingctr.serving.process import _ready
+
+    objects = rendered("overlays/dev")
+    secrets = {GATEWAY: secret_values(objects[("Secret", GATEWAY)])}
+    pod = objects[("Deployment", GATEWAY)]["spec"]["template"]["spec"]
+    container = gateway_container(objects)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    writable = [f"{m['mountPath']}={volumes[m['name']]['emptyDir']['sizeLimit'].removesuffix('i').lower()}"
+                for m in container["volumeMounts"] if not m.get("readOnly")]
+    assert writable == ["/tmp=64m"]
+    (tmp_path / "redis").mkdir()
+    redis_proc, redis_port = _start_dev_redis(objects, secrets, tmp_path / "redis")
+    env = container_env(objects, container, secrets)
+    env["RATINGCTR_REDIS_URL"] = env["RATINGCTR_REDIS_URL"].replace("@ratingctr-redis:6379", f"@127.0.0.1:{redis_port}")
+    env = _loopback_env(env, Path("/mnt"))
+    port = free_port()
+    command = ["unshare", "--mount", "--map-root-user", "sh", "-c", READ_ONLY_ROOT, "sh",
+               sys.executable, "-m", "ratingctr.cli", *container["command"][1:], "--host", "127.0.0.1",
+               "--port", str(port)]
+    full_env = {**os.environ, **env, "BUNDLE_SOURCE": str(tiny_bundles["rating"].parent), "WRITABLE": " ".join(writable)}
+    full_env.pop("REDIS_URL", None)
+    full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    url = f"http://127.0.0.1:{port}"
+    with open(tmp_path / "gateway.log", "wb") as log:
+        gateway = subprocess.Popen(command, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not _ready(url):
+            assert gateway.poll() is None and time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()[-3000:]
+            time.sleep(0.2)
+        recommends = 0
+        for _ in range(6):
+            r = httpx.post(f"{url}/v1/recommend", json={"user_id": "u1", "k": 3, "model": "rating"},
+                           headers={"Connection": "close"}, timeout=30)
+            assert r.status_code == 200, r.text
+            recommends += 1
+        r = httpx.post(f"{url}/v1/events", json={"events": [{"user_id": "u1", "item_id": "i2", "rating": 4}]}, timeout=30)
+        assert r.status_code == 202, r.text
+        assert httpx.get(f"{url}/readyz", timeout=30).json()["redis"] == "ok"
+        text = httpx.get(f"{url}/metrics", timeout=30).text
+        assert f'ratingctr_request_seconds_count{{endpoint="recommend",model="rating"}} {recommends:.1f}' in text
+    finally:
+        stop_process(gateway)
+        redis_proc.terminate()
+        redis_proc.wait(timeout=15)
+    assert not list(tiny_bundles["rating"].parent.glob(".probe"))
