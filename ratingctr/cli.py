@@ -21,7 +21,7 @@ from ratingctr.errors import UserError
 # with the group's hook (``GROUPS``).
 COMMANDS: dict[str, tuple[str, ...]] = {
     "ratingctr.training.commands": ("train", "evaluate", "compare", "train-retriever", "bench train",
-                                    "bench propagate"),
+                                    "bench propagate", "bench ddp"),
     "ratingctr.training.retrain_commands": ("retrain", "retrain-retriever"),
     "ratingctr.training.experiments.commands": ("experiment supervision", "experiment connectivity"),
     "ratingctr.export.commands": ("export",),
@@ -48,7 +48,7 @@ class _Parser(argparse.ArgumentParser):
 
 # Verb groups whose sub-verbs several rooms contribute: group → (help, the hook a module defines).
 GROUPS: dict[str, tuple[str, str]] = {
-    "bench": ("benchmarks: train, propagate, score, gateway", "register_bench"),
+    "bench": ("benchmarks: train, propagate, ddp, score, gateway", "register_bench"),
     "experiment": ("the papers' tables and figures and the online study: cached, resumable runs",
                    "register_experiment"),
 }

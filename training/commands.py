@@ -85,7 +85,20 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from ratingctr.training.run import train_run
 
     config = build_run_config(run_overrides(args, extra))
-    metrics = train_run(config, Path(args.out))
+    if args.distributed:
+        from ratingctr.training.distributed import process_group
+
+        with process_group(config.train.device) as ctx:
+            metrics = train_run(config, Path(args.out), distributed=ctx)
+        if not ctx.is_main:
+            return 0
+    else:
+        from ratingctr.training.distributed import under_torchrun
+
+        if under_torchrun():
+            raise UserError("started by torchrun with several ranks but without --distributed: add "
+                            "--distributed, or run `ratingctr train` alone")
+        metrics = train_run(config, Path(args.out))
     test = metrics["test"]
     print(f"{config.model.name} {config.head.kind}: test auc {test['auc']:.4f} logloss {test['logloss']:.4f} "
           f"ndcg@10 {test['ndcg@10']:.4f} recall@10 {test['recall@10']:.4f} "
@@ -169,6 +182,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                        help="auto: bf16 autocast where the CPU/GPU computes bf16 natively, else fp32")
     train.add_argument("--no-progress", action="store_true")
+    train.add_argument("--distributed", action="store_true",
+                       help="one rank of a torchrun job: DistributedDataParallel (gloo on CPU, NCCL on GPU), "
+                            "rank 0 validates and writes, resumes from OUT/train_state.pt after a restart")
     train.add_argument("--out", required=True, help="run directory for model.pt and metrics.json")
     train.set_defaults(handler=cmd_train, accepts_overrides=True)
 
@@ -203,6 +219,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     retriever.set_defaults(handler=cmd_train_retriever)
 
 
+def cmd_bench_ddp(args: argparse.Namespace, extra: list[str]) -> int:
+    from ratingctr.training.distributed_bench import run_bench_ddp
+
+    return run_bench_ddp(args)
+
 
 def register_bench(bench_verbs: argparse._SubParsersAction) -> None:
     bench_train = bench_verbs.add_parser("train", help="seconds per epoch and peak memory per architecture and head")
@@ -226,3 +247,15 @@ def register_bench(bench_verbs: argparse._SubParsersAction) -> None:
     bench_prop.add_argument("--repeats", type=int, default=200)
     bench_prop.add_argument("--threads", type=int, default=0)
     bench_prop.set_defaults(handler=cmd_bench_propagate)
+    ddp = bench_verbs.add_parser("ddp", help="one process vs N torchrun ranks (gloo) on the same global batch: "
+                                             "test AUC and rows/s")
+    ddp.add_argument("--model", default="DCNV2")
+    ddp.add_argument("--procs", default="1,2", help="process counts, the first must be 1 (the baseline)")
+    ddp.add_argument("--seeds", default="1,2,3")
+    ddp.add_argument("--epochs", type=int, default=30)
+    ddp.add_argument("--batch-size", type=int, default=2048, help="the global batch, split over the ranks")
+    ddp.add_argument("--threads", type=int, default=1, help="OMP threads per process")
+    ddp.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="fp32")
+    ddp.add_argument("--data-dir", default=None)
+    ddp.add_argument("--out", default=None, help="write OUT.md and OUT.json")
+    ddp.set_defaults(handler=cmd_bench_ddp)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -25,6 +25,9 @@ from ratingctr.training.graph import cached_adjacency
 from ratingctr.training.models.build import build_model
 from ratingctr.training.models.ctr import CTRModel
 from ratingctr.training.trainer import TrainResult, fit, seed_everything, select_device
+
+if TYPE_CHECKING:
+    from ratingctr.training.distributed import DistContext
 
 CHECKPOINT_FORMAT = 1
 
@@ -154,25 +157,55 @@ def restore_model(payload: dict, config: RunConfig, data: EncodedData | None = N
     return model
 
 
+def _load_data(config: RunConfig, distributed: DistContext | None) -> EncodedData:
+    """The dataset; in a data-parallel job rank 0 reads it first (it may fetch and cache it),
+    then the other ranks read what it left."""
+    if distributed is None:
+        return load_dataset(config.data)
+    from ratingctr.training.distributed import barrier
+
+    if distributed.is_main:
+        data = load_dataset(config.data)
+        barrier(distributed)
+        return data
+    barrier(distributed)
+    return load_dataset(config.data)
+
+
 def train_run(config: RunConfig, out_dir: Path, data: EncodedData | None = None,
-              trace: Callable[[torch.nn.Module], Callable[[TrainResult], dict]] | None = None) -> dict:
+              trace: Callable[[torch.nn.Module], Callable[[TrainResult], dict]] | None = None,
+              distributed: DistContext | None = None) -> dict:
     """Train, evaluate and write ``out_dir/model.pt`` and ``out_dir/metrics.json`` (last).
 
     ``trace(model)`` is called on the built model before training (to hook it); the
     function it returns gets the fit result and returns what goes into ``trace.json``.
+
+    ``distributed``: this process is one rank of a torchrun job (``training.distributed``).
+    Every rank trains; rank 0 alone evaluates and writes, and the other ranks return ``{}``.
+    ``out_dir/train_state.pt`` is the resume point until ``metrics.json`` is written.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    main = distributed is None or distributed.is_main
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.train.seed)
-    data = data if data is not None else load_dataset(config.data)
+    data = data if data is not None else _load_data(config, distributed)
     try:
-        device = select_device(config.train.device)
+        device = distributed.device if distributed is not None else select_device(config.train.device)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     seed_everything(config.train.seed)
     model = make_model(config, data).to(device)
     finish_trace = trace(model) if trace is not None else None
-    result = fit(model, data, config.train, device)
+    parallel = None
+    if distributed is not None:
+        from ratingctr.training.distributed_fit import DataParallelRun
+        from ratingctr.training.distributed_state import TRAIN_STATE
+
+        parallel = DataParallelRun(distributed, out_dir / TRAIN_STATE, config.to_dict(), config.train.seed)
+    result = fit(model, data, config.train, device, distributed=parallel)
+    if not main:
+        return {}
     traced = finish_trace(result) if finish_trace is not None else None
     eval_start = time.perf_counter()
     metrics = full_eval(model, data, config.train.num_negatives, config.train.ranking_positives == "clicks",
@@ -190,10 +223,15 @@ def train_run(config: RunConfig, out_dir: Path, data: EncodedData | None = None,
         "device": str(device), "precision": result.precision, "torch": torch.__version__, "python": platform.python_version(),
         "config": config.to_dict(),
     }
+    if parallel is not None:
+        payload["distributed"] = {"world_size": distributed.world_size, "backend": distributed.backend,
+                                  "resumed_from_epoch": parallel.resumed_from_epoch}
     save_checkpoint(out_dir / "model.pt", model, config, data)
     if traced is not None:
         write_json(out_dir / "trace.json", traced)
     write_json(out_dir / "metrics.json", payload)  # last: its presence marks the run finished
+    if parallel is not None:
+        parallel.finish()
     return payload
 
 

@@ -138,7 +138,8 @@ def render(directory: Path) -> list[dict]:
         objects += render(path) if path.is_dir() else _documents(path)
     ids = [ObjectId.of(o) for o in objects]
     if len(set(ids)) != len(ids):
-        raise RenderError(f"{directory}: an object is defined twice: {sorted({i for i in ids if ids.count(i) > 1}, key=str)}")
+        twice = sorted({i for i in ids if ids.count(i) > 1}, key=str)
+        raise RenderError(f"{directory}: an object is defined twice: {twice}")
     for entry in kustomization.get("patches", []):
         if set(entry) != {"path"}:
             raise RenderError(f"{directory}: patches entries must be {{path: FILE}} (got {entry})")

@@ -168,7 +168,8 @@ def test_renderer_refuses_what_it_does_not_implement(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(K8S / "render.py"), str(K8S / "overlays" / "dev")],
                           capture_output=True, text=True)
     assert proc.returncode == 0
-    assert {(o["kind"], o["metadata"]["name"]) for o in yaml.safe_load_all(proc.stdout)} == set(rendered("overlays/dev"))
+    printed = {(o["kind"], o["metadata"]["name"]) for o in yaml.safe_load_all(proc.stdout)}
+    assert printed == set(rendered("overlays/dev"))
 
 
 def _kubectl() -> str | None:
@@ -196,7 +197,8 @@ def test_gateway_probes_ports_env_and_mounts_match_the_gateway(overlay: str) -> 
     known = settings_env_names()
     env_names = set(config) | {e["name"] for e in container["env"]}
     assert env_names <= known, f"the gateway's settings do not read {env_names - known}"
-    assert {"RATINGCTR_REDIS_URL", "RATINGCTR_ADMIN_TOKEN", "RATINGCTR_BUNDLE_KEY"} <= {e["name"] for e in container["env"]}
+    secret_env = {"RATINGCTR_REDIS_URL", "RATINGCTR_ADMIN_TOKEN", "RATINGCTR_BUNDLE_KEY"}
+    assert secret_env <= {e["name"] for e in container["env"]}
     assert not {"RATINGCTR_REDIS_URL", "RATINGCTR_ADMIN_TOKEN", "RATINGCTR_BUNDLE_KEY", "REDIS_URL"} & set(config), \
         "secrets belong in the Secret, not the ConfigMap"
     assert pod["enableServiceLinks"] is False  # else Kubernetes adds RATINGCTR_GATEWAY_PORT=tcp://... to the env
@@ -310,7 +312,8 @@ def test_prometheus_kubernetes_job_scrapes_each_gateway_pod_directly_and_nothing
     (target,) = pod_targets(template, "10.1.2.3", "ratingctr-dev", job)
     assert (target["__address__"], target["__metrics_path__"]) == ("10.1.2.3:8000", "/metrics")
     assert (target["namespace"], target["pod"]) == ("ratingctr-dev", "gateway-0")
-    assert pod_targets(dev[("StatefulSet", "ratingctr-redis")]["spec"]["template"], "10.1.2.4", "ratingctr-dev", job) == []
+    redis_template = dev[("StatefulSet", "ratingctr-redis")]["spec"]["template"]
+    assert pod_targets(redis_template, "10.1.2.4", "ratingctr-dev", job) == []
     silent = json.loads(json.dumps(template))
     silent["metadata"]["annotations"]["prometheus.io/scrape"] = "false"
     assert pod_targets(silent, "10.1.2.3", "ratingctr-dev", job) == []
@@ -377,7 +380,8 @@ def dev_stack(tiny_bundles: dict, tmp_path_factory: pytest.TempPathFactory):
     env = container_env(objects, gateway_container(objects), secrets)
     env["RATINGCTR_REDIS_URL"] = env["RATINGCTR_REDIS_URL"].replace("@ratingctr-redis:6379", f"@127.0.0.1:{port}")
     try:
-        with running_gateway({}, workers=int(env["RATINGCTR_WORKERS"]), env=_loopback_env(env, tiny_bundles["rating"].parent),
+        with running_gateway({}, workers=int(env["RATINGCTR_WORKERS"]),
+                             env=_loopback_env(env, tiny_bundles["rating"].parent),
                              startup_seconds=180) as gateway:
             yield objects, env, gateway
     finally:
@@ -467,7 +471,8 @@ def test_locust_jobs_run_distributed_against_the_dev_gateway(dev_stack, tiny_bun
 
     def env_for(container: dict) -> dict:
         env = {**os.environ, **container_env(objects, container, {})}
-        env["RATINGCTR_LOADTEST_BUNDLE"] = env["RATINGCTR_LOADTEST_BUNDLE"].replace("/bundles", str(tiny_bundles["rating"].parent))
+        bundle_dir = str(tiny_bundles["rating"].parent)
+        env["RATINGCTR_LOADTEST_BUNDLE"] = env["RATINGCTR_LOADTEST_BUNDLE"].replace("/bundles", bundle_dir)
         return env
 
     with open(tmp_path / "master.log", "w") as mlog, open(tmp_path / "worker.log", "w") as wlog:
@@ -556,7 +561,8 @@ def test_dev_gateway_runs_on_a_read_only_root_with_only_its_emptydirs_writable(t
     command = ["unshare", "--mount", "--map-root-user", "sh", "-c", READ_ONLY_ROOT, "sh",
                sys.executable, "-m", "ratingctr.cli", *container["command"][1:], "--host", "127.0.0.1",
                "--port", str(port)]
-    full_env = {**os.environ, **env, "BUNDLE_SOURCE": str(tiny_bundles["rating"].parent), "WRITABLE": " ".join(writable)}
+    full_env = {**os.environ, **env, "BUNDLE_SOURCE": str(tiny_bundles["rating"].parent),
+                "WRITABLE": " ".join(writable)}
     full_env.pop("REDIS_URL", None)
     full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     url = f"http://127.0.0.1:{port}"
@@ -566,7 +572,8 @@ def test_dev_gateway_runs_on_a_read_only_root_with_only_its_emptydirs_writable(t
     try:
         deadline = time.monotonic() + 180
         while not _ready(url):
-            assert gateway.poll() is None and time.monotonic() < deadline, (tmp_path / "gateway.log").read_text()[-3000:]
+            assert gateway.poll() is None and time.monotonic() < deadline, \
+                (tmp_path / "gateway.log").read_text()[-3000:]
             time.sleep(0.2)
         recommends = 0
         for _ in range(6):
@@ -574,7 +581,8 @@ def test_dev_gateway_runs_on_a_read_only_root_with_only_its_emptydirs_writable(t
                            headers={"Connection": "close"}, timeout=30)
             assert r.status_code == 200, r.text
             recommends += 1
-        r = httpx.post(f"{url}/v1/events", json={"events": [{"user_id": "u1", "item_id": "i2", "rating": 4}]}, timeout=30)
+        r = httpx.post(f"{url}/v1/events", json={"events": [{"user_id": "u1", "item_id": "i2", "rating": 4}]},
+                       timeout=30)
         assert r.status_code == 202, r.text
         assert httpx.get(f"{url}/readyz", timeout=30).json()["redis"] == "ok"
         text = httpx.get(f"{url}/metrics", timeout=30).text
