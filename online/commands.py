@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from ratingctr.online.experiment_command import register_experiment  # noqa: F401 - the `experiment online` hook
+from ratingctr.online.evaluate_bundle_command import register_evaluate_bundle
 from ratingctr.online.loop_command import register_loop
 from ratingctr.online.promote_command import register_promote
 from ratingctr.online.pull_command import register_events
@@ -17,3 +18,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     register_events(subparsers)
     register_loop(subparsers)
     register_promote(subparsers)
+    register_evaluate_bundle(subparsers)

@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "ratingctr.export.commands": ("export",),
     "ratingctr.serving.commands": ("serve",),
     "ratingctr.loadtest.commands": ("loadtest", "bench score", "bench gateway"),
-    "ratingctr.online.commands": ("events", "loop", "promote", "experiment online"),
+    "ratingctr.online.commands": ("events", "loop", "promote", "evaluate-bundle", "experiment online"),
 }
 
 
