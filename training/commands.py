@@ -133,9 +133,12 @@ def cmd_train_retriever(args: argparse.Namespace, extra: list[str]) -> int:
     from ratingctr.training.retriever import RetrieverConfig, train_retriever
 
     data = data_config(args)
+    stopping = {k: v for k, v in (("patience", args.patience), ("min_epochs", args.min_epochs)) if v is not None}
+    if any(v < 0 for v in stopping.values()):
+        raise UserError("--patience and --min-epochs must be >= 0")
     config = RetrieverConfig(embedding_dim=args.embedding_dim, layers=args.gcn_layers, lr=args.lr,
                              reg_weight=args.reg_weight, batch_size=args.batch_size, epochs=args.epochs,
-                             patience=args.patience, seed=args.seed, device=args.device, progress=not args.no_progress)
+                             seed=args.seed, device=args.device, progress=not args.no_progress, **stopping)
     metrics = train_retriever(data, config, Path(args.out))
     print(f"retriever: test recall@20 {metrics['test']['recall@20']:.4f} ndcg@20 {metrics['test']['ndcg@20']:.4f} | "
           f"most-popular recall@20 {metrics['popular']['recall@20']:.4f} ndcg@20 {metrics['popular']['ndcg@20']:.4f} "
@@ -211,7 +214,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     retriever.add_argument("--reg-weight", type=float, default=1e-4)
     retriever.add_argument("--batch-size", type=int, default=2048)
     retriever.add_argument("--epochs", type=int, default=300)
-    retriever.add_argument("--patience", type=int, default=10, help="evaluations without valid Recall@20 gain")
+    retriever.add_argument("--patience", type=int, default=None,
+                           help="evaluations without valid Recall@20 gain (default: RetrieverConfig's)")
+    retriever.add_argument("--min-epochs", type=int, default=None,
+                           help="never stop before this many epochs: the popularity plateau (default: "
+                                "RetrieverConfig's; reports/ml-100k/retriever)")
     retriever.add_argument("--seed", type=int, default=2020)
     retriever.add_argument("--device", default="auto")
     retriever.add_argument("--no-progress", action="store_true")

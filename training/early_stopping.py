@@ -35,7 +35,7 @@ AfterEpoch = Callable[[int, Stopped, dict[str, torch.Tensor]], None]
 def train_until_stale(model: nn.Module, epochs: Iterable[int], patience: int,
                       run_epoch: Callable[[int], tuple[float, dict]], start: Stopped | None = None,
                       start_best_state: dict[str, torch.Tensor] | None = None,
-                      after_epoch: AfterEpoch | None = None) -> Stopped:
+                      after_epoch: AfterEpoch | None = None, min_epochs: int = 0) -> Stopped:
     """Run ``run_epoch(epoch)`` (train one epoch, validate) until ``patience`` epochs in a row
     fail to beat the best validation score, or ``epochs`` runs out.
 
@@ -44,6 +44,10 @@ def train_until_stale(model: nn.Module, epochs: Iterable[int], patience: int,
     or its starting weights when no epoch scored, so evaluation after the loop sees what
     validation chose.
 
+    ``min_epochs``: no stop before this many epochs have run, however stale (a model whose
+    validation score plateaus early, as a retriever does at popularity, before it learns
+    the users; ``retriever`` explains the choice).
+
     ``start`` / ``start_best_state``: the loop's state as a checkpoint saved it (a resumed
     run; ``epochs`` then begins after the saved epoch).  ``after_epoch(epoch, stopped,
     best_state)`` runs after every epoch's decision, before the loop may break, so a
@@ -51,7 +55,7 @@ def train_until_stale(model: nn.Module, epochs: Iterable[int], patience: int,
     """
     stopped = copy.deepcopy(start) if start is not None else Stopped()
     best_state = start_best_state if start_best_state is not None else copy.deepcopy(model.state_dict())
-    if stopped.stale < patience:
+    if stopped.stale < patience or len(stopped.history) < min_epochs:
         for epoch in epochs:
             score, record = run_epoch(epoch)
             stopped.history.append(record)
@@ -62,7 +66,7 @@ def train_until_stale(model: nn.Module, epochs: Iterable[int], patience: int,
                 stopped.stale += 1
             if after_epoch is not None:
                 after_epoch(epoch, stopped, best_state)
-            if stopped.stale >= patience:
+            if stopped.stale >= patience and len(stopped.history) >= min_epochs:
                 break
     model.load_state_dict(best_state)
     return stopped

@@ -42,6 +42,7 @@ class RetrieverConfig:
     batch_size: int = 2048
     epochs: int = 300
     patience: int = 10
+    min_epochs: int = 0
     k: int = 20
     seed: int = 2020
     device: str = "auto"
@@ -153,7 +154,7 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
         bar.set_postfix(loss=f"{total / train_pos.size:.4f}", valid_recall=f"{valid[f'recall@{config.k}']:.4f}")
         return valid[f"recall@{config.k}"], {"epoch": epoch, "loss": total / train_pos.size, **valid}
 
-    stopped = train_until_stale(model, bar, config.patience, run_epoch)
+    stopped = train_until_stale(model, bar, config.patience, run_epoch, min_epochs=config.min_epochs)
     bar.close()
     model.eval()
     with torch.no_grad():

@@ -6,7 +6,7 @@ import torch
 from ratingctr.training.early_stopping import train_until_stale
 
 
-def _loop(scores: list[float], patience: int, epochs: int | None = None):
+def _loop(scores: list[float], patience: int, epochs: int | None = None, min_epochs: int = 0):
     """A one-weight model whose weight is set to the epoch number, scored by ``scores``."""
     model = torch.nn.Linear(1, 1, bias=False)
     with torch.no_grad():
@@ -19,7 +19,8 @@ def _loop(scores: list[float], patience: int, epochs: int | None = None):
             model.weight.fill_(float(epoch))
         return scores[epoch], {"epoch": epoch, "score": scores[epoch]}
 
-    stopped = train_until_stale(model, range(epochs if epochs is not None else len(scores)), patience, run_epoch)
+    stopped = train_until_stale(model, range(epochs if epochs is not None else len(scores)), patience, run_epoch,
+                                min_epochs=min_epochs)
     return stopped, ran, float(model.weight.detach())
 
 
@@ -38,3 +39,14 @@ def test_runs_every_epoch_while_improving() -> None:
 def test_nan_scores_never_count_and_the_start_weights_stay() -> None:
     stopped, ran, weight = _loop([math.nan, math.nan, math.nan], patience=2)
     assert ran == [0, 1] and stopped.best_epoch == -1 and weight == -1.0
+
+
+def test_a_plateau_before_min_epochs_does_not_stop_the_loop() -> None:
+    plateau_then_climb = [0.3, 0.31, 0.31, 0.31, 0.31, 0.31, 0.4, 0.5, 0.5, 0.5, 0.5]
+    _, ran, _ = _loop(plateau_then_climb, patience=2)
+    assert ran == [0, 1, 2, 3]  # the popularity-like plateau ends the run
+    _, ran, _ = _loop(plateau_then_climb, patience=2, min_epochs=6)
+    assert ran == [0, 1, 2, 3, 4, 5]  # stale for 4 > 2 epochs when the minimum is reached: stop there
+    stopped, ran, weight = _loop(plateau_then_climb, patience=2, min_epochs=7)
+    assert ran == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]  # past the minimum, patience applies again
+    assert (stopped.best_epoch, weight) == (7, 7.0)

@@ -239,6 +239,19 @@ def _common(parser: argparse.ArgumentParser, options: list[str]) -> None:
     parser.set_defaults(accepts_overrides=True)
 
 
+@training_entry_point
+def cmd_retriever_sizes(args: argparse.Namespace, extra: list[str]) -> int:
+    from ratingctr.training.experiments.retriever_sizes import policies_from, run_experiment, write
+
+    fractions = _csv(args.fractions, float)
+    seeds = _csv(args.seeds, int)
+    policies = policies_from(list(_csv(args.policies)), args.min_epochs, args.patience)
+    results = run_experiment(policies, fractions, seeds, Path(args.runs_dir), args.data_dir)
+    write(results, Path(args.out))
+    print(f"wrote {args.out}/report.md", file=sys.stderr)
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """No top-level verbs: the experiments are sub-verbs of ``experiment`` (``register_experiment``)."""
 
@@ -279,6 +292,19 @@ def register_experiment(verbs: argparse._SubParsersAction) -> None:
     _option(con, con_options, "--ratio", type=float, default=0.5, help="λr of the rating head")
     _option(con, con_options, "--gcn-layers", type=int, default=2)
     con.set_defaults(handler=cmd_connectivity, k_core=None)  # every run gets its k from --k-cores
+
+    ret = verbs.add_parser("retriever", help="retriever vs most-popular on user-stratified ML-100k subsamples, "
+                                             "per stopping policy")
+    ret.add_argument("--fractions", default="0.2,0.4,0.6,0.8,1.0", help="share of each user's ratings kept")
+    ret.add_argument("--seeds", default="1,2,3", help="each draws the subsample, the split and the initialisation")
+    ret.add_argument("--policies", default="previous,current",
+                     help="previous (patience 10, no minimum), current (RetrieverConfig's defaults), custom")
+    ret.add_argument("--min-epochs", type=int, default=0, help="the custom policy's minimum epochs")
+    ret.add_argument("--patience", type=int, default=10, help="the custom policy's patience")
+    ret.add_argument("--data-dir", default=None, help="where ml-100k is cached (default: the data cache)")
+    ret.add_argument("--runs-dir", default="runs/experiments/retriever")
+    ret.add_argument("--out", required=True)
+    ret.set_defaults(handler=cmd_retriever_sizes)
     con.set_defaults(option_dests=[d for d in con_options if d != "k_core"])
 
 
