@@ -31,3 +31,48 @@ def register_experiment(verbs: argparse._SubParsersAction) -> None:
         kind = type(default) if default is not None else str
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=default, help=f"default: {default}")
     parser.set_defaults(handler=cmd_experiment_online)
+    register_pipeline(verbs)
+
+
+def cmd_experiment_pipeline(args: argparse.Namespace, extra: list[str]) -> int:
+    from pathlib import Path
+
+    from ratingctr.errors import UserError
+    from ratingctr.online.pipeline_experiment import PipelineConfig, run_pipeline, write
+
+    try:
+        seeds = tuple(int(s) for s in args.seeds.split(",") if s.strip()) if "," in args.seeds else \
+            tuple(range(args.first_seed, args.first_seed + int(args.seeds)))
+        sweep = tuple(int(n) for n in args.sweep.split(",") if n.strip())
+    except ValueError:
+        raise UserError(f"--seeds takes a count or a comma-separated list and --sweep integers; got "
+                        f"{args.seeds!r} / {args.sweep!r}") from None
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    from ratingctr.training.config import model_defaults
+
+    for model in models:
+        model_defaults(model)  # an unknown architecture: one clear error before any training
+    config = PipelineConfig(models=models, seeds=seeds, dataset=args.dataset, data_dir=args.data_dir,
+                            candidates=args.candidates, sweep=sweep, latency_seconds=args.latency_seconds,
+                            runs=Path(args.runs_dir), out=Path(args.out))
+    results = run_pipeline(config)
+    write(results, config.out)
+    print(f"wrote {config.out}/report.md", flush=True)
+    return 0
+
+
+def register_pipeline(verbs: argparse._SubParsersAction) -> None:
+    parser = verbs.add_parser("pipeline", help="the served top-K per ranker and head over seeds (evaluate-bundle "
+                                               "on retriever + ranker bundles): reports/ml-100k/pipeline")
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--models", default="DCNV2,WideDeep,AutoInt")
+    parser.add_argument("--seeds", default="5", help="a count (seeds FIRST..) or a comma-separated list")
+    parser.add_argument("--first-seed", type=int, default=1)
+    parser.add_argument("--candidates", type=int, default=200)
+    parser.add_argument("--sweep", default="50,100,200,500,1000")
+    parser.add_argument("--latency-seconds", type=float, default=10.0,
+                        help="per candidate count and head, /v1/recommend at one client (first model, first seed)")
+    parser.add_argument("--runs-dir", default="runs/experiments/pipeline")
+    parser.add_argument("--out", default="reports/ml-100k/pipeline")
+    parser.set_defaults(handler=cmd_experiment_pipeline)

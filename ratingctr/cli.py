@@ -28,7 +28,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "ratingctr.export.commands": ("export",),
     "ratingctr.serving.commands": ("serve",),
     "ratingctr.loadtest.commands": ("loadtest", "bench score", "bench gateway"),
-    "ratingctr.online.commands": ("events", "loop", "promote", "evaluate-bundle", "experiment online"),
+    "ratingctr.online.commands": ("events", "loop", "promote", "evaluate-bundle", "experiment online",
+                                  "experiment pipeline"),
 }
 
 

@@ -1,0 +1,255 @@
+"""``ratingctr experiment pipeline``: the served top-K of several rankers and both heads, over seeds.
+
+Why: ``evaluate-bundle`` judges one set of bundles on one split; whether the ranker
+improves on the retriever's own order, and whether the rating head changes what users
+receive, is a claim about the method, which needs seeds.  Per seed s the split, the
+retriever and every ranker use seed s (the retriever is trained on the rankers' own split,
+so no test edge enters its graph); each (model, head) is trained, exported with that
+retriever and judged with ``evaluate-bundle``'s code on the same users.
+
+Cached and resumable: a step whose output exists (``metrics.json``, ``manifest.json``, the
+evaluation's ``results.json``) is not redone, so an interrupted run continues.
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ratingctr.errors import UserError
+from ratingctr.tables import md_table
+
+PRIMARY = "10"
+HEADS = ("binary", "rating")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    models: tuple[str, ...] = ("DCNV2", "WideDeep", "AutoInt")
+    seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
+    dataset: str = "ml-100k"
+    data_dir: str | None = None
+    candidates: int = 200
+    sweep: tuple[int, ...] = (50, 100, 200, 500, 1000)
+    latency_seconds: float = 10.0
+    k_core: int = 10
+    epochs: int | None = None  # None: each trainer's default budget (tests shorten it)
+    runs: Path = Path("runs/experiments/pipeline")
+    out: Path = Path("reports/ml-100k/pipeline")
+
+
+def _retriever(config: PipelineConfig, seed: int) -> Path:
+    from ratingctr.training.config import DataConfig
+    from ratingctr.training.retriever import RetrieverConfig, train_retriever
+
+    run = config.runs / f"retriever-s{seed}"
+    if not (run / "metrics.json").is_file():
+        budget = {"epochs": config.epochs} if config.epochs else {}
+        train_retriever(DataConfig(dataset=config.dataset, data_dir=config.data_dir, k_core=config.k_core, seed=seed),
+                        RetrieverConfig(seed=seed, progress=False, **budget), run)
+    return run
+
+
+def _bundle(config: PipelineConfig, model: str, head: str, seed: int, retriever: Path) -> Path:
+    from ratingctr.export.build import export_bundle
+    from ratingctr.training.config import build_run_config
+    from ratingctr.training.run import train_run
+
+    run = config.runs / f"{model}-{head}-s{seed}"
+    if not (run / "metrics.json").is_file():
+        budget = {"epochs": config.epochs} if config.epochs else {}
+        train_run(build_run_config({"model": model, "head": head, "dataset": config.dataset, "k_core": config.k_core,
+                                    "data_dir": config.data_dir, "seed": seed, "progress": False, **budget}), run)
+    bundle = config.runs / "bundles" / f"{model.lower()}-{head}-s{seed}"
+    if not (bundle / "manifest.json").is_file():
+        export_bundle(run, retriever, bundle)
+    return bundle
+
+
+def _evaluate(config: PipelineConfig, model: str, seed: int, bundles: list[Path], latency: bool) -> dict:
+    from ratingctr.online.evaluate_bundle import EvaluateConfig, evaluate, write
+
+    out = config.runs / "evaluations" / f"{model}-s{seed}"
+    if (out / "results.json").is_file():
+        cached = json.loads((out / "results.json").read_text())
+        if not latency or any(k.startswith("latency ") for k in cached["sweep"][0]):
+            return cached
+    results = evaluate(EvaluateConfig(bundles=tuple(bundles), candidates=config.candidates, sweep=config.sweep,
+                                      latency_seconds=config.latency_seconds if latency else 0.0))
+    write(results, out)
+    return results
+
+
+def run_pipeline(config: PipelineConfig) -> dict:
+    if not config.models or not config.seeds:
+        raise UserError("--models and --seeds must name at least one each")
+    evaluations: dict[str, dict[int, dict]] = {m: {} for m in config.models}
+    for seed in config.seeds:
+        retriever = _retriever(config, seed)
+        for model in config.models:
+            bundles = [_bundle(config, model, head, seed, retriever) for head in HEADS]
+            latency = config.latency_seconds > 0 and seed == config.seeds[0] and model == config.models[0]
+            evaluations[model][seed] = _evaluate(config, model, seed, bundles, latency)
+            print(f"seed {seed} {model}: evaluated", file=sys.stderr, flush=True)
+    return summarise(config, evaluations)
+
+
+def _t_interval(values: list[float]) -> dict:
+    """Mean over seeds with a t-based 95% interval (few seeds: the normal interval would be too narrow)."""
+    from scipy import stats
+
+    n = len(values)
+    mean = statistics.fmean(values)
+    if n < 2:
+        return {"mean": mean, "low": math.nan, "high": math.nan, "n": n}
+    half = stats.t.ppf(0.975, n - 1) * statistics.stdev(values) / math.sqrt(n)
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
+
+
+def _list_names(result: dict, candidates: int) -> dict[str, str]:
+    by_head = {b["head"]: f"retriever + {b['name']} ({b['head']} head) @{candidates}" for b in result["bundles"]}
+    return {"most popular": "most popular (unseen)", "retriever order": "retriever order",
+            "+ binary-head ranker": by_head["binary"], "+ rating-head ranker": by_head["rating"]}
+
+
+def summarise(config: PipelineConfig, evaluations: dict[str, dict[int, dict]]) -> dict:
+    table, differences = {}, {}
+    for model, per_seed in evaluations.items():
+        rows = {}
+        for label in ("most popular", "retriever order", "+ binary-head ranker", "+ rating-head ranker"):
+            rows[label] = {}
+            for k in ("5", "10", "20"):
+                for metric in ("ndcg", "recall", "hit", "mrr"):
+                    values = [r["lists"][_list_names(r, config.candidates)[label]][k][metric]["mean"]
+                              for r in per_seed.values()]
+                    rows[label][f"{metric}@{k}"] = _t_interval(values)
+            rows[label]["coverage@10"] = _t_interval(
+                [r["lists"][_list_names(r, config.candidates)[label]][PRIMARY]["coverage"] for r in per_seed.values()])
+        table[model] = rows
+        diff = [r["comparisons"]["rating head − binary head"] for r in per_seed.values()]
+        differences[model] = {"per_seed": diff, "seeds": _t_interval([d["mean"] for d in diff]),
+                              "ranker_minus_retriever": {
+                                  head: _t_interval([
+                                      r["lists"][_list_names(r, config.candidates)[f"+ {head}-head ranker"]][PRIMARY]
+                                      ["ndcg"]["mean"] - r["lists"]["retriever order"][PRIMARY]["ndcg"]["mean"]
+                                      for r in per_seed.values()]) for head in HEADS},
+                              "ranker_minus_popular": {
+                                  head: _t_interval([
+                                      r["lists"][_list_names(r, config.candidates)[f"+ {head}-head ranker"]][PRIMARY]
+                                      ["ndcg"]["mean"] - r["lists"]["most popular (unseen)"][PRIMARY]["ndcg"]["mean"]
+                                      for r in per_seed.values()]) for head in HEADS}}
+    first = evaluations[config.models[0]][config.seeds[0]]
+    return {"config": {"models": list(config.models), "seeds": list(config.seeds), "dataset": config.dataset,
+                       "candidates": config.candidates, "sweep": list(config.sweep),
+                       "latency_seconds": config.latency_seconds},
+            "table": table, "differences": differences, "sweep": first["sweep"],
+            "sweep_from": f"{config.models[0]}, seed {config.seeds[0]}",
+            "users": {m: [r["users"] for r in per.values()] for m, per in evaluations.items()},
+            "commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "command": " ".join(["ratingctr", *sys.argv[1:]])}
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _ci(m: dict, digits: int = 4) -> str:
+    if math.isnan(m["low"]):
+        return f"{m['mean']:.{digits}f}"
+    return f"{m['mean']:.{digits}f} [{m['low']:.{digits}f}, {m['high']:.{digits}f}]"
+
+
+def render(results: dict) -> str:
+    c = results["config"]
+    lines = [f"# End-to-end pipeline on {c['dataset']}: what users receive, per ranker and head", "",
+             f"Commit `{results['commit']}`, {results['date']}.  Reproduce with:", "", "```", results["command"],
+             "```", "",
+             f"Seeds {', '.join(map(str, c['seeds']))}: each seed fixes the split, the retriever and every ranker. "
+             f"Every list comes from the gateway's serving code (`evaluate-bundle`): {c['candidates']} FAISS "
+             f"candidates minus the user's train + validation items, ranked by p̂, top-K, judged against the "
+             f"user's clicked test items over the full catalogue.  Means over seeds with t-based 95% intervals "
+             f"(each seed's value is a mean over its users: {', '.join(f'{m} {u}' for m, u in results['users'].items())} "
+             f"users).", ""]
+    for model, rows in results["table"].items():
+        lines += [f"## {model}", "",
+                  md_table(["list", "NDCG@10", "Recall@10", "HitRate@10", "MRR@10", "NDCG@5", "NDCG@20",
+                            "Recall@20", "coverage@10"],
+                           [[label, *[_ci(r[key]) for key in ("ndcg@10", "recall@10", "hit@10", "mrr@10", "ndcg@5",
+                                                              "ndcg@20", "recall@20", "coverage@10")]]
+                            for label, r in rows.items()]), ""]
+    lines += ["## Differences in NDCG@10", "",
+              "Seed-level: the mean over seeds of each seed's mean over users, with a t-interval over seeds. "
+              "Per seed, the paired difference over users (rating − binary) and its paired t-test p.", "",
+              md_table(["model", "ranker(binary) − retriever", "ranker(rating) − retriever",
+                        "ranker(binary) − popular", "ranker(rating) − popular", "rating − binary",
+                        "rating − binary per seed (p)"],
+                       [[m, _ci(d["ranker_minus_retriever"]["binary"]), _ci(d["ranker_minus_retriever"]["rating"]),
+                         _ci(d["ranker_minus_popular"]["binary"]), _ci(d["ranker_minus_popular"]["rating"]),
+                         _ci(d["seeds"]), ", ".join(f"{x['mean']:+.4f} ({x['p']:.2g})" for x in d["per_seed"])]
+                        for m, d in results["differences"].items()]), "",
+              f"## Candidate count ({results['sweep_from']})", "",
+              "Retriever recall@N = share of a user's clicked test items among the N candidates; final NDCG@10; "
+              "`/v1/recommend` p50 at one client against a gateway started with `RATINGCTR_CANDIDATES=N`.", ""]
+    sweep = results["sweep"]
+    names = [k.removeprefix("ndcg@10 ") for k in sweep[0] if k.startswith("ndcg@10 ")]
+    lines.append(md_table(
+        ["N", "retriever recall@N", *[f"NDCG@10 {n}" for n in names], *[f"p50 ms {n}" for n in names]],
+        [[r["candidates"], f"{r['retriever_recall']:.4f}", *[f"{r[f'ndcg@10 {n}']:.4f}" for n in names],
+          *[f"{r[f'latency {n}']['p50_ms']:.2f}" if f"latency {n}" in r else "" for n in names]] for r in sweep]))
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(results["table"])
+    fig, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 3.6), sharey=True, squeeze=False)
+    for ax, model in zip(axes[0], models):
+        for label, row in results["table"][model].items():
+            ax.plot([5, 10, 20], [row[f"ndcg@{k}"]["mean"] for k in (5, 10, 20)], marker="o", label=label)
+        ax.set_title(model)
+        ax.set_xlabel("K")
+    axes[0][0].set_ylabel("NDCG@K (mean over seeds)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "ndcg_vs_k.png", dpi=120)
+    plt.close(fig)
+    sweep = results["sweep"]
+    names = [k.removeprefix("ndcg@10 ") for k in sweep[0] if k.startswith("ndcg@10 ")]
+    ns = [r["candidates"] for r in sweep]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for n in names:
+        ax.plot(ns, [r[f"ndcg@10 {n}"] for r in sweep], marker="o", label=f"NDCG@10 {n}")
+    ax.set_xscale("log")
+    ax.set_xlabel("candidates N")
+    ax.set_ylabel("NDCG@10")
+    ax.legend(fontsize=7, loc="upper left")
+    if any(f"latency {n}" in r for r in sweep for n in names):
+        twin = ax.twinx()
+        for n in names:
+            twin.plot(ns, [r[f"latency {n}"]["p50_ms"] for r in sweep], linestyle="--", marker="x",
+                      label=f"p50 ms {n}")
+        twin.set_ylabel("/v1/recommend p50 ms (1 client)")
+        twin.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / "ndcg_vs_candidates.png", dpi=120)
+    plt.close(fig)
+
+
+def write(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "report.md").write_text(render(results))
+    plot(results, out)
