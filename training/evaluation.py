@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ratingctr.training.data.encode import TEST, TRAIN, VALID, EncodedData
+from ratingctr.training.eval_batch import MIN_ROWS, eval_batch_rows
 from ratingctr.training.metrics import auc, group_auc, logloss, ranking_metrics
 from ratingctr.training.models.ctr import CTRModel
 from ratingctr.training.sampling import interaction_keys, sample_negatives
@@ -19,8 +20,14 @@ from ratingctr.training.sampling import interaction_keys, sample_negatives
 
 @torch.no_grad()
 def predict_arrays(model: CTRModel, features: np.ndarray, batch_size: int, device: torch.device) -> dict[str, np.ndarray]:
-    """p̂ (and the rating distribution when the head has one) for a ``[m, C]`` matrix."""
+    """p̂ (and the rating distribution when the head has one) for a ``[m, C]`` matrix.
+
+    ``batch_size`` is an upper bound: the batch also keeps the model's activations within
+    ``eval_batch.ACTIVATION_BUDGET_BYTES`` (xDeepFM's CIN needs far smaller batches).
+    """
     model.eval()
+    if features.shape[0] > MIN_ROWS:
+        batch_size = eval_batch_rows(model, features.shape[1], device, batch_size)
     x = torch.from_numpy(features)
     p_parts, dist_parts = [], []
     for start in range(0, x.shape[0], batch_size):

@@ -334,6 +334,13 @@ class CIN(KernelSwitch, nn.Module):
             self.hidden_sizes.append(prev)
         self.fc = nn.Linear(pooled, out_dim)
 
+    def transient_floats_per_row(self, input_shape: torch.Size) -> int:
+        """Floats per row alive inside ``forward`` and never returned (``training.eval_batch``): the
+        widest layer's field × map products, twice (the broadcast product and its contiguous copy)."""
+        _, fields, dim = input_shape
+        inputs = [fields, *self.hidden_sizes[:-1]]
+        return 2 * max(h * fields * dim for h in inputs) + sum(conv.out_channels for conv in self.convs) * dim
+
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         """The layers' 1×1 convolutions (RecBole's parameters) run channels-last by default (``kernels/cin.py``)."""
         cin = fast_cin if self.forward_kernels() else reference_cin
