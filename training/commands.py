@@ -133,9 +133,10 @@ def cmd_train_retriever(args: argparse.Namespace, extra: list[str]) -> int:
     from ratingctr.training.retriever import RetrieverConfig, train_retriever
 
     data = data_config(args)
-    stopping = {k: v for k, v in (("patience", args.patience), ("min_epochs", args.min_epochs)) if v is not None}
+    stopping = {k: v for k, v in (("patience", args.patience), ("min_epochs", args.min_epochs),
+                                  ("min_steps", args.min_steps)) if v is not None}
     if any(v < 0 for v in stopping.values()):
-        raise UserError("--patience and --min-epochs must be >= 0")
+        raise UserError("--patience, --min-epochs and --min-steps must be >= 0")
     config = RetrieverConfig(embedding_dim=args.embedding_dim, layers=args.gcn_layers, lr=args.lr,
                              reg_weight=args.reg_weight, batch_size=args.batch_size, epochs=args.epochs,
                              seed=args.seed, device=args.device, progress=not args.no_progress, **stopping)
@@ -216,6 +217,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     retriever.add_argument("--epochs", type=int, default=300)
     retriever.add_argument("--patience", type=int, default=None,
                            help="evaluations without valid Recall@20 gain (default: RetrieverConfig's)")
+    retriever.add_argument("--min-steps", type=int, default=None,
+                           help="never stop before this many BPR steps (default: RetrieverConfig's 1000)")
     retriever.add_argument("--min-epochs", type=int, default=None,
                            help="never stop before this many epochs: the popularity plateau (default: "
                                 "RetrieverConfig's; reports/ml-100k/retriever)")

@@ -38,6 +38,7 @@ class Policy:
     name: str
     patience: int
     min_epochs: int
+    min_steps: int = 0
     epochs: int = 300
     lr: float = 1e-3
     reg_weight: float = 1e-4
@@ -95,7 +96,8 @@ def _one(policy: Policy, fraction: float, seed: int, source: Path, runs: Path) -
     csv = write_subsample(source, fraction, seed, runs / "data")
     data = DataConfig(dataset="csv", data_dir=str(csv), seed=seed)
     config = RetrieverConfig(lr=policy.lr, reg_weight=policy.reg_weight, epochs=policy.epochs,
-                             patience=policy.patience, min_epochs=policy.min_epochs, seed=seed, progress=False)
+                             patience=policy.patience, min_epochs=policy.min_epochs, min_steps=policy.min_steps,
+                             seed=seed, progress=False)
     metrics = train_retriever(data, config, run, extra_metrics={"experiment": settings})
     return _row(metrics, policy, fraction, seed, cached=False)
 
@@ -157,9 +159,10 @@ def render(results: dict) -> str:
              "policy's stopping rule, judged on test Recall@20 (full ranking, train + validation items masked) "
              "against the most-popular list on the same split; seeds draw the subsample, the split and the "
              f"initialisation.  Target: ratio ≥ {results['target_ratio']}× in every run.", "",
-             "| policy | patience | min epochs | max epochs | lr | reg |", "|---|---|---|---|---|---|"]
-    lines += [f"| {p['name']} | {p['patience']} | {p['min_epochs']} | {p['epochs']} | {p['lr']:g} | "
-              f"{p['reg_weight']:g} |" for p in results["policies"]]
+             "| policy | patience | min steps | min epochs | max epochs | lr | reg |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {p['name']} | {p['patience']} | {p.get('min_steps', 0)} | {p['min_epochs']} | {p['epochs']} | "
+              f"{p['lr']:g} | {p['reg_weight']:g} |" for p in results["policies"]]
     lines += ["", "## Summary", "",
               md_table(["policy", "share", "train ratings", "runs", "Recall@20", "popular", "ratio mean",
                         "ratio min", "best epoch (median)", "epochs run (median)", "target met"],
@@ -211,7 +214,8 @@ def policies_from(names: list[str], min_epochs: int, patience: int) -> list[Poli
     defaults = RetrieverConfig()
     known = {"previous": Policy("previous", patience=10, min_epochs=0),
              "current": Policy("current", patience=defaults.patience, min_epochs=defaults.min_epochs,
-                               epochs=defaults.epochs, lr=defaults.lr, reg_weight=defaults.reg_weight),
+                               min_steps=defaults.min_steps, epochs=defaults.epochs, lr=defaults.lr,
+                               reg_weight=defaults.reg_weight),
              "custom": Policy("custom", patience=patience, min_epochs=min_epochs)}
     unknown = [n for n in names if n not in known]
     if unknown:
