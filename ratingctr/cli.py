@@ -20,7 +20,7 @@ from ratingctr.errors import UserError
 # and, where it has them, the sub-verbs of a group (``bench …``, ``experiment …``) it defines
 # with the group's hook (``GROUPS``).
 COMMANDS: dict[str, tuple[str, ...]] = {
-    "ratingctr.training.commands": ("train", "evaluate", "compare", "train-retriever", "bench train",
+    "ratingctr.training.commands": ("train", "evaluate", "compare", "data", "train-retriever", "bench train",
                                     "bench propagate", "bench ddp"),
     "ratingctr.training.retrain_commands": ("retrain", "retrain-retriever"),
     "ratingctr.training.experiments.commands": ("experiment supervision", "experiment connectivity",

@@ -207,6 +207,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--json", action="store_true")
     compare.set_defaults(handler=cmd_compare)
 
+    data = subparsers.add_parser("data", help="datasets: synth (a MovieLens-like dataset of any size)")
+    data_verbs = data.add_subparsers(dest="data_verb", required=True)
+    synth = data_verbs.add_parser("synth", help="a RecBole atomic dataset calibrated on ML-100k, deterministic per seed")
+    synth.add_argument("--users", type=int, required=True)
+    synth.add_argument("--items", type=int, required=True)
+    synth.add_argument("--ratings", type=int, required=True, help="ratings to draw (a user's repeats are dropped)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--name", default=None, help="file stem (default: the --out folder's name)")
+    synth.add_argument("--data-dir", default=None, help="where ML-100k (the calibration source) is cached")
+    synth.add_argument("--out", required=True)
+    synth.set_defaults(handler=cmd_data_synth)
+
     retriever = subparsers.add_parser("train-retriever", help="LightGCN + BPR candidate retriever")
     add_data_arguments(retriever)
     retriever.add_argument("--embedding-dim", type=int, default=64)
@@ -227,6 +239,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     retriever.add_argument("--no-progress", action="store_true")
     retriever.add_argument("--out", required=True)
     retriever.set_defaults(handler=cmd_train_retriever)
+
+
+def cmd_data_synth(args: argparse.Namespace, extra: list[str]) -> int:
+    from ratingctr.training.data.synth import SynthSpec, synthesize
+    from ratingctr.training.data.synth_calibration import ml100k_calibration
+
+    spec = SynthSpec(users=args.users, items=args.items, ratings=args.ratings, seed=args.seed,
+                     name=args.name or Path(args.out).name)
+    spec.check()
+    summary = synthesize(spec, ml100k_calibration(args.data_dir), Path(args.out))
+    print(f"wrote {summary['ratings_written']:,} ratings of {spec.users:,} users on {spec.items:,} items to "
+          f"{args.out}/{spec.name}.inter (star shares {summary['rating_probs']}); train on it with "
+          f"--dataset atomic --data-dir {args.out}")
+    return 0
 
 
 def cmd_bench_ddp(args: argparse.Namespace, extra: list[str]) -> int:

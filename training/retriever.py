@@ -49,6 +49,10 @@ class RetrieverConfig:
     #: (reports/ml-100k/retriever).
     min_steps: int = 1000
     min_epochs: int = 0
+    #: An epoch has at least this many BPR steps: the batch shrinks (not below 64) on small
+    #: data, so the epoch-counted patience, minimum and cap mean the same amount of learning
+    #: at every size (full ML-100k: 27 steps of 2,048; a 20% subsample: 4 steps before).
+    min_batches_per_epoch: int = 25
     k: int = 20
     seed: int = 2020
     device: str = "auto"
@@ -133,6 +137,9 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
     test_rel = _positive_mask(data, np.flatnonzero((data.split == TEST) & clicks))
     positive_keys = interaction_keys(data.user[graph_pos], data.item[graph_pos], data.n_items)
     rng = np.random.default_rng(config.seed)
+    batch_size = config.batch_size
+    if config.min_batches_per_epoch:
+        batch_size = min(batch_size, max(64, -(-train_pos.size // config.min_batches_per_epoch)))
     epoch_seconds: list[float] = []
     bar = tqdm(range(config.epochs), desc="retriever", unit="epoch", disable=not config.progress, file=sys.stderr)
 
@@ -145,13 +152,13 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
         p_all = torch.from_numpy(items[order]).to(device)
         n_all = torch.from_numpy(neg_all).to(device)
         total = 0.0
-        for lo in range(0, train_pos.size, config.batch_size):
-            sl = slice(lo, lo + config.batch_size)
+        for lo in range(0, train_pos.size, batch_size):
+            sl = slice(lo, lo + batch_size)
             loss = model.bpr_loss(u_all[sl], p_all[sl], n_all[sl], config.reg_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * (min(lo + config.batch_size, train_pos.size) - lo)
+            total += float(loss.detach()) * (min(lo + batch_size, train_pos.size) - lo)
         epoch_seconds.append(time.perf_counter() - start)
         model.eval()
         with torch.no_grad():
@@ -160,7 +167,7 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
         bar.set_postfix(loss=f"{total / train_pos.size:.4f}", valid_recall=f"{valid[f'recall@{config.k}']:.4f}")
         return valid[f"recall@{config.k}"], {"epoch": epoch, "loss": total / train_pos.size, **valid}
 
-    steps_per_epoch = max(1, -(-train_pos.size // config.batch_size))
+    steps_per_epoch = max(1, -(-train_pos.size // batch_size))
     min_epochs = max(config.min_epochs, -(-config.min_steps // steps_per_epoch))
     stopped = train_until_stale(model, bar, config.patience, run_epoch, min_epochs=min_epochs)
     bar.close()
@@ -183,7 +190,7 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
                "relative_gain_recall@20": test[f"recall@{config.k}"] / popular[f"recall@{config.k}"] - 1.0,
                "best_epoch": stopped.best_epoch, "epoch_seconds": epoch_seconds, "history": stopped.history,
                "dataset": data.stats, "config": asdict(config), "data": data_settings,
-               "graph_edges": int(positive_keys.size),
+               "graph_edges": int(positive_keys.size), "batch_size": batch_size, "min_epochs": min_epochs,
                "device": str(device), **(extra_metrics or {})}
     write_json(out_dir / "metrics.json", metrics)
     return metrics

@@ -101,3 +101,13 @@ def calibrate(raw: RawData) -> Calibration:
         release_year=_marginal(items["release_year"][items["release_year"] != ""]),
         genre=_marginal(genres.explode().dropna()),
         genres_per_item=tuple(round(float(p), 6) for p in per_item_probs))
+
+
+def ml100k_calibration(data_root: str | None = None) -> Calibration:
+    """ML-100k's calibration, from the bundled ML-100k (fetched once into the data cache)."""
+    from pathlib import Path
+
+    from ratingctr.training.data.fetch import fetch_ml100k
+    from ratingctr.training.data.readers import read_ml100k
+
+    return calibrate(read_ml100k(fetch_ml100k(Path(data_root) if data_root else None)))

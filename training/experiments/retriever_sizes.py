@@ -39,6 +39,7 @@ class Policy:
     patience: int
     min_epochs: int
     min_steps: int = 0
+    min_batches_per_epoch: int = 0
     epochs: int = 300
     lr: float = 1e-3
     reg_weight: float = 1e-4
@@ -97,7 +98,7 @@ def _one(policy: Policy, fraction: float, seed: int, source: Path, runs: Path) -
     data = DataConfig(dataset="csv", data_dir=str(csv), seed=seed)
     config = RetrieverConfig(lr=policy.lr, reg_weight=policy.reg_weight, epochs=policy.epochs,
                              patience=policy.patience, min_epochs=policy.min_epochs, min_steps=policy.min_steps,
-                             seed=seed, progress=False)
+                             min_batches_per_epoch=policy.min_batches_per_epoch, seed=seed, progress=False)
     metrics = train_retriever(data, config, run, extra_metrics={"experiment": settings})
     return _row(metrics, policy, fraction, seed, cached=False)
 
@@ -159,10 +160,11 @@ def render(results: dict) -> str:
              "policy's stopping rule, judged on test Recall@20 (full ranking, train + validation items masked) "
              "against the most-popular list on the same split; seeds draw the subsample, the split and the "
              f"initialisation.  Target: ratio ≥ {results['target_ratio']}× in every run.", "",
-             "| policy | patience | min steps | min epochs | max epochs | lr | reg |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {p['name']} | {p['patience']} | {p.get('min_steps', 0)} | {p['min_epochs']} | {p['epochs']} | "
-              f"{p['lr']:g} | {p['reg_weight']:g} |" for p in results["policies"]]
+             "| policy | patience | min steps | min epochs | min batches per epoch | max epochs | lr | reg |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {p['name']} | {p['patience']} | {p.get('min_steps', 0)} | {p['min_epochs']} | "
+              f"{p.get('min_batches_per_epoch', 0)} | {p['epochs']} | {p['lr']:g} | {p['reg_weight']:g} |"
+              for p in results["policies"]]
     lines += ["", "## Summary", "",
               md_table(["policy", "share", "train ratings", "runs", "Recall@20", "popular", "ratio mean",
                         "ratio min", "best epoch (median)", "epochs run (median)", "target met"],
@@ -214,7 +216,8 @@ def policies_from(names: list[str], min_epochs: int, patience: int) -> list[Poli
     defaults = RetrieverConfig()
     known = {"previous": Policy("previous", patience=10, min_epochs=0),
              "current": Policy("current", patience=defaults.patience, min_epochs=defaults.min_epochs,
-                               min_steps=defaults.min_steps, epochs=defaults.epochs, lr=defaults.lr,
+                               min_steps=defaults.min_steps, min_batches_per_epoch=defaults.min_batches_per_epoch,
+                               epochs=defaults.epochs, lr=defaults.lr,
                                reg_weight=defaults.reg_weight),
              "custom": Policy("custom", patience=patience, min_epochs=min_epochs)}
     unknown = [n for n in names if n not in known]
