@@ -245,7 +245,8 @@ def cmd_retriever_sizes(args: argparse.Namespace, extra: list[str]) -> int:
 
     fractions = _csv(args.fractions, float)
     seeds = _csv(args.seeds, int)
-    policies = policies_from(list(_csv(args.policies)), args.min_epochs, args.patience)
+    policies = policies_from(list(_csv(args.policies)), args.min_epochs, args.patience, args.reg_weight,
+                             args.min_steps, args.min_batches_per_epoch)
     results = run_experiment(policies, fractions, seeds, Path(args.runs_dir), args.data_dir)
     write(results, Path(args.out))
     print(f"wrote {args.out}/report.md", file=sys.stderr)
@@ -301,6 +302,9 @@ def register_experiment(verbs: argparse._SubParsersAction) -> None:
                      help="previous (patience 10, no minimum), current (RetrieverConfig's defaults), custom")
     ret.add_argument("--min-epochs", type=int, default=0, help="the custom policy's minimum epochs")
     ret.add_argument("--patience", type=int, default=10, help="the custom policy's patience")
+    ret.add_argument("--min-steps", type=int, default=0, help="the custom policy's minimum BPR steps")
+    ret.add_argument("--min-batches-per-epoch", type=int, default=0, help="the custom policy's batch floor")
+    ret.add_argument("--reg-weight", type=float, default=1e-4, help="the custom policy's L2 weight")
     ret.add_argument("--data-dir", default=None, help="where ml-100k is cached (default: the data cache)")
     ret.add_argument("--runs-dir", default="runs/experiments/retriever")
     ret.add_argument("--out", required=True)

@@ -210,7 +210,8 @@ def write(results: dict, out: Path) -> None:
     plot(results, out)
 
 
-def policies_from(names: list[str], min_epochs: int, patience: int) -> list[Policy]:
+def policies_from(names: list[str], min_epochs: int, patience: int, reg_weight: float = 1e-4,
+                  min_steps: int = 0, min_batches_per_epoch: int = 0) -> list[Policy]:
     from ratingctr.training.retriever import RetrieverConfig
 
     defaults = RetrieverConfig()
@@ -219,7 +220,8 @@ def policies_from(names: list[str], min_epochs: int, patience: int) -> list[Poli
                                min_steps=defaults.min_steps, min_batches_per_epoch=defaults.min_batches_per_epoch,
                                epochs=defaults.epochs, lr=defaults.lr,
                                reg_weight=defaults.reg_weight),
-             "custom": Policy("custom", patience=patience, min_epochs=min_epochs)}
+             "custom": Policy("custom", patience=patience, min_epochs=min_epochs, min_steps=min_steps,
+                              min_batches_per_epoch=min_batches_per_epoch, reg_weight=reg_weight)}
     unknown = [n for n in names if n not in known]
     if unknown:
         raise UserError(f"unknown policy {', '.join(unknown)}; choose from {', '.join(known)}")
