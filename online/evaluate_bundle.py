@@ -20,7 +20,6 @@ import http.client
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ import numpy as np
 
 from ratingctr.errors import UserError
 from ratingctr.online.served_quality import METRICS, Relevant, pad, paired, summarise
+from ratingctr.report_files import short_commit, write_report
 from ratingctr.tables import md_table
 
 KS = (5, 10, 20)
@@ -187,13 +187,6 @@ def _latency(bundle: Path, users: list[str], candidates: int, seconds: float) ->
             "p99_ms": float(np.percentile(values, 99))}
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
 
 def evaluate(config: EvaluateConfig) -> dict:
     if not config.bundles:
@@ -234,7 +227,7 @@ def evaluate(config: EvaluateConfig) -> dict:
     return {
         "command": "ratingctr " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("ratingctr")
         else "ratingctr evaluate-bundle " + " ".join(str(b) for b in config.bundles),
-        "commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": short_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "python": platform.python_version(), "split": config.split, "users": int(served.relevant.users.size),
         "relevant_per_user": float(statistics.fmean(served.relevant.counts.tolist())),
         "catalogue": served.n_items, "candidates": config.candidates, "serving_seconds": seconds,
@@ -329,7 +322,4 @@ def plot(results: dict, out: Path) -> None:
 
 
 def write(results: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "report.md").write_text(render(results))
-    plot(results, out)
+    write_report(results, out, render, plot)

@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ratingctr.errors import UserError
+from ratingctr.report_files import short_commit, write_report
 from ratingctr.tables import md_table
 
 PRIMARY = "10"
@@ -150,16 +150,9 @@ def summarise(config: PipelineConfig, evaluations: dict[str, dict[int, dict]]) -
             "table": table, "differences": differences, "sweep": first["sweep"],
             "sweep_from": f"{config.models[0]}, seed {config.seeds[0]}",
             "users": {m: [r["users"] for r in per.values()] for m, per in evaluations.items()},
-            "commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "commit": short_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "command": " ".join(["ratingctr", *sys.argv[1:]])}
 
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _ci(m: dict, digits: int = 4) -> str:
@@ -249,7 +242,4 @@ def plot(results: dict, out: Path) -> None:
 
 
 def write(results: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "report.md").write_text(render(results))
-    plot(results, out)
+    write_report(results, out, render, plot)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ratingctr.errors import UserError
+from ratingctr.report_files import short_commit, write_report
 from ratingctr.tables import md_table
 
 FRACTIONS = (0.2, 0.4, 0.6, 0.8, 1.0)
@@ -141,16 +141,9 @@ def run_experiment(policies: list[Policy], fractions: tuple[float, ...], seeds: 
                             "meets_target": min(ratios) >= TARGET_RATIO})
     return {"policies": [asdict(p) for p in policies], "fractions": list(fractions), "seeds": list(seeds),
             "target_ratio": TARGET_RATIO, "rows": rows, "summary": summary,
-            "commit": _commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "commit": short_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "command": " ".join(["ratingctr", *sys.argv[1:]])}
 
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def render(results: dict) -> str:
@@ -204,10 +197,7 @@ def plot(results: dict, out: Path) -> None:
 
 
 def write(results: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "report.md").write_text(render(results))
-    plot(results, out)
+    write_report(results, out, render, plot)
 
 
 def policies_from(names: list[str], min_epochs: int, patience: int, reg_weight: float = 1e-4,
