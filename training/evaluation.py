@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ratingctr.training.allocator import release_freed_memory
 from ratingctr.training.data.encode import TEST, TRAIN, VALID, EncodedData
 from ratingctr.training.eval_batch import MIN_ROWS, eval_batch_rows
 from ratingctr.training.metrics import auc, group_auc, logloss, ranking_metrics
@@ -35,6 +36,8 @@ def predict_arrays(model: CTRModel, features: np.ndarray, batch_size: int, devic
         p_parts.append(pred.p_click.float().cpu())
         if pred.rating_probs is not None:
             dist_parts.append(pred.rating_probs.float().cpu())
+        del pred
+        release_freed_memory()  # a training process keeps freed blocks; scoring must not pile them up
     out = {"p_click": torch.cat(p_parts).numpy() if p_parts else np.zeros(0, np.float32)}
     if dist_parts:
         out["rating_probs"] = torch.cat(dist_parts).numpy()

@@ -55,3 +55,27 @@ def test_freed_activations_are_reused_instead_of_faulted_in_every_step() -> None
 def test_a_user_who_tuned_glibc_is_left_alone() -> None:
     env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "131072"}
     assert _probe(env)["applied"] is False
+
+
+def test_release_hands_freed_heap_pages_back_after_the_tuning() -> None:
+    """Freed blocks under the raised mmap threshold stay resident with trimming off; the
+    release evaluation calls between batches returns them (glibc only)."""
+    code = r"""
+import numpy as np
+from ratingctr.training.allocator import release_freed_memory, retain_freed_memory
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+if not retain_freed_memory():
+    print("untuned"); raise SystemExit
+blocks = [np.ones(2 * 2**20) for _ in range(100)]  # 100 x 16 MiB, each under the 32 MiB threshold
+del blocks
+held = rss_mb()
+released = release_freed_memory()
+print(held, rss_mb(), released)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    if out == ["untuned"]:
+        pytest.skip("no glibc mallopt here")
+    held, after, released = float(out[0]), float(out[1]), out[2]
+    assert held > 1200  # 1.6 GB freed but still resident
+    assert released == "True" and after < held - 1000
