@@ -43,9 +43,13 @@ def _retriever_vectors(run: Path, data: EncodedData) -> tuple[np.ndarray, np.nda
     return users.astype(np.float32), items.astype(np.float32), metrics
 
 
-def history_csr(data: EncodedData) -> tuple[np.ndarray, np.ndarray]:
-    """Every known (user, item) interaction as CSR: the seen sets the gateway loads into Redis."""
-    keys = np.unique(data.user * (data.n_items + 1) + data.item)
+def history_csr(data: EncodedData, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every known (user, item) interaction as CSR: the seen sets the gateway loads into Redis.
+
+    ``rows``: only these interactions (``evaluate-bundle``'s train + validation seen sets).
+    """
+    user, item = (data.user, data.item) if rows is None else (data.user[rows], data.item[rows])
+    keys = np.unique(user * (data.n_items + 1) + item)
     users, items = keys // (data.n_items + 1), keys % (data.n_items + 1)
     indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=data.n_users + 1))])
     return indptr.astype(np.int64), items.astype(np.int64)

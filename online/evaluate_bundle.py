@@ -99,15 +99,10 @@ def _load_data(ranker, config: EvaluateConfig):
     return data
 
 
-def _seen_csr(user: np.ndarray, item: np.ndarray, n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
-    keys = np.unique(user * (n_items + 1) + item)
-    counts = np.bincount(keys // (n_items + 1), minlength=n_users + 1)
-    return np.concatenate([[0], np.cumsum(counts)]), keys % (n_items + 1)
-
-
 def serve_lists(rankers: list, data, config: EvaluateConfig) -> Served:
     """Run the serving path for every evaluated user: popular, retriever order, and each ranker at
     every candidate count of the sweep (and at ``config.candidates``)."""
+    from ratingctr.export.build import history_csr
     from ratingctr.training.data.encode import TEST, TRAIN, VALID
 
     parts = {"test": TEST, "valid": VALID}
@@ -123,7 +118,7 @@ def serve_lists(rankers: list, data, config: EvaluateConfig) -> Served:
         relevant = Relevant.of(data.user[target][mask], data.item[target][mask], data.n_items)
     if relevant.users.size == 0:
         raise UserError(f"no user has a clicked {config.split} item: nothing to evaluate")
-    indptr, seen_items = _seen_csr(data.user[known], data.item[known], data.n_users, data.n_items)
+    indptr, seen_items = history_csr(data, known)
     train = data.rows(TRAIN)
     clicked = train[data.rating[train] >= data.threshold]
     served = Served(relevant, data.n_items, np.bincount(data.item[clicked], minlength=data.n_items + 1))
@@ -133,6 +128,8 @@ def serve_lists(rankers: list, data, config: EvaluateConfig) -> Served:
     ranked: dict[tuple[int, int], list[np.ndarray]] = {(b, n): [] for b in range(len(rankers)) for n in counts}
     retrieved: dict[int, list[np.ndarray]] = {n: [] for n in counts}
     first = rankers[0]
+    # bundles exported with the same retriever (both heads of one run) share its candidates
+    shares = [_same_retriever(first, ranker) for ranker in rankers]
     for user in relevant.users.tolist():
         seen = seen_items[indptr[user]:indptr[user + 1]]
         popular.append(first.popular_items(seen, kmax))
@@ -140,7 +137,7 @@ def serve_lists(rankers: list, data, config: EvaluateConfig) -> Served:
             candidates = first.retrieve(user, seen, n)
             retrieved[n].append(candidates)
             for b, ranker in enumerate(rankers):
-                items = candidates if b == 0 else ranker.retrieve(user, seen, n)
+                items = candidates if shares[b] else ranker.retrieve(user, seen, n)
                 k = min(kmax, len(items))
                 ranked[(b, n)].append(ranker.rank(ranker.user_fields[user], items, k, {}).items if k else items)
         retriever.append(retrieved[config.candidates][-1][:kmax])
@@ -151,6 +148,12 @@ def serve_lists(rankers: list, data, config: EvaluateConfig) -> Served:
             served.lists[_ranked_name(ranker, n)] = pad(ranked[(b, n)], kmax)
     served.retrieved = {n: pad(rows, n) for n, rows in retrieved.items()}
     return served
+
+
+def _same_retriever(a, b) -> bool:
+    """Whether two bundles hold the same FAISS index and user vectors (so the same candidates)."""
+    files = ("items.faiss", "user_vectors.npy")
+    return all(a.manifest.files[f].sha256 == b.manifest.files[f].sha256 for f in files)
 
 
 def _ranked_name(ranker, candidates: int) -> str:

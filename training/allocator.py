@@ -34,11 +34,12 @@ MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 6
 TRIM_NEVER = 2**31 - 1
 
 _applied: bool | None = None
+_libc: ctypes.CDLL | None = None  # glibc, once the tuning is in force (release_freed_memory uses it)
 
 
 def retain_freed_memory() -> bool:
     """Tune glibc once per process; True when the settings are in force."""
-    global _applied
+    global _applied, _libc
     if _applied is not None:
         return _applied
     _applied = False
@@ -53,6 +54,7 @@ def retain_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # order matters: setting the trim threshold first would freeze the mmap threshold at 128 KiB
     _applied = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_NEVER))
+    _libc = libc if _applied else None
     return _applied
 
 
@@ -66,10 +68,9 @@ def release_freed_memory() -> bool:
     training step, which reuses the same blocks, never does.  A no-op when the tuning is
     not in force.
     """
-    if not _applied:
+    if _libc is None:
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    return bool(libc.malloc_trim(0))
+    return bool(_libc.malloc_trim(0))
 
 
 def training_entry_point(handler: Callable[P, R]) -> Callable[P, R]:

@@ -164,12 +164,12 @@ def _load_data(config: RunConfig, distributed: DistContext | None) -> EncodedDat
         return load_dataset(config.data)
     from ratingctr.training.distributed import barrier
 
+    if not distributed.is_main:
+        barrier(distributed)  # wait for rank 0's read
+    data = load_dataset(config.data)
     if distributed.is_main:
-        data = load_dataset(config.data)
         barrier(distributed)
-        return data
-    barrier(distributed)
-    return load_dataset(config.data)
+    return data
 
 
 def train_run(config: RunConfig, out_dir: Path, data: EncodedData | None = None,
