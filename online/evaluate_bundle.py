@@ -88,10 +88,16 @@ def _load_data(ranker, config: EvaluateConfig):
 
     run = config.ranker_run or Path(ranker.manifest.source.ranker)
     try:
-        run_config = RunConfig.from_dict(json.loads((run / "metrics.json").read_text())["config"])
+        run_metrics = json.loads((run / "metrics.json").read_text())
+        run_config = RunConfig.from_dict(run_metrics["config"])
     except (OSError, KeyError, ValueError) as exc:
         raise UserError(f"cannot read the ranker run's configuration from {run}/metrics.json ({exc}); "
                         f"pass --ranker-run RUN_DIR") from exc
+    exported = ranker.manifest.metrics.get("ranker", {}).get("test")
+    if exported is not None and run_metrics.get("test") != exported:
+        # same vocabularies but another split or seed: its test rows may be the bundle's training rows
+        raise UserError(f"{run} is not the run bundle {ranker.path} was exported from (their test metrics "
+                        f"differ); pass the bundle's own ranker run")
     data_config = run_config.data if config.data_dir is None else replace(run_config.data, data_dir=config.data_dir)
     data, _ = load_run_data(run, data_config)
     if data.vocab["item_id"] != ranker.item_ids or data.vocab["user_id"] != ranker.user_ids:

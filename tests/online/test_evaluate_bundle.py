@@ -89,3 +89,15 @@ def test_too_few_candidates_and_a_missing_bundle_are_one_line_errors(tiny_bundle
     assert "at least 20" in capsys.readouterr().err
     assert main(["evaluate-bundle", str(tmp_path / "absent")]) == 2
     assert capsys.readouterr().err.strip()
+
+
+def test_a_ranker_run_on_other_data_is_refused(tiny_bundles: dict, tiny_atomic: Path, tmp_path: Path,
+                                               capsys) -> None:
+    """A run on the same ratings with another split seed has the bundle's vocabularies, but its test
+    rows may be the bundle's training rows: refused, not silently scored."""
+    other = tmp_path / "seed5"
+    assert main(["train", "--model", "DCNV2", "--dataset", "atomic", "--data-dir", str(tiny_atomic), "--k-core", "3",
+                 "--seed", "5", "--epochs", "1", "--no-progress", "--embedding_dim=8", "--out", str(other)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate-bundle", str(tiny_bundles["rating"]), "--ranker-run", str(other)]) == 2
+    assert "is not the run bundle" in capsys.readouterr().err
