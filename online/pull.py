@@ -17,6 +17,11 @@ exactly once, and Redis only ever holds as acknowledged what is durable on disk.
 ``--trim`` trims the stream (one Lua script, ``TRIM_ACKNOWLEDGED``) to the oldest entry that
 *any* consumer group still needs, so a lagging second reader never loses an entry.
 
+On a sharded key layout (a Redis Cluster; ``serving.redis_keys``) the events are in one stream
+per shard, named by the layout the gateway recorded in Redis: the consumer reads, writes,
+acknowledges and trims each shard's stream on its own (each batch is one shard's), with the
+same guarantees per stream, and names events by their cross-shard ids (``KeyLayout.global_id``).
+
 One writer per output directory (a lock file), because the restart logic above reasons about
 one consumer's pending entries and stale temporary files of a live writer must not be removed.
 """
@@ -35,9 +40,12 @@ from typing import Iterator
 
 import pandas as pd
 import redis
+from redis.exceptions import RedisClusterException
 
 from ratingctr.errors import UserError
 from ratingctr.serving.embedded_redis import NoEmbeddedRedis, read_url_file
+from ratingctr.serving.redis_connection import sync_client
+from ratingctr.serving.redis_keys import KeyLayout
 from ratingctr.serving.redis_scripts import TRIM_ACKNOWLEDGED
 from ratingctr.training.data.event_log import (COLUMNS, FLOAT_COLUMNS, publish_partition, remove_stale_tmp,
                                                stage_partition)
@@ -61,10 +69,6 @@ class PullConfig:
     follow: bool = False
     block_ms: int = 1000
     trim: bool = False
-
-    @property
-    def stream(self) -> str:
-        return f"{self.prefix}:events"
 
 
 @dataclass
@@ -107,8 +111,12 @@ def resolve_redis_url(redis_url: str | None, redis_dir: Path | None) -> str:
         raise UserError(str(exc)) from exc
 
 
-def entries_to_frame(entries: list[tuple[str, dict]]) -> tuple[pd.DataFrame, list[str]]:
+def entries_to_frame(entries: list[tuple[str, dict]], layout: KeyLayout | None = None,
+                     shard: int = 0) -> tuple[pd.DataFrame, list[str]]:
     """One XREADGROUP batch as an event-log frame (``COLUMNS``) and every stream id in it.
+
+    The frame names events by their cross-shard ids (``layout.global_id``; the raw id when
+    there is one shard); the returned ids are the raw ones, to acknowledge.
 
     Whole-batch conversion in Arrow: one ``from_pylist`` over redis-py's per-entry dicts (a key
     an entry lacks is null), the numbers parsed by a cast kernel, then one ``to_pandas``
@@ -125,7 +133,8 @@ def entries_to_frame(entries: list[tuple[str, dict]]) -> tuple[pd.DataFrame, lis
     columns = {}
     for name in COLUMNS:
         if name == "stream_id":
-            column = pa.array(ids, pa.string())
+            names = ids if layout is None or layout.shards == 1 else [layout.global_id(i, shard) for i in ids]
+            column = pa.array(names, pa.string())
         elif name in table.column_names:
             column = table[name]
         else:
@@ -198,29 +207,38 @@ def _gc_paused() -> Iterator[None]:
 class EventPuller:
     """The consumer loop over one Redis client; :meth:`run` is the whole verb."""
 
-    def __init__(self, config: PullConfig, client: redis.Redis) -> None:
+    def __init__(self, config: PullConfig, client: redis.Redis, layout: KeyLayout | None = None) -> None:
         self.config = config
         self.client = client
+        self.layout = layout or KeyLayout(config.prefix)
+        self.streams = self.layout.all_events()
         self.summary = PullSummary()
         self.crash_at = _crash_point()
         self._trim = client.register_script(TRIM_ACKNOWLEDGED)
 
-    def ensure_group(self) -> None:
-        """The consumer group, created at the start of the stream (MKSTREAM) if missing."""
-        try:
-            self.client.xgroup_create(self.config.stream, self.config.group, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+    @property
+    def stream(self) -> str:
+        """The stream's name when there is one (messages)."""
+        return self.streams[0] if len(self.streams) == 1 else f"{self.layout.events(0)} … ({len(self.streams)} shards)"
 
-    def read(self, cursor: str, block_ms: int | None) -> list[tuple[str, dict]]:
+    def ensure_group(self) -> None:
+        """The consumer group on every stream, created at its start (MKSTREAM) if missing."""
+        for stream in self.streams:
+            try:
+                self.client.xgroup_create(stream, self.config.group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def read(self, shard: int, cursor: str, block_ms: int | None) -> list[tuple[str, dict]]:
         c = self.config
-        reply = self.client.xreadgroup(c.group, c.consumer, {c.stream: cursor}, count=c.batch, block=block_ms)
+        reply = self.client.xreadgroup(c.group, c.consumer, {self.streams[shard]: cursor}, count=c.batch,
+                                       block=block_ms)
         return reply[0][1] if reply else []
 
-    def commit(self, entries: list[tuple[str, dict]]) -> None:
+    def commit(self, entries: list[tuple[str, dict]], shard: int = 0) -> None:
         """Write one batch durably, then acknowledge it (the order this module is about)."""
-        frame, ids = entries_to_frame(entries)
+        frame, ids = entries_to_frame(entries, self.layout, shard)
         if len(frame):
             tmp, final = stage_partition(self.config.out, frame)
             self._maybe_crash("before-rename")
@@ -229,39 +247,58 @@ class EventPuller:
             self.summary.written += len(frame)
             self.summary.partitions += 1
         self.summary.vanished += len(ids) - len(frame)
-        self.summary.acked += self.client.xack(self.config.stream, self.config.group, *ids)
+        self.summary.acked += self.client.xack(self.streams[shard], self.config.group, *ids)
         if self.config.trim:
-            self.trim()
+            self.trim(shard)
 
     def _maybe_crash(self, point: str) -> None:
         if self.crash_at == point:
             os._exit(137)
 
-    def trim(self) -> int:
-        trimmed, _ = self._trim(keys=[self.config.stream])
-        self.summary.trimmed += int(trimmed)
-        return int(trimmed)
+    def trim(self, shard: int | None = None) -> int:
+        trimmed = 0
+        for stream in self.streams if shard is None else [self.streams[shard]]:
+            count, _ = self._trim(keys=[stream])
+            trimmed += int(count)
+        self.summary.trimmed += trimmed
+        return trimmed
 
     def drain_pending(self, stop: threading.Event) -> None:
         """This consumer's entries delivered before a crash and never acknowledged, oldest first."""
-        cursor = "0"
-        while not stop.is_set():
-            with _gc_paused():
-                entries = self.read(cursor, None)
-                if not entries:
-                    return
-                self.commit(entries)
-                cursor = entries[-1][0]
+        for shard in range(len(self.streams)):
+            cursor = "0"
+            while not stop.is_set():
+                with _gc_paused():
+                    entries = self.read(shard, cursor, None)
+                    if not entries:
+                        break
+                    self.commit(entries, shard)
+                    cursor = entries[-1][0]
 
     def consume_new(self, stop: threading.Event) -> None:
+        """New entries of every stream, round robin; ``--follow`` waits for more.
+
+        One stream blocks in XREADGROUP; several are polled (a cluster cannot block on streams
+        in different slots at once), waiting ``block_ms`` between empty rounds.
+        """
         c = self.config
+        single = len(self.streams) == 1
         while not stop.is_set():
-            with _gc_paused():
-                entries = self.read(">", c.block_ms if c.follow else None)
-                if entries:
-                    self.commit(entries)
-                elif not c.follow:
+            got = False
+            for shard in range(len(self.streams)):
+                with _gc_paused():
+                    entries = self.read(shard, ">", c.block_ms if c.follow and single else None)
+                    if entries:
+                        self.commit(entries, shard)
+                        got = True
+            if not got:
+                if not c.follow:
                     return
+                if not single:
+                    stop.wait(c.block_ms / 1000)
+
+    def pending(self) -> int:
+        return sum(int(self.client.xpending(stream, self.config.group)["pending"]) for stream in self.streams)
 
     def run(self, stop: threading.Event) -> PullSummary:
         started = time.perf_counter()
@@ -273,16 +310,16 @@ class EventPuller:
                 self.consume_new(stop)
                 if self.config.trim:
                     self.trim()
-                self.summary.pending = int(self.client.xpending(self.config.stream, self.config.group)["pending"])
+                self.summary.pending = self.pending()
                 break
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except (redis.ConnectionError, redis.TimeoutError, RedisClusterException) as exc:
                 if not self.config.follow or stop.is_set():
-                    raise UserError(f"lost Redis while pulling {self.config.stream}: {exc}") from exc
+                    raise UserError(f"lost Redis while pulling {self.stream}: {exc}") from exc
                 time.sleep(RETRY_S)  # what was read but not acknowledged is pending: start over from there
             except redis.ResponseError as exc:
                 # NOGROUP: the stream (or the group) was deleted under a follower; create it again
                 if "NOGROUP" not in str(exc) or not self.config.follow or stop.is_set():
-                    raise UserError(f"Redis refused a command on {self.config.stream}: {exc}") from exc
+                    raise UserError(f"Redis refused a command on {self.stream}: {exc}") from exc
         self.summary.seconds = time.perf_counter() - started
         return self.summary
 
@@ -292,8 +329,10 @@ def pull_events(config: PullConfig) -> PullSummary:
     if config.batch < 1 or config.block_ms < 1:
         raise UserError("--batch and --block-ms must be at least 1")
     timeout = config.block_ms / 1000 + 10 if config.follow else 30.0  # a BLOCK read must not time out
-    client = redis.Redis.from_url(config.redis_url, decode_responses=True, socket_timeout=timeout,
-                                  socket_connect_timeout=5)
+    try:
+        client = sync_client(config.redis_url, timeout, 5, decode_responses=True)
+    except (redis.RedisError, RedisClusterException, ValueError) as exc:  # a cluster client connects when made
+        raise UserError(f"cannot reach Redis: {exc}") from exc
     try:
         with _writer_lock(config.out), _stop_on_signals(config.follow) as stop:
             try:
@@ -302,6 +341,10 @@ def pull_events(config: PullConfig) -> PullSummary:
                 raise UserError(f"Redis refused the credentials: {exc}") from exc
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 raise UserError(f"cannot reach Redis: {exc}") from exc
-            return EventPuller(config, client).run(stop)
+            try:
+                layout = KeyLayout.from_record(config.prefix, client.get(KeyLayout(config.prefix).layout_key()))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise UserError(f"{config.prefix}:layout does not hold a key layout record: {exc}") from exc
+            return EventPuller(config, client, layout).run(stop)
     finally:
         client.close()

@@ -67,8 +67,9 @@ class EmbeddedRedis:
     """Start with :meth:`start`, stop with :meth:`stop` (or use as a context manager)."""
 
     def __init__(self, data_dir: Path, port: int | None = None, fsync: str = "always",
-                 password: str | None = None) -> None:
+                 password: str | None = None, extra_args: tuple[str, ...] = ()) -> None:
         self.data_dir = Path(data_dir)
+        self.extra_args = extra_args  # e.g. cluster mode (serving.embedded_cluster)
         self.port = port or free_port()
         self.fsync = fsync
         self.password = password or secrets.token_urlsafe(32)  # URL-safe: it goes into ``url`` as is
@@ -93,7 +94,7 @@ class EmbeddedRedis:
         config = self._write_config()
         cmd = [redis_server_binary(), str(config), "--port", str(self.port), "--bind", "127.0.0.1",
                "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "",
-               "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning"]
+               "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning", *self.extra_args]
         self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         preexec_fn=_die_with_parent)
         log.close()

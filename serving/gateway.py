@@ -27,6 +27,7 @@ from ratingctr.serving.bundle_root import OutsideBundleRoot, inside_bundle_root
 from ratingctr.serving.embedded_redis import EmbeddedRedis, NoEmbeddedRedis, read_url_file
 from ratingctr.serving.ranker import Ranked, Ranker, UnknownFieldError, load_ranker
 from ratingctr.serving.redis_dir_lock import RedisDirBusy, RedisDirLock, is_sibling
+from ratingctr.serving.redis_keys import LayoutConflict
 from ratingctr.serving.settings import GatewaySettings
 from ratingctr.serving.user_store import StoreUnavailable, UserStore, decode_row
 
@@ -118,6 +119,8 @@ class Gateway:
         self._sync_task: asyncio.Task | None = None
         self.behind: dict[str, Behind] = {}
         self.durability: dict[str, str] | None = None
+        self._layout_checked = False
+        self.layout_conflict: str | None = None  # Redis holds another key layout: events are refused
 
     # ---- lifecycle -----------------------------------------------------------------
     def _load(self, path: Path) -> Ranker:
@@ -133,10 +136,18 @@ class Gateway:
             url = await self._embedded_or_sibling_url()
         s = self.settings
         self.store = UserStore(url, s.redis_prefix, s.redis_timeout_s, s.redis_retry_s, s.redis_write_timeout_s,
-                               s.event_id_ttl_s, s.max_seen_per_user)
+                               s.event_id_ttl_s, s.max_seen_per_user, s.redis_shards)
         # The reload generation is read *before* the (slow) bundle loads: a reload another worker
         # publishes while this one is still loading is then followed, not silently adopted.
         if await self.store.ping():
+            try:
+                await self.store.ensure_layout()
+                self._layout_checked = True
+            except LayoutConflict:
+                await self.stop()  # refuse to start: writing under another layout splits users' state
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis vanished between calls: the sync loop checks it
+                log.warning("checking the Redis key layout failed: %s", exc)
             try:
                 self._generation = await self.store.reload_generation()
             except Exception as exc:  # noqa: BLE001 - Redis vanished between calls: serve degraded
@@ -235,6 +246,15 @@ class Gateway:
         if store is None or not store.available or not await store.ping():
             await self._take_over_redis()
             return
+        if not self._layout_checked:
+            try:
+                await store.ensure_layout()
+            except LayoutConflict as exc:
+                if self.layout_conflict is None:
+                    log.error("events are refused until this is fixed: %s", exc)
+                self.layout_conflict = str(exc)
+                return
+            self._layout_checked, self.layout_conflict = True, None
         if self.durability is None:
             await self._read_durability()
         for ranker in list(self.models.values()):
@@ -298,7 +318,8 @@ class Gateway:
             log.debug("reading Redis persistence settings failed: %s", exc)
             return
         d = self.durability
-        if d.get("appendonly") != "yes" or d.get("appendfsync") in _WEAK_FSYNC or "unknown" in d:
+        if (d.get("appendonly") != "yes" or d.get("appendfsync") in _WEAK_FSYNC or "unknown" in d
+                or any(str(v).startswith("mixed:") for k, v in d.items() if k != "save")):
             log.warning("Redis durability is weaker than fsync-always, or unknown (%s): acknowledged events can "
                         "be lost if Redis crashes", ", ".join(f"{k}={v!r}" for k, v in d.items()))
 
@@ -410,9 +431,17 @@ class Gateway:
             raise ApiError(422, f"events {bad[:10]} have a rating outside 1..{levels}")
         if self.store is None:
             raise ApiError(503, "Redis is not configured; events cannot be stored")
+        if self.layout_conflict is not None:
+            raise ApiError(503, f"events cannot be stored: {self.layout_conflict}")
         try:
             ids = await self.store.append_events(events)
         except StoreUnavailable as exc:
+            if exc.stored:  # a sharded layout: the shards that answered stored their part
+                metrics.EVENTS.inc(len(exc.stored))
+                stored = sorted(exc.stored)
+                raise ApiError(503, f"Redis cannot take events right now ({exc}); {len(stored)} of {len(events)} "
+                               f"were stored (indices {stored[:20]}{' …' if len(stored) > 20 else ''}), the others "
+                               "were not: retry the batch with event_ids and nothing is stored twice") from exc
             raise ApiError(503, f"Redis cannot take events right now ({exc}); nothing was stored, retry") from exc
         metrics.EVENTS.inc(len(events))
         return {"accepted": len(events), "ids": ids}

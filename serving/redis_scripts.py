@@ -116,3 +116,10 @@ if best_ms == nil then return {0, ''} end
 local minid = string.format('%d-%d', best_ms, best_seq)
 return {redis.call('XTRIM', key, 'MINID', minid), minid}
 """
+
+# KEYS[1] = the published-bundles hash, KEYS[2] = the generation counter; ARGV = name, entry JSON.
+# A script rather than MULTI/EXEC so the same code runs on a cluster (both keys share ``{admin}``).
+PUBLISH_RELOAD = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('INCR', KEYS[2])
+"""

@@ -50,6 +50,9 @@ class GatewaySettings(BaseSettings):
     redis_dir: Path = Field(Path.home() / ".cache" / "ratingctr" / "redis",
                             description="data directory of the embedded Redis (append-only file)")
     redis_prefix: str = Field("rc", description="key prefix, so several deployments can share one Redis")
+    redis_shards: int | None = Field(None, ge=1, le=16_384, description="user/event shards (serving/redis_keys.py); "
+                                     "unset: 64 on a Redis Cluster (redis+cluster:// URL), 1 on a plain Redis. "
+                                     "Fixed once data is written: a gateway with another count refuses to start")
     redis_timeout_s: float = Field(0.1, gt=0, description="socket timeout of the request-path reads and connects "
                                    "(bounds a stall if Redis hangs)")
     redis_write_timeout_s: float = Field(2.0, gt=0, description="socket timeout of event writes, bulk loads and "

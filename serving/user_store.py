@@ -1,6 +1,7 @@
 """User state in Redis: field rows, seen sets, the event stream, and bundle bulk loads.
 
-Keys (``P`` is the configured prefix, so deployments can share a Redis):
+Key names come from ``serving.redis_keys.KeyLayout`` (one place, so the layout can run on a
+Redis Cluster); on a plain Redis with one shard they are (``P`` is the configured prefix):
 
 * ``P:seen:{user}``          ZSET of raw item ids the user has rated through ``/v1/events``,
   scored by event time, trimmed to the newest ``max_seen`` in the same atomic write, so
@@ -12,7 +13,8 @@ Keys (``P`` is the configured prefix, so deployments can share a Redis):
   by an older gateway is converted by the next write; until then it is read bounded.)
 * ``P:user:{user}``          HASH state record: first_seen, last_ts, events.
 * ``P:b:{version}:fields``   HASH user → int64 field row bytes, per bundle version (indices
-  are the bundle's own encoding).
+  are the bundle's own encoding).  A copy of the bundle's own rows: a missing row costs nothing
+  but a fall back to the bundle's.
 * ``P:b:{version}:loaded``   marker set once the bundle's bulk load has completed.
 * ``P:events``               STREAM of every accepted event (user_id, item_id, rating, ts, received,
   and when sent event_id, user_fields / item_fields as compact JSON).  The gateway never trims
@@ -20,6 +22,12 @@ Keys (``P`` is the configured prefix, so deployments can share a Redis):
 * ``P:eid:{event_id}``       stream id of an event stored with an ``event_id``, kept
   ``event_id_ttl_s``: a retry of the same id within that window stores nothing again.
 * ``P:admin:bundles`` / ``P:admin:generation``  the reloads other workers must follow.
+* ``P:layout``               the layout in force (shard count), checked at start-up.
+
+On a cluster (or with more than one shard) the same keys carry hash tags and the per-user
+keys, field rows and the stream are split into shards (``serving.redis_keys``): an event batch
+is then one atomic script per shard it touches, and a down master degrades only the users of
+its shards (the circuit below is per shard).
 
 The request path reads with a *blocking* client on the event loop: its pipeline round trip
 costs a fraction of redis.asyncio's (no task switches per reply; measured when this was
@@ -35,25 +43,39 @@ connect timeouts; the first read after that window probes it again.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 import numpy as np
 import redis
-import redis.asyncio as aioredis
+from redis.exceptions import RedisClusterException
 
-from ratingctr.serving.redis_scripts import APPEND_EVENTS
+from ratingctr.serving.redis_connection import async_client, is_cluster_url, sync_client
+from ratingctr.serving.redis_keys import KeyLayout
+from ratingctr.serving.redis_scripts import APPEND_EVENTS, PUBLISH_RELOAD
 
 log = logging.getLogger("ratingctr.redis")
 
 BULK_CHUNK_USERS = 2_000  # field rows per HSET: one round trip each, Redis never blocked long
+# what a Redis call can raise when the server or a cluster node is away (the cluster client's
+# own errors, e.g. a slot no live node serves, are not RedisError subclasses)
+REDIS_ERRORS = (redis.RedisError, OSError, RedisClusterException)
 
 
 class StoreUnavailable(Exception):
-    """Redis could not take a write; the caller must not acknowledge it."""
+    """Redis could not take a write; the caller must not acknowledge what was not stored.
+
+    ``stored`` maps the index of each event that *was* stored (its shard answered) to its id:
+    on a sharded layout one batch is one atomic write per shard, so a batch can be split.
+    """
+
+    def __init__(self, message: str, stored: dict[int, str] | None = None) -> None:
+        super().__init__(message)
+        self.stored = stored or {}
 
 
 @dataclass
@@ -62,123 +84,192 @@ class UserRecord:
     seen: list[bytes]
 
 
+@dataclass
+class _Circuit:
+    """Per shard on a cluster (a down master degrades only its users), one for a plain Redis."""
+
+    down_until: dict[int, float] = field(default_factory=dict)
+
+    def open_(self, key: int) -> bool:
+        return time.monotonic() < self.down_until.get(key, 0.0)
+
+
 class UserStore:
     def __init__(self, url: str, prefix: str = "rc", timeout_s: float = 0.25, retry_s: float = 1.0,
-                 write_timeout_s: float = 2.0, event_id_ttl_s: int = 86400, max_seen: int = 1_000) -> None:
+                 write_timeout_s: float = 2.0, event_id_ttl_s: int = 86400, max_seen: int = 1_000,
+                 shards: int | None = None) -> None:
         self.url = url
+        self.cluster = is_cluster_url(url)
+        self.layout = KeyLayout.for_redis(prefix, shards, self.cluster)
         self.prefix = prefix
         self.retry_s = retry_s
+        self.timeout_s = timeout_s
+        self.write_timeout_s = write_timeout_s
         self.event_id_ttl_s = event_id_ttl_s
         self.max_seen = max_seen
         # writes wait for the append-only file's fsync: their own, longer timeout, off the event loop
-        self.client = aioredis.Redis.from_url(url, socket_timeout=write_timeout_s, socket_connect_timeout=timeout_s,
-                                              retry_on_timeout=False, health_check_interval=0)
-        self.reader = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                           retry_on_timeout=False, health_check_interval=0)
+        self.client = async_client(url, write_timeout_s, timeout_s)
+        # the request-path reader and the bulk loader are blocking clients, made on first use:
+        # a cluster client learns the topology when it is made, which must not fail start-up
+        self._reader: redis.Redis | None = None
+        self._loader: redis.Redis | None = None
+        self._append_events = self.client.register_script(APPEND_EVENTS)
+        self._publish_reload = self.client.register_script(PUBLISH_RELOAD)
+        self._circuit = _Circuit()
+        self._whole = -1 if self.cluster else 0  # the circuit a failed ping opens
+        self._was_down: set[int] = set()
+
+    @property
+    def reader(self) -> redis.Redis:
+        if self._reader is None:
+            self._reader = sync_client(self.url, self.timeout_s, self.timeout_s)
+        return self._reader
+
+    @property
+    def loader(self) -> redis.Redis:
         # bulk loads run in a worker thread on their own blocking client: packing a whole user
         # table into commands is pure Python and would otherwise stall the event loop (every
         # request) for as long as it takes - the first reload to a new version, every promotion
-        self.loader = redis.Redis.from_url(url, socket_timeout=write_timeout_s, socket_connect_timeout=timeout_s,
-                                           retry_on_timeout=False, health_check_interval=0)
-        self._append_events = self.client.register_script(APPEND_EVENTS)
-        self._down_until = 0.0
-        self._was_down = False
+        if self._loader is None:
+            self._loader = sync_client(self.url, self.write_timeout_s, self.timeout_s)
+        return self._loader
 
     # ---- circuit -------------------------------------------------------------------
+    def _circuit_key(self, shard: int) -> int:
+        return shard if self.cluster else 0
+
     @property
     def available(self) -> bool:
-        return time.monotonic() >= self._down_until
+        """Redis as a whole answered its last ping (a plain Redis: and its last read)."""
+        return not self._circuit.open_(self._whole)
 
-    def _failed(self, exc: Exception) -> None:
-        self._down_until = time.monotonic() + self.retry_s
-        if not self._was_down:
-            log.warning("Redis unavailable (%s); serving degraded, retrying every %.1f s", exc, self.retry_s)
-        self._was_down = True
+    def shard_available(self, shard: int) -> bool:
+        return not self._circuit.open_(self._circuit_key(shard)) and (self.cluster or self.available)
 
-    def _succeeded(self) -> None:
-        if self._was_down:
-            log.warning("Redis is back; leaving degraded mode")
-        self._was_down = False
+    def _failed(self, exc: BaseException, key: int) -> None:
+        self._circuit.down_until[key] = time.monotonic() + self.retry_s
+        if key not in self._was_down:
+            where = "" if key == self._whole else f" (shard {key})"
+            log.warning("Redis unavailable%s (%s); serving degraded, retrying every %.1f s", where, exc, self.retry_s)
+        self._was_down.add(key)
 
-    def key(self, *parts: str) -> str:
-        return ":".join((self.prefix, *parts))
+    def _succeeded(self, key: int) -> None:
+        if key in self._was_down:
+            where = "" if key == self._whole else f" (shard {key})"
+            log.warning("Redis is back%s; leaving degraded mode", where)
+            self._was_down.discard(key)
 
     async def ping(self) -> bool:
+        """Every master answers (a cluster client pings them all)."""
         try:
             await self.client.ping()
-        except (redis.RedisError, OSError) as exc:
-            self._failed(exc)
+        except REDIS_ERRORS as exc:
+            self._failed(exc, self._whole)
             return False
-        self._succeeded()
+        self._succeeded(self._whole)
         return True
+
+    async def ensure_layout(self) -> None:
+        """Record the key layout on first use; raise LayoutConflict if Redis holds another one."""
+        key, record = self.layout.layout_key(), self.layout.record()
+        if not await self.client.set(key, record, nx=True):
+            self.layout.check_record(await self.client.get(key))
 
     # ---- request path --------------------------------------------------------------
     def read_user(self, user_id: str, bundle_version: str) -> UserRecord | None:
-        """Field row and the newest ``max_seen`` seen items in one round trip; ``None`` when
-        Redis is unavailable."""
-        if not self.available:
+        """Field row and the newest ``max_seen`` seen items in one round trip (one node: both keys
+        share the user's shard tag); ``None`` when Redis is unavailable for this user."""
+        shard = self.layout.shard_of(user_id)
+        if not self.shard_available(shard):
             return None
-        seen_key = self.key("seen", user_id)
+        circuit = self._circuit_key(shard)
+        seen_key = self.layout.seen(user_id)
         try:
             pipe = self.reader.pipeline(transaction=False)
-            pipe.hget(self.key("b", bundle_version, "fields"), user_id)
+            pipe.hget(self.layout.fields(bundle_version, shard), user_id)
             pipe.zrange(seen_key, -self.max_seen, -1)
             fields, seen = pipe.execute(raise_on_error=False)
             if isinstance(fields, Exception):
                 raise fields
-            if isinstance(seen, redis.ResponseError):  # a legacy SET not yet converted: read it bounded too
-                seen = self.reader.srandmember(seen_key, self.max_seen)
+            if isinstance(seen, redis.ResponseError) and "WRONGTYPE" in str(seen):
+                seen = self.reader.srandmember(seen_key, self.max_seen)  # a legacy SET not yet converted
             elif isinstance(seen, Exception):
                 raise seen
-        except (redis.RedisError, OSError) as exc:
-            self._failed(exc)
+        except REDIS_ERRORS as exc:
+            self._failed(exc, circuit)
             return None
-        self._succeeded()
+        self._succeeded(circuit)
         return UserRecord(fields, list(seen))
 
     async def append_events(self, events: list[dict]) -> list[str]:
-        """Append to the stream, seen sets and state records in one atomic script; returns stream ids.
+        """Append to the stream, seen sets and state records, one atomic script per shard; returns ids.
 
         An event with an ``event_id`` already stored (within ``event_id_ttl_s``) adds nothing
-        and reports the stream id it was stored under, so a client may retry a batch whose
-        answer it never got.  Raises StoreUnavailable when Redis cannot take them: the caller
-        answers 503 and the client retries, so nothing is acknowledged and then lost.
+        and reports the id it was stored under, so a client may retry a batch whose answer it
+        never got.  Raises StoreUnavailable when Redis cannot take them: the caller answers 503
+        and the client retries, so nothing is acknowledged and then lost.  On a sharded layout
+        the batch's shards are written concurrently; the exception then says which were stored.
         """
         now = repr(time.time())
-        keys, args = [self.key("events")], [now, str(self.event_id_ttl_s), str(self.max_seen)]
+        by_shard: dict[int, list[int]] = {}
+        for i, event in enumerate(events):
+            by_shard.setdefault(self.layout.shard_of(event["user_id"]), []).append(i)
+        shards = list(by_shard)
+        results = await asyncio.gather(*(self._append_shard(shard, [events[i] for i in by_shard[shard]], now)
+                                         for shard in shards), return_exceptions=True)
+        ids: dict[int, str] = {}
+        failures = []
+        for shard, result in zip(shards, results):
+            if isinstance(result, BaseException):
+                if not isinstance(result, REDIS_ERRORS):
+                    raise result
+                self._failed(result, self._circuit_key(shard))
+                failures.append(result)
+                continue
+            self._succeeded(self._circuit_key(shard))
+            ids.update(zip(by_shard[shard], result))
+        if failures:
+            raise StoreUnavailable(str(failures[0]), ids)
+        return [ids[i] for i in range(len(events))]
+
+    async def _append_shard(self, shard: int, events: list[dict], now: str) -> list[str]:
+        layout = self.layout
+        keys, args = [layout.events(shard)], [now, str(self.event_id_ttl_s), str(self.max_seen)]
         for event in events:
             user, event_id = event["user_id"], event.get("event_id")
-            keys += [self.key("seen", user), self.key("user", user),
-                     self.key("eid", event_id) if event_id is not None else self.key("eid")]
+            keys += [layout.seen(user), layout.state(user), layout.event_id(user, event_id)]
             ts = event.get("ts")
             args += [user, event["item_id"], repr(event["rating"]), repr(ts) if ts is not None else now,
                      "0" if event_id is None else "1", event_id or "",
                      side_fields_json(event.get("user_fields")), side_fields_json(event.get("item_fields"))]
-        try:
-            results = await self._append_events(keys=keys, args=args)
-        except (redis.RedisError, OSError) as exc:
-            self._failed(exc)
-            raise StoreUnavailable(str(exc)) from exc
-        self._succeeded()
-        return [r.decode() if isinstance(r, bytes) else str(r) for r in results]
+        results = await self._append_events(keys=keys, args=args)
+        return [layout.global_id(r.decode() if isinstance(r, bytes) else str(r), shard) for r in results]
 
     async def durability(self) -> dict[str, str]:
         """The server's persistence settings in force (CONFIG GET), or why they are unknown.
 
-        Managed Redis services often disable or rename CONFIG: that is reported, not fatal.
+        On a cluster, every master's: a setting the masters disagree on is reported as
+        ``mixed: node=value, …`` (and counts as weak).  Managed Redis services often disable or
+        rename CONFIG: that is reported, not fatal.
         """
         settings: dict[str, str] = {}
         try:
             for name in ("appendonly", "appendfsync", "save"):
-                settings.update({k if isinstance(k, str) else k.decode(): v if isinstance(v, str) else v.decode()
-                                 for k, v in (await self.client.config_get(name)).items()})
+                if self.cluster:
+                    per_node = await self.client.config_get(name, target_nodes=self.client.PRIMARIES)
+                    values = {node: _text(v) for node, reply in per_node.items() for k, v in reply.items()}
+                    distinct = set(values.values())
+                    settings[name] = distinct.pop() if len(distinct) == 1 else "mixed: " + ", ".join(
+                        f"{node}={value}" for node, value in sorted(values.items()))
+                else:
+                    settings.update({_text(k): _text(v) for k, v in (await self.client.config_get(name)).items()})
         except redis.ResponseError as exc:
             return {"unknown": f"CONFIG GET refused: {exc}"}
         return settings
 
     # ---- bundle bulk load ----------------------------------------------------------
     async def is_loaded(self, version: str) -> bool:
-        return bool(await self.client.exists(self.key("b", version, "loaded")))
+        return bool(await self.client.exists(self.layout.version_key(version, "loaded")))
 
     async def bulk_load(self, ranker) -> bool:
         """Field rows of a bundle's users, once per bundle version.
@@ -193,18 +284,21 @@ class UserStore:
         return await anyio.to_thread.run_sync(self._bulk_load_blocking, ranker)
 
     def _bulk_load_blocking(self, ranker) -> bool:
-        version, client = ranker.version, self.loader
-        lock = self.key("b", version, "loading")
+        version, client, layout = ranker.version, self.loader, self.layout
+        lock = layout.version_key(version, "loading")
         if not client.set(lock, "1", nx=True, ex=120):
             return False  # another worker is loading it; the sync loop will look again
         try:
             start = time.perf_counter()
             users, rows = ranker.user_ids, ranker.user_fields
-            fields_key = self.key("b", version, "fields")
-            for lo in range(1, len(users), BULK_CHUNK_USERS):
-                hi = min(len(users), lo + BULK_CHUNK_USERS)
-                client.hset(fields_key, mapping=dict(zip(users[lo:hi], (row.tobytes() for row in rows[lo:hi]))))
-            client.set(self.key("b", version, "loaded"), json.dumps(
+            shard_of = np.fromiter((layout.shard_of(u) for u in users[1:]), np.int64, len(users) - 1)
+            for shard in range(layout.shards):
+                members = np.flatnonzero(shard_of == shard) + 1
+                fields_key = layout.fields(version, shard)
+                for lo in range(0, len(members), BULK_CHUNK_USERS):
+                    chunk = members[lo:lo + BULK_CHUNK_USERS].tolist()
+                    client.hset(fields_key, mapping={users[i]: rows[i].tobytes() for i in chunk})
+            client.set(layout.version_key(version, "loaded"), json.dumps(
                 {"bundle": ranker.name, "users": len(users) - 1, "at": time.time()}))
             log.info("bulk-loaded %s (%s): %d users' field rows in %.2f s", ranker.name, version,
                      len(users) - 1, time.perf_counter() - start)
@@ -214,23 +308,27 @@ class UserStore:
 
     # ---- reloads across workers ----------------------------------------------------
     async def publish_reload(self, name: str, path: str, version: str) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.key("admin", "bundles"), name, json.dumps({"path": path, "version": version}))
-        pipe.incr(self.key("admin", "generation"))
-        await pipe.execute()
+        """The entry and the generation bump in one script (one slot on a cluster: ``{admin}``)."""
+        await self._publish_reload(keys=[self.layout.admin("bundles"), self.layout.admin("generation")],
+                                   args=[name, json.dumps({"path": path, "version": version})])
 
     async def reload_generation(self) -> int:
-        value = await self.client.get(self.key("admin", "generation"))
+        value = await self.client.get(self.layout.admin("generation"))
         return int(value or 0)
 
     async def published_bundles(self) -> dict[str, dict]:
-        raw = await self.client.hgetall(self.key("admin", "bundles"))
-        return {k.decode(): json.loads(v) for k, v in raw.items()}
+        raw = await self.client.hgetall(self.layout.admin("bundles"))
+        return {_text(k): json.loads(v) for k, v in raw.items()}
 
     async def close(self) -> None:
         await self.client.aclose()
-        self.reader.close()
-        self.loader.close()
+        for client in (self._reader, self._loader):
+            if client is not None:
+                client.close()
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def side_fields_json(fields: dict | None) -> str:
