@@ -160,9 +160,12 @@ class UserStore:
             self._was_down.discard(key)
 
     async def ping(self) -> bool:
-        """Every master answers (a cluster client pings them all)."""
+        """Redis answers; on a cluster, every master."""
         try:
-            await self.client.ping()
+            if self.cluster:
+                await self.client.ping(target_nodes=self.client.PRIMARIES)
+            else:
+                await self.client.ping()
         except REDIS_ERRORS as exc:
             self._failed(exc, self._whole)
             return False
@@ -221,8 +224,13 @@ class UserStore:
         failures = []
         for shard, result in zip(shards, results):
             if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result  # cancellation and the like
                 if not isinstance(result, REDIS_ERRORS):
-                    raise result
+                    # the cluster client can surface a node dying mid-command as other errors;
+                    # the write's fate is unknown either way, so it is not acknowledged
+                    log.warning("event write to shard %d failed with %s", shard, type(result).__name__,
+                                exc_info=result)
                 self._failed(result, self._circuit_key(shard))
                 failures.append(result)
                 continue

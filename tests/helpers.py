@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
+from collections import Counter
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
+
+import httpx
 
 # ``ratingctr`` as a user runs it, without depending on the console script being on PATH.
 RATINGCTR = [sys.executable, "-c", "import sys; from ratingctr.cli import main; sys.exit(main())"]
@@ -50,3 +55,63 @@ async def in_process(**settings: Any) -> AsyncIterator[tuple[Any, Any]]:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test", timeout=30) as client:
             yield client, app.state.gateway
+
+
+class Traffic:
+    """Client threads sending /v1/recommend until stopped; every outcome is counted."""
+
+    def __init__(self, url: str, threads: int = 4, users: tuple[str, ...] = ("u1", "u2", "u3", "stranger")) -> None:
+        self.url, self.users = url, users
+        self.outcomes: Counter = Counter()
+        self.versions: Counter = Counter()
+        self.fallbacks: Counter = Counter()
+        self.failures: list[str] = []
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def _run(self, i: int) -> None:
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            n = 0
+            while not self._stop.is_set():
+                user = self.users[(i + n) % len(self.users)]
+                n += 1
+                start = time.perf_counter()
+                try:
+                    r = client.post("/v1/recommend", json={"user_id": user, "k": 5})
+                    ok = r.status_code == 200 and len(r.json()["items"]) == 5
+                    body = r.json()
+                except Exception as exc:  # noqa: BLE001 - a transport error is a failed request
+                    with self._lock:
+                        self.failures.append(repr(exc))
+                    continue
+                with self._lock:
+                    self.latencies.append(time.perf_counter() - start)
+                    self.outcomes[r.status_code] += 1
+                    if not ok:
+                        self.failures.append(f"{r.status_code} {r.text[:200]}")
+                    else:
+                        self.versions[body["model"]["version"]] += 1
+                        self.fallbacks[body["fallback"]] += 1
+
+    def __enter__(self) -> "Traffic":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+
+    def snapshot(self) -> Counter:
+        with self._lock:
+            return Counter(self.fallbacks)
+
+
+def wait_for(predicate, timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)

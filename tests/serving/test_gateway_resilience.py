@@ -12,7 +12,7 @@ from collections import Counter
 
 import httpx
 import redis
-from helpers import bundle_history, run_cli
+from helpers import Traffic, bundle_history, run_cli, wait_for
 
 from ratingctr.bundle import load_bundle
 from ratingctr.serving.embedded_redis import EmbeddedRedis
@@ -21,75 +21,15 @@ from ratingctr.serving.process import running_gateway
 TOKEN = "reload-secret"
 
 
-class Traffic:
-    """Client threads sending /v1/recommend until stopped; every outcome is counted."""
-
-    def __init__(self, url: str, threads: int = 4, users: tuple[str, ...] = ("u1", "u2", "u3", "stranger")) -> None:
-        self.url, self.users = url, users
-        self.outcomes: Counter = Counter()
-        self.versions: Counter = Counter()
-        self.fallbacks: Counter = Counter()
-        self.failures: list[str] = []
-        self.latencies: list[float] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
-
-    def _run(self, i: int) -> None:
-        with httpx.Client(base_url=self.url, timeout=10) as client:
-            n = 0
-            while not self._stop.is_set():
-                user = self.users[(i + n) % len(self.users)]
-                n += 1
-                start = time.perf_counter()
-                try:
-                    r = client.post("/v1/recommend", json={"user_id": user, "k": 5})
-                    ok = r.status_code == 200 and len(r.json()["items"]) == 5
-                    body = r.json()
-                except Exception as exc:  # noqa: BLE001 - a transport error is a failed request
-                    with self._lock:
-                        self.failures.append(repr(exc))
-                    continue
-                with self._lock:
-                    self.latencies.append(time.perf_counter() - start)
-                    self.outcomes[r.status_code] += 1
-                    if not ok:
-                        self.failures.append(f"{r.status_code} {r.text[:200]}")
-                    else:
-                        self.versions[body["model"]["version"]] += 1
-                        self.fallbacks[body["fallback"]] += 1
-
-    def __enter__(self) -> "Traffic":
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=30)
-
-    def snapshot(self) -> Counter:
-        with self._lock:
-            return Counter(self.fallbacks)
-
-
-def _wait_for(predicate, timeout: float, message: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, message
-        time.sleep(0.05)
-
-
 def test_redis_killed_mid_traffic_degrades_then_recovers_with_zero_5xx(tiny_bundles, tmp_path) -> None:
     server = EmbeddedRedis(tmp_path / "redis").start()
     try:
         with running_gateway({"rating": tiny_bundles["rating"]}, redis_url=server.url,
                              env={"RATINGCTR_REDIS_RETRY_S": "0.3"}) as gw, Traffic(gw.url) as traffic:
-            _wait_for(lambda: traffic.snapshot()[None] > 20, 30, "no healthy traffic before the kill")
+            wait_for(lambda: traffic.snapshot()[None] > 20, 30, "no healthy traffic before the kill")
             server.kill()
             before = traffic.snapshot()["degraded"]
-            _wait_for(lambda: traffic.snapshot()["degraded"] > before + 20, 30, "never served degraded")
+            wait_for(lambda: traffic.snapshot()["degraded"] > before + 20, 30, "never served degraded")
             with httpx.Client(base_url=gw.url, timeout=10) as client:
                 r = client.post("/v1/events", json={"events": [{"user_id": "u1", "item_id": "i1", "rating": 5}]})
                 assert r.status_code == 503 and "nothing was stored" in r.json()["error"]
@@ -100,7 +40,7 @@ def test_redis_killed_mid_traffic_degrades_then_recovers_with_zero_5xx(tiny_bund
                 server = EmbeddedRedis(tmp_path / "redis", port=server.port,  # same port, data and password
                                        password=server.password).start()
                 healthy = traffic.snapshot()[None]
-                _wait_for(lambda: traffic.snapshot()[None] > healthy + 20, 30, "never recovered after Redis returned")
+                wait_for(lambda: traffic.snapshot()[None] > healthy + 20, 30, "never recovered after Redis returned")
                 assert client.post("/v1/events", json={"events": [{"user_id": "u1", "item_id": "i1",
                                                                    "rating": 5}]}).status_code == 202
     finally:
@@ -118,7 +58,7 @@ def test_twenty_reloads_under_concurrent_traffic_fail_no_request(tiny_bundles, r
                          env={"RATINGCTR_ADMIN_TOKEN": TOKEN}) as gw, \
             httpx.Client(base_url=gw.url, timeout=60, headers={"Authorization": f"Bearer {TOKEN}"}) as admin:
         with Traffic(gw.url) as traffic:
-            _wait_for(lambda: sum(traffic.versions.values()) > 20, 30, "no traffic")
+            wait_for(lambda: sum(traffic.versions.values()) > 20, 30, "no traffic")
             for i in range(20):
                 head = "binary" if i % 2 == 0 else "rating"
                 r = admin.post("/v1/admin/reload", json={"name": "main", "path": str(tiny_bundles[head])})
@@ -178,7 +118,7 @@ def test_acknowledged_events_survive_a_sigkilled_gateway(tiny_bundles, tmp_path)
         threads = [threading.Thread(target=send, args=(w,), daemon=True) for w in range(3)]
         for t in threads:
             t.start()
-        _wait_for(lambda: len(acked) > 150, 60, "events were not acknowledged")
+        wait_for(lambda: len(acked) > 150, 60, "events were not acknowledged")
         os.killpg(gw.process.pid, signal.SIGKILL)  # the gateway and its embedded Redis, no shutdown
         gw.process.wait(timeout=10)
         stop.set()
@@ -229,7 +169,7 @@ def test_a_hung_redis_costs_one_timeout_not_a_hang(tiny_bundles, tmp_path) -> No
             assert slowest < 1.0  # one 0.1 s timeout per 0.5 s retry window, never a hang
         finally:
             server.process.send_signal(signal.SIGCONT)
-        _wait_for(lambda: client.post("/v1/recommend", json={"user_id": "u1", "k": 3}).json()["fallback"] is None,
+        wait_for(lambda: client.post("/v1/recommend", json={"user_id": "u1", "k": 3}).json()["fallback"] is None,
                   10, "did not recover after SIGCONT")
 
 
@@ -254,7 +194,7 @@ def test_a_retried_batch_after_a_write_timeout_adds_no_duplicate(tiny_bundles, t
         finally:
             server.process.send_signal(signal.SIGCONT)
         # the timed-out write was already in Redis's socket buffer: it lands after all
-        _wait_for(lambda: store.xlen("rc:events") == 1 + len(events), 10, "the timed-out write never landed")
+        wait_for(lambda: store.xlen("rc:events") == 1 + len(events), 10, "the timed-out write never landed")
         r = client.post("/v1/events", json={"events": events})
         assert r.status_code == 202, r.text
         stream = store.xrange("rc:events")[1:]
@@ -262,5 +202,5 @@ def test_a_retried_batch_after_a_write_timeout_adds_no_duplicate(tiny_bundles, t
         assert [fields["event_id"] for _, fields in stream] == [e["event_id"] for e in events]
         assert store.hget("rc:user:retrier", "events") == str(len(events))
         assert store.zcard("rc:seen:retrier") == len(events)
-        _wait_for(lambda: client.get("/readyz").json()["redis"] == "ok", 10, "did not recover after SIGCONT")
+        wait_for(lambda: client.get("/readyz").json()["redis"] == "ok", 10, "did not recover after SIGCONT")
         store.close()
