@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "ratingctr.training.experiments.commands": ("experiment supervision", "experiment connectivity",
                                                 "experiment retriever"),
     "ratingctr.export.commands": ("export",),
-    "ratingctr.serving.commands": ("serve",),
+    "ratingctr.serving.commands": ("serve", "redis-cluster"),
     "ratingctr.loadtest.commands": ("loadtest", "bench score", "bench gateway"),
     "ratingctr.online.commands": ("events", "loop", "promote", "evaluate-bundle", "experiment online",
                                   "experiment pipeline"),

@@ -5,6 +5,7 @@ import argparse
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 from ratingctr.errors import UserError
 
@@ -73,6 +74,31 @@ def cmd_serve(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_redis_cluster(args: argparse.Namespace, extra: list[str]) -> int:
+    """A local Redis Cluster from the embedded binary, for trying ``redis+cluster://`` on one machine."""
+    import signal
+    import threading
+
+    from ratingctr.serving.embedded_cluster import EmbeddedCluster
+
+    try:
+        cluster = EmbeddedCluster(args.dir, masters=args.masters).start()
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise UserError(f"could not start the cluster: {exc}") from exc
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    ports = ", ".join(str(node.port) for node in cluster.nodes)
+    print(f"Redis Cluster of {len(cluster.nodes)} masters on 127.0.0.1 ports {ports} (data in {args.dir}); "
+          f"its URL (with the password) is in {cluster.url_file}:\n"
+          f"  REDIS_URL=$(cat {cluster.url_file}) ratingctr serve --bundle …", flush=True)
+    try:
+        stop.wait()
+    finally:
+        cluster.stop()
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser("serve", help="run the HTTP gateway (FastAPI + FAISS + Redis + ONNX Runtime)")
     serve.add_argument("--bundle", action="append", default=[],
@@ -85,3 +111,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--access-log", action="store_true", help="log every request (off: it costs latency)")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(handler=cmd_serve)
+    cluster = subparsers.add_parser("redis-cluster", help="run a local Redis Cluster (embedded redis-server in "
+                                    "cluster mode) to try REDIS_URL=redis+cluster://… on one machine")
+    cluster.add_argument("--dir", type=Path, required=True,
+                         help="data directory (one sub-directory per master); the same directory restarts the same cluster")
+    cluster.add_argument("--masters", type=int, default=3, help="masters, at least 3 (no replicas)")
+    cluster.set_defaults(handler=cmd_redis_cluster)

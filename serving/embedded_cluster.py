@@ -10,11 +10,17 @@ answering, so a gateway degrades only the users whose shard lived on the dead ma
 of losing Redis altogether.  A killed master restarted on its directory and port comes back
 with its node id, slots (``nodes.conf``) and data (the append-only file).
 
+The ports and password are kept in ``DIR/cluster.json`` (mode 0600) and the client URL in
+``DIR/cluster.url`` (0600), so a cluster stopped and started again on the same directory comes
+back as the same cluster (its nodes find each other at the addresses in their ``nodes.conf``).
+
 Not a production deployment: no replicas means no automatic failover; a production cluster
 runs a replica per master (``--cluster-replicas 1``) and the same client code follows a failover.
 """
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import socket
 import subprocess
@@ -63,9 +69,36 @@ class EmbeddedCluster:
         if masters < 3:
             raise ValueError("a Redis Cluster needs at least 3 masters")
         self.data_dir = Path(data_dir)
-        self.password = password or secrets.token_urlsafe(32)
         self.node_timeout_ms = node_timeout_ms
-        self.nodes = [self._node(i, cluster_port()) for i in range(masters)]
+        saved = self._saved()
+        if saved is not None:  # the same cluster again: its nodes know each other by these ports
+            self.password, ports = saved["password"], saved["ports"]
+        else:
+            self.password, ports = password or secrets.token_urlsafe(32), [cluster_port() for _ in range(masters)]
+        self.nodes = [self._node(i, port) for i, port in enumerate(ports)]
+
+    @property
+    def state_file(self) -> Path:
+        return self.data_dir / "cluster.json"
+
+    @property
+    def url_file(self) -> Path:
+        return self.data_dir / "cluster.url"
+
+    def _saved(self) -> dict | None:
+        try:
+            return json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return None
+
+    def _write_private(self, path: Path, text: str) -> None:
+        """0600 from creation (the password is in it), renamed into place."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
 
     def _node(self, index: int, port: int) -> EmbeddedRedis:
         return EmbeddedRedis(self.data_dir / f"node-{index}", port=port, password=self.password,
@@ -78,6 +111,9 @@ class EmbeddedCluster:
         return f"redis+cluster://:{self.password}@{hosts}/0"
 
     def start(self, timeout: float = 30.0) -> "EmbeddedCluster":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._write_private(self.state_file, json.dumps({"password": self.password,
+                                                         "ports": [node.port for node in self.nodes]}))
         for node in self.nodes:
             node.start()
         try:
@@ -87,6 +123,7 @@ class EmbeddedCluster:
         except BaseException:
             self.stop()
             raise
+        self._write_private(self.url_file, self.url + "\n")
         return self
 
     def _has_slots(self) -> bool:
@@ -162,6 +199,7 @@ class EmbeddedCluster:
         self.nodes[index].start()
 
     def stop(self) -> None:
+        self.url_file.unlink(missing_ok=True)
         for node in self.nodes:
             node.stop()
 

@@ -269,3 +269,44 @@ def test_read_event_log_frame_of_global_ids_sorts_in_time_order() -> None:
     frame = pd.DataFrame({"stream_id": [layout.global_id("20-0", 3), layout.global_id("10-1", 0),
                                         layout.global_id("10-0", 2)]})
     assert order(frame)["stream_id"].tolist() == ["10-2", "10-4", "20-3"]
+
+
+def test_redis_cluster_verb_serves_a_cluster_and_restarts_it_with_its_data(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+
+    from helpers import RATINGCTR
+
+    directory = tmp_path / "local-cluster"
+
+    def run_until_ready() -> subprocess.Popen:
+        proc = subprocess.Popen([*RATINGCTR, "redis-cluster", "--dir", str(directory)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        line = proc.stdout.readline()
+        assert "Redis Cluster of 3 masters" in line, line + proc.stderr.read()
+        return proc
+
+    proc = run_until_ready()
+    try:
+        url_file = directory / "cluster.url"
+        assert url_file.stat().st_mode & 0o777 == 0o600
+        url = url_file.read_text().strip()
+        assert url.startswith("redis+cluster://")
+        from ratingctr.serving.redis_connection import sync_client
+
+        client = sync_client(url, 2, 2, decode_responses=True)
+        client.set("kept:{a}", "1")
+        client.set("kept:{b}", "2")
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert not (directory / "cluster.url").exists()
+    proc = run_until_ready()  # the same directory: the same cluster, its data back
+    try:
+        client = sync_client((directory / "cluster.url").read_text().strip(), 2, 2, decode_responses=True)
+        assert (client.get("kept:{a}"), client.get("kept:{b}")) == ("1", "2")
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
