@@ -12,7 +12,7 @@ import torch
 
 from ratingctr.bundle import BundleManifest, ModelInfo, Parity, RetrieverInfo, Source, write_bundle
 from ratingctr.errors import UserError
-from ratingctr.export.faiss_index import build_index, write_index
+from ratingctr.export.faiss_index import build_tuned_index, write_index
 from ratingctr.export.onnx_export import export_onnx, parity, prepare_for_export
 from ratingctr.training.data.encode import TEST, TRAIN, EncodedData
 from ratingctr.training.data.stored import load_run_data
@@ -62,7 +62,7 @@ def popularity_order(data: EncodedData) -> np.ndarray:
     return (np.lexsort((np.arange(counts.size), -counts)) + 1).astype(np.int64)
 
 
-def export_bundle(ranker_run: Path, retriever_run: Path, out_dir: Path, index_kind: str = "flat",
+def export_bundle(ranker_run: Path, retriever_run: Path, out_dir: Path, index_kind: str = "auto",
                   torchserve: bool = False, data_dir: str | None = None, name: str | None = None,
                   sign_key: bytes | None = None) -> BundleManifest:
     """Export, check ONNX parity, and write the bundle (signed when ``sign_key`` is given);
@@ -86,7 +86,7 @@ def export_bundle(ranker_run: Path, retriever_run: Path, out_dir: Path, index_ki
         if not worst <= PARITY_BOUND:
             raise UserError(f"ONNX parity failed: max |Δp̂| = {worst:.3g} > {PARITY_BOUND:g} on {report['rows']} "
                             "held-out rows; bundle not written")
-        index = build_index(item_vectors, index_kind)
+        index, tuning = build_tuned_index(item_vectors, index_kind, user_vectors)
         write_index(index, index_path)
         indptr, items = history_csr(data)
         arrays = {"user_vectors.npy": user_vectors, "item_vectors.npy": item_vectors,
@@ -100,8 +100,8 @@ def export_bundle(ranker_run: Path, retriever_run: Path, out_dir: Path, index_ki
                             encoder=config.encoder.kind, embedding_dim=config.model.embedding_dim,
                             params=config.model.params),
             fields=data.schema, outputs=tuple(outputs),
-            retriever=RetrieverInfo(dim=int(item_vectors.shape[1]), index=index_kind, metric="inner_product",
-                                    ntotal=int(index.ntotal), id_offset=1),
+            retriever=RetrieverInfo(dim=int(item_vectors.shape[1]), index=tuning.kind, metric="inner_product",
+                                    ntotal=int(index.ntotal), id_offset=1, search=tuning.to_dict()),
             parity=Parity(rows=report["rows"], providers=tuple(report["providers"]), bound=PARITY_BOUND,
                           max_abs_diff={out: report[f"max_abs_diff_{out}"] for out in outputs}),
             source=Source(ranker=str(ranker_run), retriever=str(retriever_run)),
@@ -117,5 +117,6 @@ def export_bundle(ranker_run: Path, retriever_run: Path, out_dir: Path, index_ki
         manifest = write_bundle(Path(out_dir), manifest, data.vocab, arrays, onnx_path, index_path, extra,
                                 sign_key=sign_key)
     print(f"bundle {out_dir}: parity max |Δp̂| {worst:.2e} on {report['rows']} rows, "
-          f"{index.ntotal} items indexed ({index_kind})", file=sys.stderr)
+          f"{index.ntotal} items indexed ({tuning.kind}"
+          + (f" {tuning.params}, recall@{tuning.k} {tuning.recall:.3f}" if tuning.params else "") + ")", file=sys.stderr)
     return manifest

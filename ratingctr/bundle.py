@@ -264,16 +264,23 @@ class RetrieverInfo:
     metric: str
     ntotal: int
     id_offset: int = 1
+    # how the index searches and the recall@k export measured against exact search
+    # (``export.faiss_index.SearchTuning``); empty in bundles written before it existed
+    search: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dim": self.dim, "index": self.index, "metric": self.metric, "ntotal": self.ntotal,
-                "id_offset": self.id_offset}
+        out = {"dim": self.dim, "index": self.index, "metric": self.metric, "ntotal": self.ntotal,
+               "id_offset": self.id_offset}
+        if self.search:
+            out["search"] = dict(self.search)
+        return out
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "retriever") -> "RetrieverInfo":
         raw = _object(raw, where)
+        search = _object(raw["search"], f"{where}.search") if "search" in raw else {}
         return cls(_int(raw, "dim", where, minimum=1), _str(raw, "index", where), _str(raw, "metric", where),
-                   _int(raw, "ntotal", where), _int(raw, "id_offset", where))
+                   _int(raw, "ntotal", where), _int(raw, "id_offset", where), dict(search))
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "ratingctr.training.retrain_commands": ("retrain", "retrain-retriever"),
     "ratingctr.training.experiments.commands": ("experiment supervision", "experiment connectivity",
                                                 "experiment retriever"),
-    "ratingctr.export.commands": ("export",),
+    "ratingctr.export.commands": ("export", "bench ann"),
     "ratingctr.serving.commands": ("serve", "redis-cluster"),
     "ratingctr.loadtest.commands": ("loadtest", "bench score", "bench gateway"),
     "ratingctr.online.commands": ("events", "loop", "promote", "evaluate-bundle", "experiment online",
@@ -50,7 +50,7 @@ class _Parser(argparse.ArgumentParser):
 
 # Verb groups whose sub-verbs several rooms contribute: group → (help, the hook a module defines).
 GROUPS: dict[str, tuple[str, str]] = {
-    "bench": ("benchmarks: train, propagate, ddp, score, gateway", "register_bench"),
+    "bench": ("benchmarks: train, propagate, ddp, ann, score, gateway", "register_bench"),
     "experiment": ("the papers' tables and figures and the online study: cached, resumable runs",
                    "register_experiment"),
 }

@@ -183,7 +183,7 @@ def test_export_cli_errors(tiny_bundles: dict, tiny_retriever: Path, tmp_path: P
     assert proc.returncode == 2 and "checkpoint not found" in proc.stderr
     proc = run_cli("export", "--ranker", str(tmp_path / "nope"), "--retriever", str(tiny_retriever),
                    "--out", str(tmp_path / "b"), "--index", "lsh", timeout=120)
-    assert proc.returncode == 2 and "--index must be one of flat, ivf, hnsw" in proc.stderr
+    assert proc.returncode == 2 and "--index must be one of auto, flat, ivf, hnsw" in proc.stderr
 
 
 def test_export_refuses_to_write_when_parity_fails(tiny_bundles: dict, tiny_retriever: Path, tmp_path: Path,

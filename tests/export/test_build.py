@@ -33,3 +33,22 @@ def test_export_returns_the_manifest_it_wrote(tiny_bundles: dict, tiny_retriever
     assert returned.parity.max_abs_diff_p_click <= returned.parity.bound
     # the same checkpoint and retriever give the same files, so the same content version
     assert returned.version == read_manifest(tiny_bundles["binary"]).version
+
+
+def test_the_manifest_records_the_index_chosen_and_its_measured_recall(tiny_bundles: dict, tiny_retriever: Path,
+                                                                        tmp_path: Path) -> None:
+    """auto on 80 items is the exact index; --index ivf is tuned on the run's users and says so."""
+    from ratingctr.export.build import export_bundle
+
+    auto = read_manifest(tiny_bundles["rating"]).retriever
+    assert auto.index == "flat" and auto.search["chosen_by"] == "auto" and auto.search["recall"] == 1.0
+    source = read_manifest(tiny_bundles["rating"]).source
+    ivf = export_bundle(Path(source.ranker), tiny_retriever, tmp_path / "ivf", index_kind="ivf").retriever
+    assert ivf.index == "ivf" and ivf.search["chosen_by"] == "flag"
+    assert ivf.search["k"] == 80 and ivf.search["recall"] >= 0.97 and ivf.search["params"]["nprobe"] >= 1
+    assert ivf.search["queries"] == len(load_bundle(tmp_path / "ivf").vocab["user_id"]) - 1  # every user (< 256)
+    # the gateway loads it and searches at the tuned depth
+    import faiss
+
+    stored = faiss.read_index(str(tmp_path / "ivf" / "items.faiss"))
+    assert faiss.extract_index_ivf(stored).nprobe == ivf.search["params"]["nprobe"]

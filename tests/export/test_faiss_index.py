@@ -34,3 +34,51 @@ def test_approximate_indexes_keep_high_recall(kind: str) -> None:
 def test_unknown_index_kind() -> None:
     with pytest.raises(ValueError, match="unknown index kind 'lsh'"):
         build_index(_vectors(10), "lsh")
+
+
+def test_auto_keeps_flat_for_small_catalogues_and_builds_ivf_above_the_threshold() -> None:
+    from ratingctr.export.faiss_index import AUTO_FLAT_MAX_ITEMS, resolve_kind
+
+    assert resolve_kind("auto", 1_152) == "flat"
+    assert resolve_kind("auto", AUTO_FLAT_MAX_ITEMS) == "flat"
+    assert resolve_kind("auto", AUTO_FLAT_MAX_ITEMS + 1) == "ivf"
+    assert resolve_kind("ivf", 10) == "ivf"
+
+
+def test_recall_at_k_counts_shared_ids_whatever_their_order() -> None:
+    from ratingctr.export.faiss_index import recall_at_k
+
+    truth = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    found = np.array([[4, 3, 9, 1], [8, 7, 6, 5]])
+    assert recall_at_k(found, truth) == (3 + 4) / 8
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_tuning_raises_the_search_depth_until_the_measured_recall_is_reached(kind: str, tmp_path) -> None:
+    import faiss
+
+    from ratingctr.export.faiss_index import TUNE_MARGIN, build_tuned_index, exact_top_k, recall_at_k
+
+    items = _vectors(n=6000, d=16, seed=3)
+    users = np.random.default_rng(4).normal(size=(301, 16)).astype(np.float32)
+    index, tuning = build_tuned_index(items, kind, users, k=100)
+    assert tuning.kind == kind and tuning.k == 100 and tuning.queries == 256
+    assert tuning.recall >= 0.95 + TUNE_MARGIN
+    depth_name = "efSearch" if kind == "hnsw" else "nprobe"
+    depth = tuning.params[depth_name]
+    # the index is left at the tuned depth, and FAISS keeps it in the file the gateway reads
+    path = tmp_path / "items.faiss"
+    faiss.write_index(index, str(path))
+    loaded = faiss.read_index(str(path))
+    stored = loaded.hnsw.efSearch if kind == "hnsw" else faiss.extract_index_ivf(loaded).nprobe
+    assert stored == depth
+    # unseen queries (other users) get about the same recall from the stored index
+    fresh = np.random.default_rng(5).normal(size=(200, 16)).astype(np.float32)
+    assert recall_at_k(loaded.search(fresh, 100)[1], exact_top_k(items, fresh, 100)) >= 0.95
+
+
+def test_a_flat_index_needs_no_tuning_and_reports_exact_recall() -> None:
+    from ratingctr.export.faiss_index import build_tuned_index
+
+    index, tuning = build_tuned_index(_vectors(500), "auto", _vectors(50, seed=9))
+    assert tuning.kind == "flat" and tuning.params == {} and tuning.recall == 1.0 and tuning.chosen_by == "auto"
