@@ -182,6 +182,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--batch-size", type=int, default=4096)
     train.add_argument("--lr", type=float, default=None, help="default: the model's YAML value")
     train.add_argument("--patience", type=int, default=3, help="epochs without valid AUC gain before stopping")
+    train.add_argument("--eval-users", type=int, default=None, metavar="N",
+                       help="uni100 ranking metrics on a seeded sample of N users per split, with 95%% confidence "
+                            "intervals (default: every user; pointwise AUC/logloss always use every row)")
     train.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
     train.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                        help="auto: bf16 autocast where the CPU/GPU computes bf16 natively, else fp32")

@@ -98,6 +98,9 @@ class TrainConfig:
     eval_batch_size: int = 65536
     num_negatives: int = 100
     ranking_positives: Literal["all", "clicks"] = "all"
+    # uni100 on a seeded sample of this many users (None: every user); at 25M ratings the full
+    # protocol scores ~250M rows per split (training.evaluation.sample_users)
+    eval_users: int | None = None
     progress: bool = True
 
 
@@ -216,6 +219,10 @@ def _check_value(section: str, name: str, key: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (hint is int and value != int(value)):
             raise UserError(f"{key} must be {'an integer' if hint is int else 'a number'}, got {value!r}")
         return hint(value)
+    if value is not None and get_origin(hint) is UnionType and set(get_args(hint)) == {int, type(None)}:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise UserError(f"{key} must be an integer, got {value!r}")
+        return int(value)
     if value is not None and get_origin(hint) in (tuple, UnionType) and isinstance(value, (list, tuple)):
         return tuple(float(v) for v in value) if key == "layer_weights" else tuple(value)
     return value
@@ -254,6 +261,9 @@ def build_run_config(overrides: Mapping[str, Any]) -> RunConfig:
     config = RunConfig(data=DataConfig(**updates["data"]), head=HeadConfig(**updates["head"]),
                        train=TrainConfig(**updates["train"]), encoder=EncoderConfig(**updates["encoder"]),
                        model=ModelConfig(**updates["model"], params=params))
+    if config.train.eval_users is not None and config.train.eval_users < 2:
+        raise UserError(f"--eval-users must be at least 2 (a confidence interval needs two users), "
+                        f"got {config.train.eval_users}")
     if config.encoder.gcn_layers < 0:
         raise UserError(f"--gcn-layers must be >= 0, got {config.encoder.gcn_layers}")
     from ratingctr.training.models.registry import check_params

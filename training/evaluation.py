@@ -58,11 +58,32 @@ def sample_uni100(data: EncodedData, positives: np.ndarray, num_negatives: int, 
     return negatives, keep
 
 
+def sample_users(data: EncodedData, rows: np.ndarray, eval_users: int | None, seed: int) -> tuple[np.ndarray, int]:
+    """The rows of a seeded sample of ``eval_users`` of the users in ``rows`` (all when None or
+    when there are no more users than that), and how many users ``rows`` had.
+
+    Why users and not rows: uni100's metrics are means over users, so sampling users keeps
+    each sampled user's whole candidate list, and the mean over them is an unbiased estimate
+    of the full protocol's with a confidence interval over users (``ranking_metrics(with_ci=True)``).
+    The sample depends on the seed and the split only, so two models on one split are judged
+    on the same users.
+    """
+    users = np.unique(data.user[rows])
+    if eval_users is None or eval_users >= users.size:
+        return rows, int(users.size)
+    if eval_users < 2:
+        raise ValueError("eval_users must be at least 2 (a confidence interval needs two users)")
+    chosen = np.random.default_rng([seed, 0x5EED]).choice(users, size=eval_users, replace=False)
+    return rows[np.isin(data.user[rows], chosen)], int(users.size)
+
+
 def ranking_eval(model: CTRModel, data: EncodedData, part: int, num_negatives: int, only_clicks: bool,
-                 seed: int, batch_size: int, device: torch.device) -> dict[str, float]:
+                 seed: int, batch_size: int, device: torch.device, eval_users: int | None = None) -> dict[str, float]:
     rows = data.rows(part)
     if only_clicks:
         rows = rows[data.rating[rows] >= data.threshold]
+    rows, total_users = sample_users(data, rows, eval_users, seed)
+    sampled = eval_users is not None and eval_users < total_users
     negatives, keep = sample_uni100(data, rows, num_negatives, seed)
     rows = rows[keep]
     users = data.user[rows]
@@ -70,7 +91,10 @@ def ranking_eval(model: CTRModel, data: EncodedData, part: int, num_negatives: i
     cand_item = np.concatenate([data.item[rows], negatives.ravel()])
     relevant = np.concatenate([np.ones(rows.size, bool), np.zeros(negatives.size, bool)])
     scores = predict_arrays(model, data.features(cand_user, cand_item), batch_size, device)["p_click"]
-    return ranking_metrics(cand_user, scores, relevant, ks=(10, 20), seed=seed)
+    metrics = ranking_metrics(cand_user, scores, relevant, ks=(10, 20), seed=seed, with_ci=sampled)
+    if sampled:
+        metrics.update(ranking_users=int(np.unique(users).size), ranking_users_total=total_users)
+    return metrics
 
 
 def pointwise_eval(model: CTRModel, data: EncodedData, rows: np.ndarray, batch_size: int,
@@ -86,7 +110,7 @@ def pointwise_eval(model: CTRModel, data: EncodedData, rows: np.ndarray, batch_s
 
 def full_eval(model: CTRModel, data: EncodedData, num_negatives: int = 100, only_clicks: bool = False,
               seed: int = 2020, batch_size: int = 65536, device: torch.device | None = None,
-              ranking: bool = True) -> dict:
+              ranking: bool = True, eval_users: int | None = None) -> dict:
     """Everything ``metrics.json`` reports for a trained model."""
     device = device or next(model.parameters()).device
     out: dict = {}
@@ -99,6 +123,7 @@ def full_eval(model: CTRModel, data: EncodedData, num_negatives: int = 100, only
             train_counts = np.bincount(data.user[data.split == TRAIN], minlength=data.n_users + 1)
             out["groups"] = group_auc(data.user[rows], data.click[rows], scores, train_counts)
         if ranking:
-            metrics.update(ranking_eval(model, data, part, num_negatives, only_clicks, seed, batch_size, device))
+            metrics.update(ranking_eval(model, data, part, num_negatives, only_clicks, seed, batch_size, device,
+                                        eval_users))
         out[name] = metrics
     return out

@@ -44,11 +44,13 @@ def logloss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-15) -> float:
 
 
 def ranking_metrics(group: np.ndarray, scores: np.ndarray, relevant: np.ndarray, ks: tuple[int, ...] = (10, 20),
-                    seed: int = 0) -> dict[str, float]:
+                    seed: int = 0, with_ci: bool = False) -> dict[str, float]:
     """NDCG@K and Recall@K per group (user), averaged over groups with ≥ 1 relevant item.
 
     Each group's candidates are ranked together by score; exact ties are broken at
     random (seeded) so a positive listed first never gains from the order of the arrays.
+    ``with_ci`` adds each metric's 95% confidence half-width over groups (``<metric>_ci95``,
+    normal approximation: 1.96 · sd / √groups), what a sampled-users evaluation is quoted with.
     """
     group = np.asarray(group)
     relevant = np.asarray(relevant, dtype=bool)
@@ -61,7 +63,12 @@ def ranking_metrics(group: np.ndarray, scores: np.ndarray, relevant: np.ndarray,
     n_relevant = np.bincount(group_pos, weights=rel_sorted, minlength=uniq.size)
     out: dict[str, float] = {}
     for k in ks:
-        out.update(ranked_hits_at_k(group_pos[rel_sorted], rank[rel_sorted], n_relevant, k))
+        per_group = per_group_hits_at_k(group_pos[rel_sorted], rank[rel_sorted], n_relevant, k)
+        for name, values in per_group.items():
+            out[name] = float(np.mean(values))
+            if with_ci:
+                out[f"{name}_ci95"] = float(1.96 * values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 \
+                    else float("nan")
     return out
 
 
@@ -73,6 +80,11 @@ def ranked_hits_at_k(group: np.ndarray, rank: np.ndarray, n_relevant: np.ndarray
     full-ranking retriever lists only its top k, yet recall counts every positive).
     Both the uni100 candidate lists and the retriever's top-k lists end here.
     """
+    return {name: float(np.mean(values)) for name, values in per_group_hits_at_k(group, rank, n_relevant, k).items()}
+
+
+def per_group_hits_at_k(group: np.ndarray, rank: np.ndarray, n_relevant: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """NDCG@k and Recall@k of every group with ≥ 1 relevant item (see :func:`ranked_hits_at_k`)."""
     n_relevant = np.asarray(n_relevant, dtype=np.float64)
     hit = rank < k
     hit_group, hit_rank = group[hit], rank[hit]
@@ -81,8 +93,7 @@ def ranked_hits_at_k(group: np.ndarray, rank: np.ndarray, n_relevant: np.ndarray
     ideal = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))])
     idcg = ideal[np.minimum(n_relevant, k).astype(np.int64)]
     valid = n_relevant > 0
-    return {f"ndcg@{k}": float(np.mean(dcg[valid] / idcg[valid])),
-            f"recall@{k}": float(np.mean(hits[valid] / n_relevant[valid]))}
+    return {f"ndcg@{k}": dcg[valid] / idcg[valid], f"recall@{k}": hits[valid] / n_relevant[valid]}
 
 
 def activity_groups(train_counts: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:

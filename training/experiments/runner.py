@@ -42,7 +42,8 @@ def run_key(config: RunConfig, base_key: str | None = None, fingerprint: str | N
     library versions); ``""`` leaves the code out, which gives the configuration-only key
     runs had before keys included the code (tests pin it).  The split fractions and a
     temporal split mode are part of the key; the default random mode is left out (as it
-    always was), and so is the default ``first_order="wide"``.
+    always was), and so are the default ``first_order="wide"`` and ``eval_users=None`` (the
+    full protocol).
     """
     from ratingctr.training.experiments.provenance import code_fingerprint
 
@@ -53,6 +54,8 @@ def run_key(config: RunConfig, base_key: str | None = None, fingerprint: str | N
     if raw["model"].get("first_order") == "wide":
         raw["model"].pop("first_order")
     raw["train"].pop("progress", None)
+    if raw["train"].get("eval_users") is None:
+        raw["train"].pop("eval_users", None)
     data = raw["data"]
     if data.get("split_mode") == "random":
         data.pop("split_mode")
