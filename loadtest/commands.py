@@ -1,4 +1,5 @@
-"""Verbs owned by ``loadtest/``: ``loadtest`` (the Locust A/B harness), ``bench score`` and ``bench gateway``.
+"""Verbs owned by ``loadtest/``: ``loadtest`` (the Locust A/B harness), ``bench score``, ``bench gateway``
+and ``bench scale``.
 
 The flags are derived from the typed configs in ``loadtest/config.py``; the handlers turn
 the parsed flags into one of those configs and hand it to the implementation.
@@ -50,3 +51,34 @@ def register_bench(bench_verbs: argparse._SubParsersAction) -> None:
     gateway = bench_verbs.add_parser("gateway", help="/v1/recommend p50/p95/p99 and req/s vs bare TorchServe")
     add_flags(gateway, GatewayBenchConfig)
     gateway.set_defaults(handler=cmd_bench_gateway)
+    scale = bench_verbs.add_parser("scale", help="every stage's time and peak RSS against the number of ratings "
+                                   "(synthetic data of MovieLens-25M's shape; cached per point, resumable)")
+    scale.add_argument("--ratings", default="1M,5M,25M", help="points, comma-separated (1M, 5M, 25M)")
+    scale.add_argument("--models", default="DCNV2", help="architectures trained for one epoch at each point")
+    scale.add_argument("--heads", default="binary", help="heads, comma-separated (binary,rating)")
+    scale.add_argument("--eval-users", type=int, default=2000, help="uni100 on this many sampled users per split")
+    scale.add_argument("--requests", type=int, default=500, help="/v1/recommend requests timed at one client")
+    scale.add_argument("--work", default="runs/scale", help="data, runs, bundles and the per-stage cache")
+    scale.add_argument("--out", default="reports/scale")
+    scale.add_argument("--fresh", action="store_true", help="measure again what the cache holds")
+    scale.set_defaults(handler=cmd_bench_scale)
+
+
+def cmd_bench_scale(args: argparse.Namespace, extra: list[str]) -> int:
+    from pathlib import Path
+
+    from ratingctr.errors import UserError
+    from ratingctr.loadtest.scale_bench import ScaleBenchConfig, run_scale_bench
+
+    try:
+        ratings = tuple(int(float(v.strip().replace("k", "e3").replace("M", "e6"))) for v in args.ratings.split(","))
+    except ValueError as exc:
+        raise UserError(f"--ratings: comma-separated counts (1M, 5M, 25M): {exc}") from exc
+    if min(ratings) < 10_000:
+        raise UserError("--ratings: each point needs at least 10,000 ratings")
+    config = ScaleBenchConfig(ratings=ratings, models=tuple(args.models.split(",")), heads=tuple(args.heads.split(",")),
+                              eval_users=args.eval_users, requests=args.requests, work=Path(args.work),
+                              out=Path(args.out), fresh=args.fresh)
+    run_scale_bench(config)
+    print(f"wrote {config.out / 'report.md'}")
+    return 0

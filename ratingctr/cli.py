@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
                                                 "experiment retriever"),
     "ratingctr.export.commands": ("export", "bench ann"),
     "ratingctr.serving.commands": ("serve", "redis-cluster"),
-    "ratingctr.loadtest.commands": ("loadtest", "bench score", "bench gateway"),
+    "ratingctr.loadtest.commands": ("loadtest", "bench score", "bench gateway", "bench scale"),
     "ratingctr.online.commands": ("events", "loop", "promote", "evaluate-bundle", "experiment online",
                                   "experiment pipeline"),
 }
@@ -50,7 +50,7 @@ class _Parser(argparse.ArgumentParser):
 
 # Verb groups whose sub-verbs several rooms contribute: group → (help, the hook a module defines).
 GROUPS: dict[str, tuple[str, str]] = {
-    "bench": ("benchmarks: train, propagate, ddp, ann, score, gateway", "register_bench"),
+    "bench": ("benchmarks: train, propagate, ddp, ann, score, gateway, scale", "register_bench"),
     "experiment": ("the papers' tables and figures and the online study: cached, resumable runs",
                    "register_experiment"),
 }

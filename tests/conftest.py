@@ -149,7 +149,8 @@ TIERS_BY_PATH: dict[str, tuple[str, ...]] = {  # path under tests/ (a file, or f
     "loadtest/test_harness.py": ("integration", "slow"),
     "export/test_torchserve.py": ("integration", "java"),
     "serving/test_gateway_resilience.py": ("integration",),
-    "serving/test_redis_cluster.py": ("integration",),  # a real 3-master Redis Cluster and gateway processes
+    "serving/test_redis_cluster.py": ("integration",),
+    "loadtest/test_scale_bench.py::test_bench_scale_measures_every_stage_and_reuses_its_cache": ("integration", "slow"),  # a real 3-master Redis Cluster and gateway processes
     "export/test_ann_bench.py::test_bench_ann_writes_a_report_with_every_kind_and_size": ("integration",),
     "training/test_cli.py": ("integration",),
     "training/data/test_fetch.py::test_offline_without_cache_is_one_clear_error": ("integration",),

@@ -1,0 +1,48 @@
+"""``bench scale`` on two small points: every stage measured through the real verbs, cached, resumable."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from helpers import run_cli
+
+from ratingctr.loadtest.scale_bench import fitted_exponent, shape
+
+
+def test_points_have_movielens_25m_proportions_and_small_ones_stay_sparse() -> None:
+    assert shape(25_000_000) == (162_337, 59_101)
+    users, items = shape(20_000)
+    assert 20_000 / (users * items) <= 0.26
+
+
+def test_fitted_exponent_skips_missing_values() -> None:
+    assert abs(fitted_exponent([1e6, 5e6, 25e6], [1.0, 5.0, 25.0]) - 1.0) < 1e-9
+    assert fitted_exponent([1e6, 5e6], [1.0, None]) is None
+
+
+def test_bench_scale_measures_every_stage_and_reuses_its_cache(tmp_path: Path) -> None:
+    work, out = tmp_path / "work", tmp_path / "out"
+    args = ["bench", "scale", "--ratings", "20k,40k", "--eval-users", "40", "--requests", "20",
+            "--work", str(work), "--out", str(out)]
+    first = run_cli(*args, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert [p["ratings"] for p in results["points"]] == [20_000, 40_000]
+    for point in results["points"]:
+        stages = point["stages"]
+        assert set(stages) == {"synth", "train-DCNV2-binary", "retriever", "export", "serve"}
+        train = stages["train-DCNV2-binary"]
+        assert train["peak_rss_bytes"] > 100 * 2**20 and train["epoch_seconds"] > 0 and train["rows_per_s"] > 0
+        assert 0.5 < train["test_auc"] < 1.0  # synthetic data has learnable structure
+        assert train["dataset"]["interactions"] > 0.8 * point["ratings"]
+        assert stages["export"]["index"] == "flat" and stages["export"]["bundle_bytes"] > 0
+        serve = stages["serve"]
+        assert serve["recommend_p50_ms"] > 0 and serve["redis_bytes_per_user"] > 0 and serve["gateway_rss_bytes"] > 0
+    labels = {row["label"] for row in results["costs"]}
+    assert "train-DCNV2-binary: 1 epoch (s)" in labels and "/v1/recommend p50 (ms)" in labels
+    assert "| train-DCNV2-binary: 1 epoch (s) |" in (out / "report.md").read_text()
+    cached = {p.name: p.stat().st_mtime_ns for p in work.rglob("*.json") if p.parent.name in ("20000", "40000")}
+    again = run_cli(*args, timeout=120)  # every stage cached: nothing is measured again
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {p.name: p.stat().st_mtime_ns for p in work.rglob("*.json")
+            if p.parent.name in ("20000", "40000")} == cached
