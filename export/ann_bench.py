@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ratingctr.export.faiss_index import (AUTO_FLAT_MAX_ITEMS, TARGET_RECALL, TUNE_QUERIES, build_index,
-                                          exact_top_k, recall_at_k, tune_search)
+                                          exact_top_k, pad_queries, recall_at_k, search, tune_search)
 from ratingctr.report_files import short_commit, write_report
 
 KINDS = ("flat", "ivf", "hnsw")
@@ -84,8 +84,8 @@ def measure_point(n_items: int, kind: str, config: AnnBenchConfig, items: np.nda
     tuning = tune_search(index, items, tune_users, config.k)
     tune_s = time.perf_counter() - start
     faiss.omp_set_num_threads(1)  # the gateway searches one query on one thread per worker
-    recall = recall_at_k(index.search(eval_users, config.k)[1], truth)
-    p50, p99 = _search_latency(index, eval_users, config.k, config.passes)
+    recall = recall_at_k(search(index, eval_users, config.k), truth)
+    p50, p99 = _search_latency(index, pad_queries(index.d, eval_users), config.k, config.passes)
     return {"items": n_items, "kind": kind, "build_s": build_s, "tune_s": tune_s, "params": tuning.params,
             "tune_recall": tuning.recall, "recall": recall, "p50_ms": p50 * 1e3, "p99_ms": p99 * 1e3,
             "index_bytes": int(faiss.serialize_index(index).nbytes)}

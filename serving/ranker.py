@@ -66,6 +66,14 @@ class Ranker:
         self.user_fields = np.ascontiguousarray(bundle["user_fields.npy"], dtype=np.int64)
         self.item_fields = np.ascontiguousarray(bundle["item_fields.npy"], dtype=np.int64)
         self.user_vectors = np.ascontiguousarray(bundle["user_vectors.npy"], dtype=np.float32)
+        if index.d == self.user_vectors.shape[1] + 1:
+            # an HNSW index built on inner-product vectors augmented to Euclidean search
+            # (export/faiss_index.py): its queries carry a zero in the extra coordinate
+            self.user_vectors = np.ascontiguousarray(
+                np.hstack([self.user_vectors, np.zeros((len(self.user_vectors), 1), np.float32)]))
+        elif index.d != self.user_vectors.shape[1]:
+            raise BundleError(f"{bundle.path}: items.faiss has {index.d} dimensions, the user vectors "
+                              f"{self.user_vectors.shape[1]}")
         self.popular = np.asarray(bundle["popular.npy"], dtype=np.int64)
         self.history_indptr = bundle["history_indptr.npy"]
         self.history_items = bundle["history_items.npy"]
