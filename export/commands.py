@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--out", required=True, help="bundle directory to write")
     export.add_argument("--name", default=None, help="model name served in responses (default: the folder name)")
     export.add_argument("--index", default="auto",
-                        help="auto (default: flat up to 100,000 items, IVF above), flat (exact), ivf or hnsw; "
+                        help="auto (default: flat up to 20,000 items, IVF above), flat (exact), ivf or hnsw; "
                              "an approximate index's search depth is tuned to recall@200 >= 0.97 on a sample of users")
     export.add_argument("--torchserve", action="store_true", help="also write ranker.mar and config.properties")
     export.add_argument("--data-dir", default=None, help="override the dataset location recorded in the run")

@@ -33,12 +33,14 @@ from typing import Any
 import numpy as np
 
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
-AUTO_FLAT_MAX_ITEMS = 100_000
+AUTO_FLAT_MAX_ITEMS = 20_000
 TUNE_K = 200            # RATINGCTR_CANDIDATES' default: the depth the gateway searches at
 TARGET_RECALL = 0.95
 TUNE_MARGIN = 0.02      # tuned to target + margin on the sample, so unseen users stay above target
 TUNE_QUERIES = 256
 HNSW_M = 32
+# k-means on at most this many points per list: training then costs O(n) (nlist ~ 4 sqrt n), not O(n^1.5)
+IVF_TRAIN_POINTS_PER_LIST = 64
 HNSW_EF_CONSTRUCTION = 80
 
 
@@ -81,6 +83,7 @@ def build_index(item_vectors: np.ndarray, kind: str = "flat", seed: int = 2020):
         nlist = max(1, min(int(4 * math.sqrt(n)), n // 39 or 1))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
+        index.cp.max_points_per_centroid = IVF_TRAIN_POINTS_PER_LIST
         index.train(vectors)
         index.nprobe = max(1, nlist // 4)
     else:

@@ -52,3 +52,24 @@ def test_the_manifest_records_the_index_chosen_and_its_measured_recall(tiny_bund
 
     stored = faiss.read_index(str(tmp_path / "ivf" / "items.faiss"))
     assert faiss.extract_index_ivf(stored).nprobe == ivf.search["params"]["nprobe"]
+
+
+def test_an_hnsw_bundle_is_served_in_inner_product_order(tiny_bundles: dict, tiny_retriever: Path,
+                                                          tmp_path: Path) -> None:
+    """HNSW indexes the augmented item vectors (dim + 1): the gateway's ranker pads its queries
+    and retrieves what exact inner-product search over the bundle's own vectors would."""
+    from ratingctr.export.build import export_bundle
+    from ratingctr.serving.ranker import load_ranker
+
+    source = read_manifest(tiny_bundles["rating"]).source
+    manifest = export_bundle(Path(source.ranker), tiny_retriever, tmp_path / "hnsw", index_kind="hnsw")
+    assert manifest.retriever.index == "hnsw" and manifest.retriever.search["recall"] >= 0.97
+    ranker = load_ranker(tmp_path / "hnsw", 20, 1, "cpu", 0)
+    assert ranker.index.d == manifest.retriever.dim + 1
+    bundle = load_bundle(tmp_path / "hnsw")
+    users, items = bundle["user_vectors.npy"], bundle["item_vectors.npy"]
+    agree = []
+    for user in range(1, len(users)):
+        exact = np.argsort(-(items[1:] @ users[user]), kind="stable")[:20] + 1
+        agree.append(len(set(ranker.retrieve(user, np.zeros(0, np.int64), 20).tolist()) & set(exact.tolist())) / 20)
+    assert np.mean(agree) >= 0.95
