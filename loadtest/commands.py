@@ -53,7 +53,9 @@ def register_bench(bench_verbs: argparse._SubParsersAction) -> None:
     gateway.set_defaults(handler=cmd_bench_gateway)
     scale = bench_verbs.add_parser("scale", help="every stage's time and peak RSS against the number of ratings "
                                    "(synthetic data of MovieLens-25M's shape; cached per point, resumable)")
-    scale.add_argument("--ratings", default="1M,5M,25M", help="points, comma-separated (1M, 5M, 25M)")
+    scale.add_argument("--ratings", default="1M,5M,25M",
+                       help="points, comma-separated (1M, 5M, 25M); RATINGS:ITEMS adds a large-catalogue point "
+                            "(e.g. 10M:1M, k-core 1)")
     scale.add_argument("--models", default="DCNV2", help="architectures trained for one epoch at each point")
     scale.add_argument("--heads", default="binary", help="heads, comma-separated (binary,rating)")
     scale.add_argument("--eval-users", type=int, default=2000, help="uni100 on this many sampled users per split")
@@ -70,13 +72,21 @@ def cmd_bench_scale(args: argparse.Namespace, extra: list[str]) -> int:
     from ratingctr.errors import UserError
     from ratingctr.loadtest.scale_bench import ScaleBenchConfig, run_scale_bench
 
+    def count(text: str) -> int:
+        return int(float(text.strip().replace("k", "e3").replace("M", "e6")))
+
     try:
-        ratings = tuple(int(float(v.strip().replace("k", "e3").replace("M", "e6"))) for v in args.ratings.split(","))
+        specs = [v.split(":") for v in args.ratings.split(",")]
+        ratings = tuple(count(s[0]) for s in specs if len(s) == 1)
+        catalogues = tuple((count(s[0]), count(s[1])) for s in specs if len(s) == 2)
+        if any(len(s) > 2 for s in specs):
+            raise ValueError("a point is RATINGS or RATINGS:ITEMS")
     except ValueError as exc:
-        raise UserError(f"--ratings: comma-separated counts (1M, 5M, 25M): {exc}") from exc
-    if min(ratings) < 10_000:
+        raise UserError(f"--ratings: comma-separated counts (1M, 5M, 25M, 10M:1M): {exc}") from exc
+    if min([*ratings, *(r for r, _ in catalogues)]) < 10_000:
         raise UserError("--ratings: each point needs at least 10,000 ratings")
-    config = ScaleBenchConfig(ratings=ratings, models=tuple(args.models.split(",")), heads=tuple(args.heads.split(",")),
+    config = ScaleBenchConfig(ratings=ratings, catalogues=catalogues, models=tuple(args.models.split(",")),
+                              heads=tuple(args.heads.split(",")),
                               eval_users=args.eval_users, requests=args.requests, work=Path(args.work),
                               out=Path(args.out), fresh=args.fresh)
     run_scale_bench(config)

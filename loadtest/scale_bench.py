@@ -36,6 +36,9 @@ CLI = [sys.executable, "-c", "import sys; from ratingctr.cli import main; sys.ex
 @dataclass(frozen=True)
 class ScaleBenchConfig:
     ratings: tuple[int, ...] = (1_000_000, 5_000_000, 25_000_000)
+    # extra catalogue points, (ratings, items): a large catalogue at a given number of ratings,
+    # k-core 1 so that rarely rated items stay in it (``--ratings 10M:1M``)
+    catalogues: tuple[tuple[int, int], ...] = ()
     models: tuple[str, ...] = ("DCNV2",)
     heads: tuple[str, ...] = ("binary",)
     eval_users: int = 2000
@@ -83,9 +86,11 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def measure_point(ratings: int, config: ScaleBenchConfig) -> dict:
-    users, items = shape(ratings)
-    root = config.work / str(ratings)
+def measure_point(ratings: int, config: ScaleBenchConfig, items: int | None = None) -> dict:
+    users, default_items = shape(ratings)
+    k_core = 5 if items is None else 1
+    items = default_items if items is None else items
+    root = config.work / (str(ratings) if k_core == 5 else f"{ratings}-items-{items}")
     data = root / "data"
     stages: dict[str, dict] = {}
 
@@ -98,7 +103,7 @@ def measure_point(ratings: int, config: ScaleBenchConfig) -> dict:
         return {**result, "bytes": _dir_bytes(data)}
 
     stages["synth"] = _cached(root / "synth.json", config.fresh, synth)
-    data_args = ["--dataset", "atomic", "--data-dir", str(data), "--k-core", "5"]
+    data_args = ["--dataset", "atomic", "--data-dir", str(data), "--k-core", str(k_core)]
     for model in config.models:
         for head in config.heads:
             name = f"train-{model}-{head}"
@@ -117,6 +122,8 @@ def measure_point(ratings: int, config: ScaleBenchConfig) -> dict:
                         "test_auc": metrics["test"]["auc"], "dataset": metrics["dataset"]}
 
             stages[name] = _cached(root / f"{name}.json", config.fresh, train)
+    for cached in sorted(root.glob("train-*.json")):  # models measured by an earlier invocation stay in the report
+        stages.setdefault(cached.stem, json.loads(cached.read_text()))
     retriever = root / "runs" / "retriever"
 
     def train_retriever() -> dict:
@@ -139,7 +146,7 @@ def measure_point(ratings: int, config: ScaleBenchConfig) -> dict:
     stages["export"] = _cached(root / "export.json", config.fresh, export)
     stages["serve"] = _cached(root / "serve.json", config.fresh, lambda: measure_gateway(bundle, config.requests,
                                                                                      root / "logs"))
-    return {"ratings": ratings, "users": users, "items": items, "stages": stages}
+    return {"ratings": ratings, "users": users, "items": items, "k_core": k_core, "stages": stages}
 
 
 def _rss_bytes(pid: int) -> int:
@@ -243,17 +250,22 @@ def cost_rows(points: list[dict]) -> list[dict]:
 
 
 def run_scale_bench(config: ScaleBenchConfig) -> dict:
-    points = []
+    points, catalogues = [], []
     for ratings in config.ratings:
         print(f"bench scale: {ratings:,} ratings ...", flush=True)
         points.append(measure_point(ratings, config))
-        write_results(points, config)  # a partial report after every point
-    return write_results(points, config)
+        write_results(points, catalogues, config)  # a partial report after every point
+    for ratings, items in config.catalogues:
+        print(f"bench scale: {ratings:,} ratings over {items:,} items ...", flush=True)
+        catalogues.append(measure_point(ratings, config, items))
+        write_results(points, catalogues, config)
+    return write_results(points, catalogues, config)
 
 
-def write_results(points: list[dict], config: ScaleBenchConfig) -> dict:
+def write_results(points: list[dict], catalogues: list[dict], config: ScaleBenchConfig) -> dict:
     cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
-    results = {"commit": short_commit(), "config": cfg, "points": points, "costs": cost_rows(points)}
+    results = {"commit": short_commit(), "config": cfg, "points": points, "costs": cost_rows(points),
+               "catalogues": catalogues}
     write_report(results, config.out, render_report, plot)
     return results
 
@@ -293,6 +305,18 @@ def render_report(results: dict) -> str:
                          f"{search.get('params', {})}, recall@{search.get('k')} {search.get('recall')}; "
                          + "; ".join(f"{s} test AUC {v['test_auc']:.4f}" for s, v in p["stages"].items()
                                      if s.startswith("train-")))
+    if results.get("catalogues"):
+        lines += ["", "Large catalogues (k-core 1, so rarely rated items stay in the catalogue):", "",
+                  "| ratings | items in the bundle | index | search depth | recall@200 | export s | gateway RSS | "
+                  "/v1/recommend p50 ms | p99 ms |", "|---:|---:|---|---|---:|---:|---:|---:|---:|"]
+        for p in results["catalogues"]:
+            export, serve = p["stages"]["export"], p["stages"]["serve"]
+            search = export.get("index_search", {})
+            train = next(v for k, v in p["stages"].items() if k.startswith("train-"))
+            lines.append(f"| {p['ratings']:,} | {train['dataset']['items']:,} | {export['index']} | "
+                         f"{search.get('params') or 'exact'} | {search.get('recall')} | {export['seconds']:.0f} | "
+                         f"{serve['gateway_rss_bytes'] / 2**20:,.0f} MiB | {serve['recommend_p50_ms']:.2f} | "
+                         f"{serve['recommend_p99_ms']:.2f} |")
     lines += ["", "![cost against ratings](scale.png)", ""]
     return "\n".join(lines) + "\n"
 
