@@ -116,7 +116,10 @@ def measure_point(ratings: int, config: ScaleBenchConfig, items: int | None = No
                 metrics = json.loads((run / "metrics.json").read_text())
                 train_rows = int(metrics["dataset"].get("train", 0)) or None
                 epoch = float(metrics["epoch_seconds"][0])
+                eval_rows = metrics.get("eval_rows")
                 return {**result, "epoch_seconds": epoch, "eval_seconds": float(metrics["eval_seconds"]),
+                        "eval_rows": eval_rows,
+                        "eval_rows_per_s": eval_rows / float(metrics["eval_seconds"]) if eval_rows else None,
                         "rows_per_s": (train_rows / epoch) if train_rows else None, "train_rows": train_rows,
                         "other_seconds": result["seconds"] - epoch - float(metrics["eval_seconds"]),
                         "test_auc": metrics["test"]["auc"], "dataset": metrics["dataset"]}
@@ -238,6 +241,7 @@ def cost_rows(points: list[dict]) -> list[dict]:
         specs += [(stage, "other_seconds", f"{stage}: read + encode + set-up (s)"),
                   (stage, "epoch_seconds", f"{stage}: 1 epoch (s)"), (stage, "rows_per_s", f"{stage}: rows/s"),
                   (stage, "eval_seconds", f"{stage}: evaluation (s)"),
+                  (stage, "eval_rows_per_s", f"{stage}: evaluation rows/s"),
                   (stage, "peak_rss_bytes", f"{stage}: peak RSS")]
     specs += list(COSTS[2:])
     rows = []
@@ -333,7 +337,7 @@ def plot(results: dict, out: Path) -> None:
         ys = row["values"]
         if sum(y is not None for y in ys) < 1:
             continue
-        if row["field"] in ("rows_per_s", "redis_bytes_per_user"):
+        if row["field"] in ("rows_per_s", "eval_rows_per_s", "redis_bytes_per_user"):
             continue  # rates and per-user figures, not costs that grow with the data
         ax = axes[1] if row["field"].endswith("bytes") else axes[0]
         pairs = [(x, y) for x, y in zip(xs, ys) if y]

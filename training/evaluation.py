@@ -92,6 +92,7 @@ def ranking_eval(model: CTRModel, data: EncodedData, part: int, num_negatives: i
     relevant = np.concatenate([np.ones(rows.size, bool), np.zeros(negatives.size, bool)])
     scores = predict_arrays(model, data.features(cand_user, cand_item), batch_size, device)["p_click"]
     metrics = ranking_metrics(cand_user, scores, relevant, ks=(10, 20), seed=seed, with_ci=sampled)
+    metrics["scored_rows"] = int(cand_user.size)
     if sampled:
         metrics.update(ranking_users=int(np.unique(users).size), ranking_users_total=total_users)
     return metrics
@@ -122,8 +123,11 @@ def full_eval(model: CTRModel, data: EncodedData, num_negatives: int = 100, only
             metrics["auc_without_middle"] = auc(data.click[rows][no_middle], scores[no_middle])
             train_counts = np.bincount(data.user[data.split == TRAIN], minlength=data.n_users + 1)
             out["groups"] = group_auc(data.user[rows], data.click[rows], scores, train_counts)
+        scored = int(rows.size)
         if ranking:
-            metrics.update(ranking_eval(model, data, part, num_negatives, only_clicks, seed, batch_size, device,
-                                        eval_users))
+            ranked = ranking_eval(model, data, part, num_negatives, only_clicks, seed, batch_size, device, eval_users)
+            scored += ranked.pop("scored_rows")
+            metrics.update(ranked)
         out[name] = metrics
+        out["scored_rows"] = out.get("scored_rows", 0) + scored  # rows the model scored: evaluation's rows/s
     return out
