@@ -137,6 +137,10 @@ def cmd_train_retriever(args: argparse.Namespace, extra: list[str]) -> int:
                                   ("min_steps", args.min_steps)) if v is not None}
     if any(v < 0 for v in stopping.values()):
         raise UserError("--patience, --min-epochs and --min-steps must be >= 0")
+    if args.eval_users is not None:
+        if args.eval_users < 0:
+            raise UserError("--eval-users must be >= 0 (0: every user)")
+        stopping["eval_users"] = args.eval_users or None
     config = RetrieverConfig(embedding_dim=args.embedding_dim, layers=args.gcn_layers, lr=args.lr,
                              reg_weight=args.reg_weight, batch_size=args.batch_size, epochs=args.epochs,
                              seed=args.seed, device=args.device, progress=not args.no_progress, **stopping)
@@ -237,6 +241,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     retriever.add_argument("--min-epochs", type=int, default=None,
                            help="never stop before this many epochs: the popularity plateau (default: "
                                 "RetrieverConfig's; reports/ml-100k/retriever)")
+    retriever.add_argument("--eval-users", type=int, default=None, metavar="N",
+                           help="validation and test Recall@20 on a seeded sample of N users with positives "
+                                "(default: RetrieverConfig's 10,000; 0: every user). Full ranking costs users x "
+                                "items per evaluation")
     retriever.add_argument("--seed", type=int, default=2020)
     retriever.add_argument("--device", default="auto")
     retriever.add_argument("--no-progress", action="store_true")

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from ratingctr.training.config import DataConfig
 from ratingctr.training.data.encode import TEST, TRAIN, VALID, EncodedData, load_dataset
 from ratingctr.training.early_stopping import train_until_stale
+from ratingctr.training.full_ranking import UserItems, full_ranking_metrics, sample_users
 from ratingctr.training.graph import layer_weights, normalized_adjacency, propagate
 from ratingctr.training.metrics import ranked_hits_at_k
 from ratingctr.training.sampling import interaction_keys, sample_negatives
@@ -53,6 +54,10 @@ class RetrieverConfig:
     #: data, so the epoch-counted patience, minimum and cap mean the same amount of learning
     #: at every size (full ML-100k: 27 steps of 2,048; a 20% subsample: 4 steps before).
     min_batches_per_epoch: int = 25
+    #: Validation and test Recall@k on a seeded sample of this many users with positives (None:
+    #: all).  Full ranking costs users × items per evaluation, which grows with the square of
+    #: the data; ML-100k and ML-1M have fewer users than this, so their numbers are unchanged.
+    eval_users: int | None = 10_000
     k: int = 20
     seed: int = 2020
     device: str = "auto"
@@ -85,14 +90,11 @@ class LightGCN(nn.Module):
         return ranking + reg_weight * reg
 
 
-def _positive_mask(data: EncodedData, rows: np.ndarray) -> np.ndarray:
-    mask = np.zeros((data.n_users + 1, data.n_items + 1), dtype=bool)
-    mask[data.user[rows], data.item[rows]] = True
-    return mask
-
-
 def topk_metrics(scores: torch.Tensor, seen: np.ndarray, relevant: np.ndarray, k: int) -> dict[str, float]:
-    """Recall@k / NDCG@k over all items with ``seen`` items masked, averaged over users with positives."""
+    """Recall@k / NDCG@k over all items with ``seen`` items masked, averaged over users with positives.
+
+    The plain dense reference of ``full_ranking.full_ranking_metrics`` (which training uses:
+    bounded memory), kept for its test."""
     scores = scores.clone()
     scores[:, 0] = -torch.inf  # the unknown-item row is never a candidate
     scores[torch.from_numpy(seen).to(scores.device)] = -torch.inf
@@ -131,10 +133,20 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
         init(model)
     model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    train_seen = _positive_mask(data, data.rows(TRAIN))
-    valid_rel = _positive_mask(data, np.flatnonzero((data.split == VALID) & clicks))
-    test_seen = train_seen | _positive_mask(data, data.rows(VALID))
-    test_rel = _positive_mask(data, np.flatnonzero((data.split == TEST) & clicks))
+    def user_items(rows: np.ndarray) -> UserItems:
+        return UserItems.from_pairs(data.user[rows], data.item[rows], data.n_users)
+
+    train_seen = user_items(data.rows(TRAIN))
+    valid_rel = user_items(np.flatnonzero((data.split == VALID) & clicks))
+    test_seen = user_items(np.concatenate([data.rows(TRAIN), data.rows(VALID)]))
+    test_rel = user_items(np.flatnonzero((data.split == TEST) & clicks))
+    valid_users = sample_users(valid_rel, data.n_users, config.eval_users, config.seed)
+    test_users = sample_users(test_rel, data.n_users, config.eval_users, config.seed)
+
+    def evaluate(user_vec: torch.Tensor, item_vec: torch.Tensor, users_: np.ndarray, seen: UserItems,
+                 relevant: UserItems) -> dict:
+        return full_ranking_metrics(lambda u: user_vec[torch.from_numpy(u).to(user_vec.device)] @ item_vec.T,
+                                    users_, seen, relevant, data.n_items, config.k)
     positive_keys = interaction_keys(data.user[graph_pos], data.item[graph_pos], data.n_items)
     rng = np.random.default_rng(config.seed)
     batch_size = config.batch_size
@@ -163,7 +175,7 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
         model.eval()
         with torch.no_grad():
             user_vec, item_vec = model.vectors()
-            valid = topk_metrics(user_vec @ item_vec.T, train_seen, valid_rel, config.k)
+            valid = evaluate(user_vec, item_vec, valid_users, train_seen, valid_rel)
         bar.set_postfix(loss=f"{total / train_pos.size:.4f}", valid_recall=f"{valid[f'recall@{config.k}']:.4f}")
         return valid[f"recall@{config.k}"], {"epoch": epoch, "loss": total / train_pos.size, **valid}
 
@@ -174,10 +186,11 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
     model.eval()
     with torch.no_grad():
         user_vec, item_vec = model.vectors()
-        test = topk_metrics(user_vec @ item_vec.T, test_seen, test_rel, config.k)
-        valid = topk_metrics(user_vec @ item_vec.T, train_seen, valid_rel, config.k)
+        test = evaluate(user_vec, item_vec, test_users, test_seen, test_rel)
+        valid = evaluate(user_vec, item_vec, valid_users, train_seen, valid_rel)
     popularity = torch.from_numpy(np.bincount(data.item[graph_pos], minlength=data.n_items + 1).astype(np.float32))
-    popular = topk_metrics(popularity.expand(data.n_users + 1, -1), test_seen, test_rel, config.k)
+    popular = full_ranking_metrics(lambda u: popularity.expand(len(u), -1).clone(), test_users, test_seen, test_rel,
+                                   data.n_items, config.k)
     np.save(out_dir / "user_vectors.npy", user_vec.cpu().numpy().astype(np.float32))
     np.save(out_dir / "item_vectors.npy", item_vec.cpu().numpy().astype(np.float32))
     data_settings = {**asdict(data_config), "split": list(data_config.split)}  # split_mode included

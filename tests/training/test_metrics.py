@@ -122,3 +122,48 @@ def test_mci_values_and_domain() -> None:
         mci(0.8, 0.2)
     with pytest.raises(ValueError):
         mci(0.1, -0.2)
+
+
+def test_chunked_sparse_full_ranking_equals_the_dense_reference() -> None:
+    """full_ranking_metrics (CSR seen/relevant lists, users in chunks) gives exactly what the dense
+    topk_metrics gives, whatever the chunk size; a user sample is a subset of the same users."""
+    import torch
+
+    from ratingctr.training.full_ranking import UserItems, full_ranking_metrics, sample_users
+    from ratingctr.training.retriever import topk_metrics
+
+    rng = np.random.default_rng(11)
+    n_users, n_items = 57, 90
+    scores = rng.random((n_users + 1, n_items + 1)).astype(np.float32)
+    seen_pairs = np.argwhere(rng.random((n_users + 1, n_items + 1)) < 0.15)
+    rel_pairs = np.argwhere(rng.random((n_users + 1, n_items + 1)) < 0.08)
+    seen_pairs = seen_pairs[(seen_pairs[:, 0] > 0) & (seen_pairs[:, 1] > 0)]
+    rel_pairs = rel_pairs[(rel_pairs[:, 0] > 0) & (rel_pairs[:, 1] > 0)]
+    seen = np.zeros(scores.shape, bool)
+    seen[seen_pairs[:, 0], seen_pairs[:, 1]] = True
+    relevant = np.zeros(scores.shape, bool)
+    relevant[rel_pairs[:, 0], rel_pairs[:, 1]] = True
+    relevant &= ~seen
+    dense = topk_metrics(torch.from_numpy(scores), seen, relevant, 20)
+    seen_csr = UserItems.from_pairs(seen_pairs[:, 0], seen_pairs[:, 1], n_users)
+    rel_pairs = np.argwhere(relevant)
+    rel_csr = UserItems.from_pairs(rel_pairs[:, 0], rel_pairs[:, 1], n_users)
+    users = sample_users(rel_csr, n_users, None, 0)
+    for budget in (4 * (n_items + 1), 4 * (n_items + 1) * 7, 2**20):  # 1, 7 and all users per chunk
+        sparse = full_ranking_metrics(lambda u: torch.from_numpy(scores[u].copy()), users, seen_csr, rel_csr,
+                                      n_items, 20, budget_bytes=budget)
+        assert sparse["recall@20"] == pytest.approx(dense["recall@20"], abs=1e-12)
+        assert sparse["ndcg@20"] == pytest.approx(dense["ndcg@20"], abs=1e-12)
+        assert sparse["users"] == dense["users"]
+    sampled = sample_users(rel_csr, n_users, 10, 3)
+    assert sampled.size == 10 and set(sampled) <= set(users) and np.array_equal(sampled, sample_users(rel_csr, n_users,
+                                                                                                      10, 3))
+
+
+def test_user_items_gathers_each_users_items() -> None:
+    from ratingctr.training.full_ranking import UserItems
+
+    csr = UserItems.from_pairs(np.array([2, 1, 2, 3]), np.array([5, 4, 1, 9]), 3)
+    rows, items = csr.gather(np.array([2, 3]))
+    assert rows.tolist() == [0, 0, 1] and items.tolist() == [1, 5, 9]
+    assert csr.counts(np.array([0, 1, 2, 3])).tolist() == [0, 1, 2, 1]
