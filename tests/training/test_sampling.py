@@ -27,3 +27,13 @@ def test_same_seed_same_draw_and_keys_are_unique() -> None:
     a = sample_negatives(users, excluded, 5, 3, np.random.default_rng(3))
     b = sample_negatives(users, excluded, 5, 3, np.random.default_rng(3))
     assert np.array_equal(a, b)
+
+
+def test_in_sorted_is_isin_for_sorted_keys() -> None:
+    from ratingctr.training.sampling import in_sorted
+
+    rng = np.random.default_rng(3)
+    keys = np.unique(rng.integers(0, 10_000, 3_000))
+    values = rng.integers(-5, 10_010, size=(400, 7))
+    assert np.array_equal(in_sorted(values, keys), np.isin(values, keys))
+    assert not in_sorted(values, keys[:0]).any()
