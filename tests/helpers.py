@@ -115,3 +115,19 @@ def wait_for(predicate, timeout: float, message: str) -> None:
     while not predicate():
         assert time.monotonic() < deadline, message
         time.sleep(0.05)
+
+
+def reload_reaches_every_worker(bundles: dict[str, Path], redis_url: str, token: str) -> Counter:
+    """Two workers on ``redis_url``; reload ``main`` to the binary bundle through one of them, wait
+    ten sync intervals, and count the versions 40 fresh connections are served (both workers answer)."""
+    from ratingctr.serving.process import running_gateway
+
+    with running_gateway({"main": bundles["rating"]}, redis_url=redis_url, workers=2,
+                         env={"RATINGCTR_ADMIN_TOKEN": token, "RATINGCTR_REDIS_PREFIX": "workers",
+                              "RATINGCTR_SYNC_INTERVAL_S": "0.2"}) as gw:
+        r = httpx.post(f"{gw.url}/v1/admin/reload", json={"name": "main", "path": str(bundles["binary"])},
+                       headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        assert r.status_code == 200, r.text
+        time.sleep(2.0)  # ten sync intervals
+        return Counter(httpx.post(f"{gw.url}/v1/recommend", json={"user_id": "u1", "k": 2},
+                                  timeout=10).json()["model"]["version"] for _ in range(40))

@@ -12,7 +12,7 @@ from collections import Counter
 
 import httpx
 import redis
-from helpers import Traffic, bundle_history, run_cli, wait_for
+from helpers import Traffic, bundle_history, reload_reaches_every_worker, run_cli, wait_for
 
 from ratingctr.bundle import load_bundle
 from ratingctr.serving.embedded_redis import EmbeddedRedis
@@ -79,18 +79,7 @@ def test_twenty_reloads_under_concurrent_traffic_fail_no_request(tiny_bundles, r
 
 def test_a_reload_reaches_every_worker(tiny_bundles, redis_server) -> None:
     versions = {head: load_bundle(path).version for head, path in tiny_bundles.items()}
-    with running_gateway({"main": tiny_bundles["rating"]}, redis_url=redis_server.url, workers=2,
-                         env={"RATINGCTR_ADMIN_TOKEN": TOKEN, "RATINGCTR_REDIS_PREFIX": "workers",
-                              "RATINGCTR_SYNC_INTERVAL_S": "0.2"}) as gw:
-        r = httpx.post(f"{gw.url}/v1/admin/reload", json={"name": "main", "path": str(tiny_bundles["binary"])},
-                       headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
-        assert r.status_code == 200, r.text
-        time.sleep(2.0)  # ten sync intervals
-        pids, seen_versions = set(), Counter()
-        for _ in range(40):  # a new connection each time, so both workers answer
-            body = httpx.post(f"{gw.url}/v1/recommend", json={"user_id": "u1", "k": 2}, timeout=10).json()
-            seen_versions[body["model"]["version"]] += 1
-        assert seen_versions == Counter({versions["binary"]: 40})
+    assert reload_reaches_every_worker(tiny_bundles, redis_server.url, TOKEN) == Counter({versions["binary"]: 40})
 
 
 def test_acknowledged_events_survive_a_sigkilled_gateway(tiny_bundles, tmp_path) -> None:

@@ -14,8 +14,7 @@ from typing import Iterator
 import httpx
 import pandas as pd
 import pytest
-import redis
-from helpers import Traffic, bundle_history, run_cli, wait_for
+from helpers import Traffic, bundle_history, reload_reaches_every_worker, run_cli, wait_for
 from redis.cluster import ClusterNode, RedisCluster
 
 from ratingctr.bundle import load_bundle
@@ -107,16 +106,7 @@ def test_gateway_on_a_cluster_stores_filters_dedupes_and_the_consumer_reads_ever
 
 def test_a_reload_on_one_worker_reaches_the_other_through_the_cluster(tiny_bundles, cluster) -> None:
     versions = {head: load_bundle(path).version for head, path in tiny_bundles.items()}
-    with running_gateway({"main": tiny_bundles["rating"]}, redis_url=cluster.url, workers=2,
-                         env={"RATINGCTR_ADMIN_TOKEN": TOKEN, "RATINGCTR_REDIS_PREFIX": "workers",
-                              "RATINGCTR_SYNC_INTERVAL_S": "0.2"}) as gw:
-        r = httpx.post(f"{gw.url}/v1/admin/reload", json={"name": "main", "path": str(tiny_bundles["binary"])},
-                       headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
-        assert r.status_code == 200, r.text
-        time.sleep(2.0)  # ten sync intervals
-        served = Counter(httpx.post(f"{gw.url}/v1/recommend", json={"user_id": "u1", "k": 2},
-                                    timeout=10).json()["model"]["version"] for _ in range(40))
-        assert served == Counter({versions["binary"]: 40})
+    assert reload_reaches_every_worker(tiny_bundles, cluster.url, TOKEN) == Counter({versions["binary"]: 40})
 
 
 def test_a_gateway_configured_for_another_shard_count_refuses_to_start(tiny_bundles, cluster) -> None:
