@@ -128,7 +128,7 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 def exact_top_k(item_vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     import faiss
 
-    flat = faiss.IndexFlatIP(item_vectors.shape[1] if item_vectors.ndim == 2 else 1)
+    flat = faiss.IndexFlatIP(item_vectors.shape[1])
     flat.add(np.ascontiguousarray(item_vectors[1:], dtype=np.float32))
     return flat.search(np.ascontiguousarray(queries, dtype=np.float32), k)[1]
 

@@ -76,7 +76,7 @@ def run_measured(args: list[str], log: Path, env: dict[str, str] | None = None) 
 def _cached(path: Path, fresh: bool, measure) -> dict:
     if path.exists() and not fresh:
         return json.loads(path.read_text())
-    result = measure()
+    result = {**measure(), "commit": short_commit()}  # stages of one point may come from different runs
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -300,7 +300,11 @@ def render_report(results: dict) -> str:
     for row in results["costs"]:
         exp = "–" if row["exponent"] is None else f"{row['exponent']:.2f}"
         lines.append(f"| {row['label']} | " + " | ".join(_fmt(row["field"], v) for v in row["values"]) + f" | {exp} |")
-    lines += ["", "Exponent: slope of log cost on log ratings over the measured points (1.0 = linear).", ""]
+    lines += ["", "Exponent: slope of log cost on log ratings over the measured points (1.0 = linear).", "",
+              "Stages are cached and resumable, so one point's stages may have been measured at different "
+              "commits: " + "; ".join(f"{p['ratings']:,}: " + ", ".join(
+                  f"{name} {stage.get('commit', 'not recorded')}" for name, stage in p["stages"].items())
+                  for p in points) + ".", ""]
     for p in points:
         export = p["stages"].get("export", {})
         if export:

