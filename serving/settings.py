@@ -101,6 +101,16 @@ class GatewaySettings(BaseSettings):
     bundle_key_file: Path | None = Field(None, description="file holding the bundle key (alternative to "
                                          "RATINGCTR_BUNDLE_KEY; surrounding whitespace ignored)")
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        """A cluster URL is parsed here, so a bad one is one clear start-up error, not a traceback."""
+        from ratingctr.serving.redis_connection import ClusterUrl, is_cluster_url
+
+        if value and is_cluster_url(value):
+            ClusterUrl.parse(value)  # BadRedisUrl is a ValueError: pydantic reports it
+        return value
+
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:

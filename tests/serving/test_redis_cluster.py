@@ -300,3 +300,12 @@ def test_redis_cluster_verb_serves_a_cluster_and_restarts_it_with_its_data(tmp_p
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("url, message", [("redis+cluster://127.0.0.1:notaport", "bad port"),
+                                          ("redis+cluster://:pw@/0", "has no host")])
+def test_serve_refuses_a_malformed_cluster_url_with_one_error_line(tiny_bundles, url: str, message: str) -> None:
+    result = run_cli("serve", "--bundle", str(tiny_bundles["rating"]), "--redis-url", url, timeout=60)
+    assert result.returncode == 2, result.stderr[-1000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: invalid setting redis_url") and message in lines[0]
