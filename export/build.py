@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ratingctr.bundle import BundleManifest, ModelInfo, Parity, RetrieverInfo, Source, write_bundle
+from ratingctr.bundle import (BundleManifest, ModelInfo, Parity, RankingInfo, RetrieverInfo, Source,
+                             write_bundle)
 from ratingctr.errors import UserError
 from ratingctr.export.faiss_index import build_tuned_index, write_index
 from ratingctr.export.onnx_export import export_onnx, parity, prepare_for_export
@@ -64,9 +65,10 @@ def popularity_order(data: EncodedData) -> np.ndarray:
 
 def export_bundle(ranker_run: Path, retriever_run: Path, out_dir: Path, index_kind: str = "auto",
                   torchserve: bool = False, data_dir: str | None = None, name: str | None = None,
-                  sign_key: bytes | None = None) -> BundleManifest:
+                  sign_key: bytes | None = None, retriever_weight: float = 1.0) -> BundleManifest:
     """Export, check ONNX parity, and write the bundle (signed when ``sign_key`` is given);
-    returns its complete manifest."""
+    returns its complete manifest.  ``retriever_weight``: the served order's blend
+    (``bundle.RankingInfo``; 1 = P(rated) · P(click | rated))."""
     payload, config = load_checkpoint(Path(ranker_run))
     if data_dir is not None:
         config = replace(config, data=replace(config.data, data_dir=data_dir))
@@ -108,6 +110,7 @@ def export_bundle(ranker_run: Path, retriever_run: Path, out_dir: Path, index_ki
             metrics={"ranker": {k: ranker_metrics.get(k) for k in ("test", "valid", "groups")},
                      "retriever": {k: retriever_metrics.get(k) for k in ("test", "popular")}},
             dataset=data.stats,
+            ranking=RankingInfo(retriever_weight=float(retriever_weight)),
         )
         extra = {}
         if torchserve:

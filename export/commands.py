@@ -7,12 +7,17 @@ from pathlib import Path
 from ratingctr.errors import UserError
 
 
+DEFAULT_RETRIEVER_WEIGHT = 1.0
+
+
 def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     from ratingctr.export.build import export_bundle
     from ratingctr.export.faiss_index import INDEX_KINDS
 
     if args.index not in INDEX_KINDS:
         raise UserError(f"--index must be one of {', '.join(INDEX_KINDS)}")
+    if not 0.0 <= args.retriever_weight < float("inf"):
+        raise UserError(f"--retriever-weight must be a finite number >= 0, got {args.retriever_weight}")
     sign_key = None
     if args.sign_key_file is not None:  # read before the (slow) export, so a bad key fails at once
         from ratingctr.bundle import BundleError, read_key_file
@@ -22,7 +27,7 @@ def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
         except BundleError as exc:
             raise UserError(str(exc)) from exc
     export_bundle(Path(args.ranker), Path(args.retriever), Path(args.out), args.index, args.torchserve,
-                  args.data_dir, args.name, sign_key=sign_key)
+                  args.data_dir, args.name, sign_key=sign_key, retriever_weight=args.retriever_weight)
     print(f"wrote {args.out}" + (" (signed)" if sign_key is not None else ""))
     return 0
 
@@ -36,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--index", default="auto",
                         help="auto (default: flat up to 20,000 items, IVF above), flat (exact), ivf or hnsw; "
                              "an approximate index's search depth is tuned to recall@200 >= 0.97 on a sample of users")
+    export.add_argument("--retriever-weight", type=float, default=DEFAULT_RETRIEVER_WEIGHT, metavar="W",
+                        help="/v1/recommend orders a known user's candidates by log p̂ + W x retriever score "
+                             "(default 1: P(rated) x P(click | rated); 0: p̂ alone; reports/ml-100k/pipeline "
+                             "measures the choice)")
     export.add_argument("--torchserve", action="store_true", help="also write ranker.mar and config.properties")
     export.add_argument("--data-dir", default=None, help="override the dataset location recorded in the run")
     export.add_argument("--sign-key-file", default=None, metavar="PATH",

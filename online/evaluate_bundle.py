@@ -34,6 +34,8 @@ from ratingctr.tables import md_table
 
 KS = (5, 10, 20)
 CANDIDATE_SWEEP = (50, 100, 200, 500, 1000)
+#: retriever weights of the served order (``RankingInfo``) judged beside the bundle's own
+WEIGHT_SWEEP = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 PRIMARY_K = 10
 
 
@@ -45,6 +47,7 @@ class EvaluateConfig:
     ranker_run: Path | None = None
     candidates: int = 200
     sweep: tuple[int, ...] = CANDIDATE_SWEEP
+    weights: tuple[float, ...] = WEIGHT_SWEEP
     latency_seconds: float = 0.0
     max_users: int = 0
     out: Path | None = None
@@ -132,6 +135,8 @@ def serve_lists(rankers: list, data, config: EvaluateConfig) -> Served:
     counts = sorted({*config.sweep, config.candidates})
     popular, retriever = [], []
     ranked: dict[tuple[int, int], list[np.ndarray]] = {(b, n): [] for b in range(len(rankers)) for n in counts}
+    weighted: dict[tuple[int, float], list[np.ndarray]] = {(b, w): [] for b in range(len(rankers))
+                                                           for w in config.weights}
     retrieved: dict[int, list[np.ndarray]] = {n: [] for n in counts}
     first = rankers[0]
     # bundles exported with the same retriever (both heads of one run) share its candidates
@@ -145,13 +150,20 @@ def serve_lists(rankers: list, data, config: EvaluateConfig) -> Served:
             for b, ranker in enumerate(rankers):
                 items = candidates if shares[b] else ranker.retrieve(user, seen, n)
                 k = min(kmax, len(items))
-                ranked[(b, n)].append(ranker.rank(ranker.user_fields[user], items, k, {}).items if k else items)
+                ranked[(b, n)].append(ranker.rank(ranker.user_fields[user], items, k, {}, user).items if k else items)
+                if n == config.candidates and config.weights:
+                    p = ranker.score(ranker.user_fields[user], items)["p_click"] if k else np.zeros(0, np.float32)
+                    for w in config.weights:
+                        order = np.argsort(-ranker.order_scores(user, items, p, w), kind="stable")[:kmax]
+                        weighted[(b, w)].append(items[order])
         retriever.append(retrieved[config.candidates][-1][:kmax])
     served.lists["most popular (unseen)"] = pad(popular, kmax)
     served.lists["retriever order"] = pad(retriever, kmax)
     for b, ranker in enumerate(rankers):
         for n in counts:
             served.lists[_ranked_name(ranker, n)] = pad(ranked[(b, n)], kmax)
+        for w in config.weights:
+            served.lists[_weighted_name(ranker, w)] = pad(weighted[(b, w)], kmax)
     served.retrieved = {n: pad(rows, n) for n, rows in retrieved.items()}
     return served
 
@@ -164,6 +176,10 @@ def _same_retriever(a, b) -> bool:
 
 def _ranked_name(ranker, candidates: int) -> str:
     return f"retriever + {ranker.name} ({ranker.manifest.model.head} head) @{candidates}"
+
+
+def _weighted_name(ranker, weight: float) -> str:
+    return f"retriever + {ranker.name} ({ranker.manifest.model.head} head) weight {weight:g}"
 
 
 def _latency(bundle: Path, users: list[str], candidates: int, seconds: float) -> dict:
@@ -233,6 +249,8 @@ def evaluate(config: EvaluateConfig) -> dict:
                 print(f"candidates {n} {r.name}: /v1/recommend p50 {row[f'latency {r.name}']['p50_ms']:.2f} ms",
                       file=sys.stderr)
         sweep.append(row)
+    weights = [{"weight": w, **{f"ndcg@{PRIMARY_K} {r.name}": summaries[_weighted_name(r, w)]["metrics"][PRIMARY_K]
+                                ["ndcg"]["mean"] for r in rankers}} for w in config.weights]
     return {
         "command": "ratingctr " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("ratingctr")
         else "ratingctr evaluate-bundle " + " ".join(str(b) for b in config.bundles),
@@ -243,7 +261,8 @@ def evaluate(config: EvaluateConfig) -> dict:
         "bundles": [{"path": str(r.path), "name": r.name, "version": r.version, "arch": r.manifest.model.arch,
                      "head": r.manifest.model.head} for r in rankers],
         "lists": {name: {str(k): m for k, m in s["metrics"].items()} for name, s in summaries.items()},
-        "comparisons": comparisons, "sweep": sweep,
+        "comparisons": comparisons, "sweep": sweep, "weights": weights,
+        "retriever_weight": {r.name: r.retriever_weight for r in rankers},
     }
 
 
@@ -254,6 +273,7 @@ def _fmt(m: dict) -> str:
 def render(results: dict) -> str:
     c = results["candidates"]
     main = [n for n in results["lists"] if not n.startswith("retriever + ") or n.endswith(f"@{c}")]
+    served_weights = ", ".join(f"{n} {w:g}" for n, w in results.get("retriever_weight", {}).items())
     lines = [f"# End-to-end quality of the served top-K ({results['split']} split)", "",
              f"Commit `{results['commit']}`, {results['date']}.  Reproduce with:", "", "```", results["command"],
              "```", "",
@@ -261,7 +281,8 @@ def render(results: dict) -> str:
              f"({results['relevant_per_user']:.2f} per user on average), full catalogue of {results['catalogue']} "
              f"items, {c} candidates.  Every list is produced by the gateway's own code path "
              f"(`serving.ranker.Ranker`: FAISS retrieval, seen filter over train + validation items, ONNX "
-             f"scoring, top-K by p̂).  Means over users with 95% intervals.", ""]
+             f"scoring, top-K by log p̂ + w × retriever score with each bundle's own w: "
+             f"{served_weights}).  Means over users with 95% intervals.", ""]
     for k in (PRIMARY_K, *[k for k in KS if k != PRIMARY_K]):
         lines += [f"## K = {k}", "",
                   md_table(["list", *[f"{m.upper() if m != 'hit' else 'HitRate'}@{k}" for m in METRICS],
@@ -284,6 +305,13 @@ def render(results: dict) -> str:
         [[r["candidates"], f"{r['retriever_recall']:.4f}", *[f"{r[f'ndcg@{PRIMARY_K} {n}']:.4f}" for n in names],
           *[f"{r[f'latency {n}']['p50_ms']:.2f}" if f"latency {n}" in r else "" for n in names]]
          for r in results["sweep"]]))
+    if results.get("weights"):
+        lines += ["", "## Retriever weight of the served order", "",
+                  f"NDCG@{PRIMARY_K} at {c} candidates when the order is log p̂ + w × retriever score "
+                  "(w = 0: p̂ alone; each bundle serves its manifest's `ranking.retriever_weight`).", "",
+                  md_table(["w", *[f"NDCG@{PRIMARY_K} {n}" for n in names]],
+                           [[f"{r['weight']:g}", *[f"{r[f'ndcg@{PRIMARY_K} {n}']:.4f}" for n in names]]
+                            for r in results["weights"]])]
     return "\n".join(lines) + "\n"
 
 
@@ -300,7 +328,7 @@ def plot(results: dict, out: Path) -> None:
     c = results["candidates"]
     fig, ax = plt.subplots(figsize=(6, 4))
     for name in results["lists"]:
-        if name.startswith("retriever + ") and not name.endswith(f"@{c}"):
+        if name.startswith("retriever + ") and not name.endswith(f"@{c}"):  # sweeps: other plots
             continue
         ax.plot(KS, [_metric(results, name, k)["ndcg"]["mean"] for k in KS], marker="o", label=name)
     ax.set_xlabel("K")

@@ -18,6 +18,16 @@ def _counts(text: str) -> tuple[int, ...]:
     return values
 
 
+def _weights(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UserError(f"--weights takes comma-separated numbers, got {text!r}") from None
+    if any(not 0.0 <= v < float("inf") for v in values):
+        raise UserError(f"--weights takes finite weights >= 0, got {text!r}")
+    return values
+
+
 def cmd_evaluate_bundle(args: argparse.Namespace, extra: list[str]) -> int:
     from ratingctr.online.evaluate_bundle import EvaluateConfig, evaluate, render, write
 
@@ -25,7 +35,7 @@ def cmd_evaluate_bundle(args: argparse.Namespace, extra: list[str]) -> int:
         raise UserError("--latency-seconds and --max-users must be >= 0")
     config = EvaluateConfig(bundles=tuple(Path(b) for b in args.bundles), split=args.split, data_dir=args.data_dir,
                             ranker_run=Path(args.ranker_run) if args.ranker_run else None,
-                            candidates=args.candidates, sweep=_counts(args.sweep),
+                            candidates=args.candidates, sweep=_counts(args.sweep), weights=_weights(args.weights),
                             latency_seconds=args.latency_seconds, max_users=args.max_users,
                             out=Path(args.out) if args.out else None)
     results = evaluate(config)
@@ -36,7 +46,7 @@ def cmd_evaluate_bundle(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def register_evaluate_bundle(subparsers: argparse._SubParsersAction) -> None:
-    from ratingctr.online.evaluate_bundle import CANDIDATE_SWEEP
+    from ratingctr.online.evaluate_bundle import CANDIDATE_SWEEP, WEIGHT_SWEEP
 
     p = subparsers.add_parser(
         "evaluate-bundle", help="Recall/NDCG/HitRate/MRR@K of what /v1/recommend returns, through the serving code, "
@@ -48,6 +58,9 @@ def register_evaluate_bundle(subparsers: argparse._SubParsersAction) -> None:
                    help="the ranker's run directory (default: the manifest's source.ranker)")
     p.add_argument("--candidates", type=int, default=200, help="the candidate count the main table uses")
     p.add_argument("--sweep", default=",".join(map(str, CANDIDATE_SWEEP)), help="candidate counts to sweep")
+    p.add_argument("--weights", default=",".join(f"{w:g}" for w in WEIGHT_SWEEP),
+                   help="retriever weights w of the order log p̂ + w x retriever score to judge beside each "
+                        "bundle's own (empty: skip)")
     p.add_argument("--latency-seconds", type=float, default=0.0,
                    help="per candidate count and bundle, measure /v1/recommend p50 at one client for this long "
                         "against a real gateway (0: skip)")

@@ -7,8 +7,15 @@ retriever and every ranker use seed s (the retriever is trained on the rankers' 
 so no test edge enters its graph); each (model, head) is trained, exported with that
 retriever and judged with ``evaluate-bundle``'s code on the same users.
 
-Cached and resumable: a step whose output exists (``metrics.json``, ``manifest.json``, the
-evaluation's ``results.json``) is not redone, so an interrupted run continues.
+Cached and resumable: a step whose output exists and still matches what this code would
+produce (a retriever trained with the same ``RetrieverConfig``, a bundle exported with this
+retriever and retriever weight, an evaluation of exactly these bundle versions) is not redone,
+so an interrupted run continues and a changed default never reuses a stale step.
+
+The served order is log p̂ + w × retriever score (``bundle.RankingInfo``) with w fixed at 1
+before looking at any result (the product P(rated) · P(click | rated)); every seed is also
+evaluated on its validation split over a grid of w, and the report gives the w validation
+would choose and its test NDCG, so whether the fixed choice is near the best is measured.
 """
 from __future__ import annotations
 
@@ -39,6 +46,7 @@ class PipelineConfig:
     latency_seconds: float = 10.0
     k_core: int = 10
     epochs: int | None = None  # None: each trainer's default budget (tests shorten it)
+    retriever_weight: float = 1.0
     runs: Path = Path("runs/experiments/pipeline")
     out: Path = Path("reports/ml-100k/pipeline")
 
@@ -47,12 +55,31 @@ def _retriever(config: PipelineConfig, seed: int) -> Path:
     from ratingctr.training.config import DataConfig
     from ratingctr.training.retriever import RetrieverConfig, train_retriever
 
+    from dataclasses import asdict
+
     run = config.runs / f"retriever-s{seed}"
-    if not (run / "metrics.json").is_file():
-        budget = {"epochs": config.epochs} if config.epochs else {}
+    budget = {"epochs": config.epochs} if config.epochs else {}
+    retriever_config = RetrieverConfig(seed=seed, progress=False, **budget)
+    if _cached_config(run) != asdict(retriever_config):
         train_retriever(DataConfig(dataset=config.dataset, data_dir=config.data_dir, k_core=config.k_core, seed=seed),
-                        RetrieverConfig(seed=seed, progress=False, **budget), run)
+                        retriever_config, run)
     return run
+
+
+def _cached_config(run: Path) -> dict | None:
+    try:
+        return json.loads((run / "metrics.json").read_text())["config"]
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _cached_manifest(bundle: Path):
+    from ratingctr.bundle import BundleError, read_manifest
+
+    try:
+        return read_manifest(bundle)
+    except BundleError:
+        return None
 
 
 def _bundle(config: PipelineConfig, model: str, head: str, seed: int, retriever: Path) -> Path:
@@ -66,20 +93,27 @@ def _bundle(config: PipelineConfig, model: str, head: str, seed: int, retriever:
         train_run(build_run_config({"model": model, "head": head, "dataset": config.dataset, "k_core": config.k_core,
                                     "data_dir": config.data_dir, "seed": seed, "progress": False, **budget}), run)
     bundle = config.runs / "bundles" / f"{model.lower()}-{head}-s{seed}"
-    if not (bundle / "manifest.json").is_file():
-        export_bundle(run, retriever, bundle)
+    manifest = _cached_manifest(bundle)
+    retriever_trained = (retriever / "metrics.json").stat().st_mtime
+    if (manifest is None or manifest.ranking.retriever_weight != config.retriever_weight
+            or (bundle / "manifest.json").stat().st_mtime < retriever_trained):
+        export_bundle(run, retriever, bundle, retriever_weight=config.retriever_weight)
     return bundle
 
 
-def _evaluate(config: PipelineConfig, model: str, seed: int, bundles: list[Path], latency: bool) -> dict:
+def _evaluate(config: PipelineConfig, model: str, seed: int, bundles: list[Path], latency: bool,
+              split: str = "test") -> dict:
     from ratingctr.online.evaluate_bundle import EvaluateConfig, evaluate, write
 
-    out = config.runs / "evaluations" / f"{model}-s{seed}"
+    out = config.runs / "evaluations" / (f"{model}-s{seed}" if split == "test" else f"{model}-s{seed}-{split}")
+    versions = [_cached_manifest(b).version for b in bundles]
     if (out / "results.json").is_file():
         cached = json.loads((out / "results.json").read_text())
-        if not latency or any(k.startswith("latency ") for k in cached["sweep"][0]):
+        same = [b.get("version") for b in cached.get("bundles", [])] == versions and "weights" in cached
+        if same and (not latency or any(k.startswith("latency ") for k in cached["sweep"][0])):
             return cached
-    results = evaluate(EvaluateConfig(bundles=tuple(bundles), candidates=config.candidates, sweep=config.sweep,
+    sweep = config.sweep if split == "test" else (config.candidates,)
+    results = evaluate(EvaluateConfig(bundles=tuple(bundles), split=split, candidates=config.candidates, sweep=sweep,
                                       latency_seconds=config.latency_seconds if latency else 0.0))
     write(results, out)
     return results
@@ -89,14 +123,16 @@ def run_pipeline(config: PipelineConfig) -> dict:
     if not config.models or not config.seeds:
         raise UserError("--models and --seeds must name at least one each")
     evaluations: dict[str, dict[int, dict]] = {m: {} for m in config.models}
+    validations: dict[str, dict[int, dict]] = {m: {} for m in config.models}
     for seed in config.seeds:
         retriever = _retriever(config, seed)
         for model in config.models:
             bundles = [_bundle(config, model, head, seed, retriever) for head in HEADS]
             latency = config.latency_seconds > 0 and seed == config.seeds[0] and model == config.models[0]
             evaluations[model][seed] = _evaluate(config, model, seed, bundles, latency)
+            validations[model][seed] = _evaluate(config, model, seed, bundles, False, split="valid")
             print(f"seed {seed} {model}: evaluated", file=sys.stderr, flush=True)
-    return summarise(config, evaluations)
+    return summarise(config, evaluations, validations)
 
 
 def _t_interval(values: list[float]) -> dict:
@@ -117,8 +153,28 @@ def _list_names(result: dict, candidates: int) -> dict[str, str]:
             "+ binary-head ranker": by_head["binary"], "+ rating-head ranker": by_head["rating"]}
 
 
-def summarise(config: PipelineConfig, evaluations: dict[str, dict[int, dict]]) -> dict:
-    table, differences = {}, {}
+def _weight_study(test: dict[int, dict], valid: dict[int, dict]) -> dict:
+    """Per head: NDCG@10 at every swept w on test and validation (mean over seeds), the w with the
+    best mean validation NDCG@10, and test NDCG@10 at that w (a t-interval over seeds)."""
+    out = {}
+    for head in HEADS:
+        def at(results: dict, weight: float) -> float:
+            name = next(b["name"] for b in results["bundles"] if b["head"] == head)
+            row = next(r for r in results["weights"] if r["weight"] == weight)
+            return row[f"ndcg@{PRIMARY} {name}"]
+
+        weights = [r["weight"] for r in next(iter(test.values()))["weights"]]
+        valid_mean = {w: statistics.fmean(at(r, w) for r in valid.values()) for w in weights}
+        chosen = max(weights, key=lambda w: (valid_mean[w], -w))
+        out[head] = {"weights": weights, "valid": [valid_mean[w] for w in weights],
+                     "test": [statistics.fmean(at(r, w) for r in test.values()) for w in weights],
+                     "chosen": chosen, "test_at_chosen": _t_interval([at(r, chosen) for r in test.values()])}
+    return out
+
+
+def summarise(config: PipelineConfig, evaluations: dict[str, dict[int, dict]],
+              validations: dict[str, dict[int, dict]] | None = None) -> dict:
+    table, differences, weights = {}, {}, {}
     for model, per_seed in evaluations.items():
         rows = {}
         for label in ("most popular", "retriever order", "+ binary-head ranker", "+ rating-head ranker"):
@@ -131,6 +187,8 @@ def summarise(config: PipelineConfig, evaluations: dict[str, dict[int, dict]]) -
             rows[label]["coverage@10"] = _t_interval(
                 [r["lists"][_list_names(r, config.candidates)[label]][PRIMARY]["coverage"] for r in per_seed.values()])
         table[model] = rows
+        if validations:
+            weights[model] = _weight_study(per_seed, validations[model])
         diff = [r["comparisons"]["rating head − binary head"] for r in per_seed.values()]
         differences[model] = {"per_seed": diff, "seeds": _t_interval([d["mean"] for d in diff]),
                               "ranker_minus_retriever": {
@@ -146,8 +204,8 @@ def summarise(config: PipelineConfig, evaluations: dict[str, dict[int, dict]]) -
     first = evaluations[config.models[0]][config.seeds[0]]
     return {"config": {"models": list(config.models), "seeds": list(config.seeds), "dataset": config.dataset,
                        "candidates": config.candidates, "sweep": list(config.sweep),
-                       "latency_seconds": config.latency_seconds},
-            "table": table, "differences": differences, "sweep": first["sweep"],
+                       "latency_seconds": config.latency_seconds, "retriever_weight": config.retriever_weight},
+            "table": table, "differences": differences, "weights": weights, "sweep": first["sweep"],
             "sweep_from": f"{config.models[0]}, seed {config.seeds[0]}",
             "users": {m: [r["users"] for r in per.values()] for m, per in evaluations.items()},
             "commit": short_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -168,7 +226,8 @@ def render(results: dict) -> str:
              "```", "",
              f"Seeds {', '.join(map(str, c['seeds']))}: each seed fixes the split, the retriever and every ranker. "
              f"Every list comes from the gateway's serving code (`evaluate-bundle`): {c['candidates']} FAISS "
-             f"candidates minus the user's train + validation items, ranked by p̂, top-K, judged against the "
+             f"candidates minus the user's train + validation items, ranked by log p̂ + w × retriever score "
+             f"(w = {c.get('retriever_weight', 0):g}, the bundles' `ranking.retriever_weight`), top-K, judged against the "
              f"user's clicked test items over the full catalogue.  Means over seeds with t-based 95% intervals "
              f"(each seed's value is a mean over its users: {', '.join(f'{m} {u}' for m, u in results['users'].items())} "
              f"users).", ""]
@@ -198,6 +257,19 @@ def render(results: dict) -> str:
         ["N", "retriever recall@N", *[f"NDCG@10 {n}" for n in names], *[f"p50 ms {n}" for n in names]],
         [[r["candidates"], f"{r['retriever_recall']:.4f}", *[f"{r[f'ndcg@10 {n}']:.4f}" for n in names],
           *[f"{r[f'latency {n}']['p50_ms']:.2f}" if f"latency {n}" in r else "" for n in names]] for r in sweep]))
+    if results.get("weights"):
+        lines += ["", "## Retriever weight w of the served order", "",
+                  "NDCG@10 (mean over seeds) when the 200 candidates are ordered by log p̂ + w × retriever score; "
+                  "w = 0 is p̂ alone.  Validation = each seed's validation split (train items masked), test as above. "
+                  "The chosen w maximises mean validation NDCG@10; the served bundles use the fixed w above.", ""]
+        rows = []
+        for model, heads in results["weights"].items():
+            for head, study in heads.items():
+                rows.append([model, head, *[f"{v:.4f} / {t:.4f}" for v, t in zip(study["valid"], study["test"])],
+                             f"{study['chosen']:g}", _ci(study["test_at_chosen"])])
+        weights = next(iter(next(iter(results["weights"].values())).values()))["weights"]
+        lines.append(md_table(["model", "head", *[f"w={w:g} valid / test" for w in weights], "chosen w (valid)",
+                               "test NDCG@10 at chosen w"], rows))
     return "\n".join(lines) + "\n"
 
 

@@ -284,6 +284,32 @@ class RetrieverInfo:
 
 
 @dataclass(frozen=True)
+class RankingInfo:
+    """How ``/v1/recommend`` orders a known user's candidates: by
+    ``log p̂ + retriever_weight · (user vector · item vector)``.
+
+    Why a blend: the ranker is trained on rated rows, so p̂ is P(click | rated) and knows
+    nothing of *whether* a user will rate an item; the retriever (BPR on every rating) scores
+    exactly that, as a log-odds up to a per-user constant.  Weight 1 is their product,
+    P(rated) · P(click | rated); 0 is p̂ alone (the order of bundles written before this
+    field, which read as 0).  Cold-start lists (no user vector) are ordered by p̂ alone.
+    """
+
+    retriever_weight: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"retriever_weight": self.retriever_weight}
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str = "ranking") -> "RankingInfo":
+        raw = _object(raw, where)
+        weight = float(_number(raw, "retriever_weight", where))
+        if not 0.0 <= weight < float("inf"):
+            raise BundleError(f"{where}.retriever_weight must be a finite number >= 0, got {weight!r}")
+        return cls(weight)
+
+
+@dataclass(frozen=True)
 class Parity:
     """Export's torch-vs-ONNX Runtime check: the worst |Δ| per output over ``rows`` held-out rows."""
 
@@ -374,6 +400,7 @@ class BundleManifest:
     source: Source
     metrics: dict[str, Any] = field(default_factory=dict)
     dataset: dict[str, Any] = field(default_factory=dict)
+    ranking: RankingInfo = field(default_factory=RankingInfo)
     version: str = ""
     created_at: str = ""
     files: dict[str, FileEntry] = field(default_factory=dict)
@@ -389,7 +416,8 @@ class BundleManifest:
                 "fields": self.fields.to_dict(), "num_columns": self.num_columns,
                 "inputs": [{"name": INPUT_NAME, "dtype": "int64", "shape": ["batch", self.num_columns]}],
                 "outputs": list(self.outputs), "retriever": self.retriever.to_dict(),
-                "parity": self.parity.to_dict(), "metrics": self.metrics, "dataset": self.dataset,
+                "parity": self.parity.to_dict(), "ranking": self.ranking.to_dict(),
+                "metrics": self.metrics, "dataset": self.dataset,
                 "source": self.source.to_dict(), "version": self.version, "created_at": self.created_at,
                 "files": {name: entry.to_dict() for name, entry in self.files.items()}}
 
@@ -422,6 +450,8 @@ class BundleManifest:
                    source=Source.from_dict(_entry(raw, "source", where), f"{where}.source"),
                    metrics=_mapping(raw, "metrics", where, required=False),
                    dataset=_mapping(raw, "dataset", where, required=False),
+                   ranking=(RankingInfo.from_dict(raw["ranking"], f"{where}.ranking") if "ranking" in raw
+                            else RankingInfo()),
                    version=_str(raw, "version", where), created_at=_str(raw, "created_at", where), files=files)
 
 

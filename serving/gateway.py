@@ -397,7 +397,7 @@ class Gateway:
         start = time.perf_counter()
         items = ranker.retrieve(user, seen, n) if user else ranker.popular_items(seen, n)
         timings["faiss"] = time.perf_counter() - start
-        ranked = ranker.rank(row, items, min(k, len(items)) if len(items) else 1, timings)
+        ranked = ranker.rank(row, items, min(k, len(items)) if len(items) else 1, timings, user)
         body = {"user_id": user_id, "items": self._items(ranker, ranked),
                 "model": {"name": name, "version": ranker.version}, "fallback": fallback}
         self._observe(name, "recommend", started, timings, fallback)

@@ -66,6 +66,13 @@ class Ranker:
         self.user_fields = np.ascontiguousarray(bundle["user_fields.npy"], dtype=np.int64)
         self.item_fields = np.ascontiguousarray(bundle["item_fields.npy"], dtype=np.int64)
         self.user_vectors = np.ascontiguousarray(bundle["user_vectors.npy"], dtype=np.float32)
+        # the retriever's inner products for the blended order (RankingInfo), exact whatever the index
+        self.retriever_weight = float(bundle.manifest.ranking.retriever_weight)
+        self.query_vectors = self.user_vectors
+        self.item_vectors = np.ascontiguousarray(bundle["item_vectors.npy"], dtype=np.float32)
+        if self.item_vectors.shape != (len(bundle.vocab["item_id"]), self.user_vectors.shape[1]):
+            raise BundleError(f"{bundle.path}: item_vectors.npy has shape {self.item_vectors.shape}, expected "
+                              f"{(len(bundle.vocab['item_id']), self.user_vectors.shape[1])}")
         if index.d == self.user_vectors.shape[1] + 1:
             # an HNSW index built on inner-product vectors augmented to Euclidean search
             # (export/faiss_index.py): its queries carry a zero in the extra coordinate
@@ -192,15 +199,29 @@ class Ranker:
             raise FloatingPointError(f"bundle {self.version} produced non-finite scores")
         return out
 
-    def rank(self, user_row: np.ndarray, items: np.ndarray, k: int, timings: dict[str, float]) -> Ranked:
+    def order_scores(self, user: int, items: np.ndarray, p_click: np.ndarray,
+                     weight: float | None = None) -> np.ndarray:
+        """What the top-K is taken by: ``log p̂ + w · retrieval score`` for a known user when the
+        weight w (default: the bundle's ``ranking.retriever_weight``; ``evaluate-bundle`` sweeps
+        it) is positive, else p̂ (``RankingInfo`` says why)."""
+        weight = self.retriever_weight if weight is None else weight
+        if not user or weight <= 0.0:
+            return p_click
+        retrieval = self.item_vectors[items] @ self.query_vectors[user]
+        return np.log(np.maximum(p_click, np.float32(1e-12))) + np.float32(weight) * retrieval
+
+    def rank(self, user_row: np.ndarray, items: np.ndarray, k: int, timings: dict[str, float],
+             user: int = 0) -> Ranked:
+        """The top ``k`` of ``items`` by ``order_scores`` (``user`` 0: unknown, p̂ alone)."""
         start = time.perf_counter()
         out = self.score(user_row, items) if len(items) else None
         timings["onnx"] = time.perf_counter() - start
         if out is None:
             return Ranked(items, np.zeros(0, np.float32), None, None, timings)
         p = out["p_click"]
-        top = np.argpartition(-p, k - 1)[:k] if k < len(p) else np.arange(len(p))
-        top = top[np.argsort(-p[top], kind="stable")]
+        order = self.order_scores(user, items, p)
+        top = np.argpartition(-order, k - 1)[:k] if k < len(order) else np.arange(len(order))
+        top = top[np.argsort(-order[top], kind="stable")]
         probs = out.get("rating_probs")
         expected = out.get("expected_rating")
         return Ranked(items[top], p[top], probs[top] if probs is not None else None,
@@ -221,7 +242,7 @@ class Ranker:
         for i in range(calls):
             user = int(rng.integers(1, len(self.user_ids))) if len(self.user_ids) > 1 else 0
             items = self.retrieve(user, self.history(user), self.candidates)
-            self.rank(self.user_fields[user], items, min(10, max(1, len(items))), {})
+            self.rank(self.user_fields[user], items, min(10, max(1, len(items))), {}, user)
 
 
 def load_ranker(path: Path, candidates: int = DEFAULT_CANDIDATES, threads: int = 1, device: str | None = None,

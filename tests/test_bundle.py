@@ -64,7 +64,9 @@ def test_manifest_on_disk_is_exactly_the_typed_manifest(tiny_bundles: dict, tiny
     manifest = read_manifest(tiny_bundles["rating"])
     assert manifest.to_dict() == raw and BundleManifest.from_dict(raw) == manifest
     assert list(raw) == ["format_version", "name", "model", "fields", "num_columns", "inputs", "outputs",
-                         "retriever", "parity", "metrics", "dataset", "source", "version", "created_at", "files"]
+                         "retriever", "parity", "ranking", "metrics", "dataset", "source", "version", "created_at",
+                         "files"]
+    assert raw["ranking"] == {"retriever_weight": 1.0}  # export's default: P(rated) x P(click | rated)
     assert "user_columns" not in raw  # recomputed from the field schema by every reader
     assert raw["num_columns"] == 9 and raw["inputs"] == [{"name": "fields", "dtype": "int64", "shape": ["batch", 9]}]
     assert manifest.fields.side_columns("user") == 4 and manifest.fields.side_columns("item") == 5

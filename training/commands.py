@@ -143,7 +143,8 @@ def cmd_train_retriever(args: argparse.Namespace, extra: list[str]) -> int:
         stopping["eval_users"] = args.eval_users or None
     config = RetrieverConfig(embedding_dim=args.embedding_dim, layers=args.gcn_layers, lr=args.lr,
                              reg_weight=args.reg_weight, batch_size=args.batch_size, epochs=args.epochs,
-                             seed=args.seed, device=args.device, progress=not args.no_progress, **stopping)
+                             positives=args.positives, seed=args.seed, device=args.device,
+                             progress=not args.no_progress, **stopping)
     metrics = train_retriever(data, config, Path(args.out))
     print(f"retriever: test recall@20 {metrics['test']['recall@20']:.4f} ndcg@20 {metrics['test']['ndcg@20']:.4f} | "
           f"most-popular recall@20 {metrics['popular']['recall@20']:.4f} ndcg@20 {metrics['popular']['ndcg@20']:.4f} "
@@ -245,6 +246,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            help="validation and test Recall@20 on a seeded sample of N users with positives "
                                 "(default: RetrieverConfig's 10,000; 0: every user). Full ranking costs users x "
                                 "items per evaluation")
+    retriever.add_argument("--positives", choices=("ratings", "clicks"), default="ratings",
+                           help="BPR positives and graph edges: every rated item (default: the retriever then "
+                                "estimates what a user will rate and the ranker's p̂ whether they like it; "
+                                "reports/ml-100k/pipeline) or clicks only (rating >= threshold)")
     retriever.add_argument("--seed", type=int, default=2020)
     retriever.add_argument("--device", default="auto")
     retriever.add_argument("--no-progress", action="store_true")

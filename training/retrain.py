@@ -263,8 +263,9 @@ def retrain_retriever(from_run: Path, events_dir: Path, out_dir: Path, config: R
     known = {k: v for k, v in payload["config"].items() if k in RetrieverConfig.__dataclass_fields__}
     retriever = replace(RetrieverConfig(**known), epochs=config.epochs, lr=config.learning_rate(known.get("lr", 1e-3)),
                         patience=config.patience, seed=config.seed, device=config.device, progress=config.progress,
-                        min_steps=0, min_epochs=0,  # warm-started: past the popularity plateau already
-                        min_batches_per_epoch=known.get("min_batches_per_epoch", 0))
+                        min_steps=0, min_epochs=0, patience_steps=0,  # warm-started: past the plateaus already
+                        min_batches_per_epoch=known.get("min_batches_per_epoch", 0),
+                        positives=known.get("positives", "clicks"))  # runs before the field trained on clicks
     old = payload["state_dict"]["embedding.weight"]
     old_sizes = [len(base.vocab["user_id"]), len(base.vocab["item_id"])]
     new_sizes = [len(data.vocab["user_id"]), len(data.vocab["item_id"])]

@@ -39,7 +39,7 @@ def test_lists_are_the_serving_path_and_never_hold_seen_items(served) -> None:
     ranker, user = rankers[1], int(users[0])
     seen = np.unique(data.item[known][data.user[known] == user])
     candidates = ranker.retrieve(user, seen, 20)
-    top = ranker.rank(ranker.user_fields[user], candidates, min(20, len(candidates)), {}).items
+    top = ranker.rank(ranker.user_fields[user], candidates, min(20, len(candidates)), {}, user).items
     got = result.lists[f"retriever + {ranker.name} (rating head) @20"][0]
     assert got[:len(top)].tolist() == top.tolist()
     assert result.lists["most popular (unseen)"][0].tolist() == \

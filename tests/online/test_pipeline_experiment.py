@@ -28,10 +28,22 @@ def test_pipeline_trains_exports_evaluates_and_resumes(tiny_atomic: Path, tmp_pa
     diff = results["differences"]["DCNV2"]
     assert [d["mean"] for d in diff["per_seed"]] == [first["comparisons"]["rating head − binary head"]["mean"],
                                                       evaluation["comparisons"]["rating head − binary head"]["mean"]]
+    # the weight study: the chosen w is the validation argmax, its test value that seed's test NDCG at w
+    valid = [json.loads((config.runs / "evaluations" / f"DCNV2-s{s}-valid" / "results.json").read_text())
+             for s in (1, 2)]
+    assert all(v["split"] == "valid" for v in valid)
+    study = results["weights"]["DCNV2"]["rating"]
+    assert study["chosen"] == study["weights"][max(range(len(study["weights"])),
+                                                   key=lambda i: (study["valid"][i], -study["weights"][i]))]
+    at = [next(r for r in e["weights"] if r["weight"] == study["chosen"])
+          [f"ndcg@10 {next(b['name'] for b in e['bundles'] if b['head'] == 'rating')}"] for e in (first, evaluation)]
+    assert study["test_at_chosen"]["mean"] == pytest.approx(sum(at) / 2)
+    served = json.loads((config.runs / "bundles" / "dcnv2-rating-s1" / "manifest.json").read_text())
+    assert served["ranking"] == {"retriever_weight": 1.0}
     mtimes = {p: p.stat().st_mtime_ns for p in config.runs.rglob("metrics.json")}
     again = run_pipeline(config)  # everything cached: no run is retrained
     assert {p: p.stat().st_mtime_ns for p in config.runs.rglob("metrics.json")} == mtimes
     assert again["table"] == results["table"]
     report = render(results)
-    assert "## DCNV2" in report and "rating − binary" in report
+    assert "## DCNV2" in report and "rating − binary" in report and "chosen w (valid)" in report
     assert (config.out / "ndcg_vs_k.png").is_file() and (config.out / "ndcg_vs_candidates.png").is_file()

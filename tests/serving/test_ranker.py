@@ -106,3 +106,49 @@ def test_lookups_retrieval_and_cold_start_rows(tiny_bundles: dict) -> None:
     with pytest.raises(UnknownFieldError, match="unknown field\\(s\\) shoe_size; this model's user fields are: "
                                                 "age, gender, occupation"):
         ranker.cold_start_row({"shoe_size": 9})
+
+
+def test_served_order_blends_log_p_click_with_the_retriever_score(tiny_bundles: dict) -> None:
+    """A known user's top-K is by log p̂ + w · (user vector · item vector), w from the manifest;
+    an unknown user's (no vector) and a w = 0 order are by p̂ alone."""
+    from ratingctr.serving.ranker import load_ranker
+
+    ranker = load_ranker(tiny_bundles["rating"], warmup_calls=0)
+    assert ranker.retriever_weight == 1.0
+    user_vectors, item_vectors = ranker.bundle["user_vectors.npy"], ranker.bundle["item_vectors.npy"]
+    moved = 0
+    for user in range(1, len(ranker.user_ids)):
+        items = ranker.retrieve(user, ranker.history(user), 30)
+        row = ranker.user_fields[user]
+        p = ranker.predict(ranker.features(row, items))["p_click"].astype(np.float64)
+        blended = np.log(p) + item_vectors[items].astype(np.float64) @ user_vectors[user].astype(np.float64)
+        got = ranker.rank(row, items, 10, {}, user)
+        np.testing.assert_array_equal(got.items, items[np.argsort(-blended, kind="stable")[:10]])
+        np.testing.assert_allclose(got.p_click, p[np.argsort(-blended, kind="stable")[:10]], rtol=1e-6)
+        by_p = items[np.argsort(-p, kind="stable")[:10]]
+        np.testing.assert_array_equal(ranker.rank(row, items, 10, {}).items, by_p)  # user 0: unknown
+        np.testing.assert_array_equal(items[np.argsort(-ranker.order_scores(user, items, p.astype(np.float32), 0.0),
+                                                       kind="stable")[:10]], by_p)
+        moved += int(not np.array_equal(got.items, by_p))
+    assert moved > 0  # the blend changes some users' lists on this data
+
+
+def test_a_manifest_without_ranking_serves_p_click_order_and_a_bad_weight_is_refused(tiny_bundles: dict,
+                                                                                       tmp_path: Path) -> None:
+    import shutil
+
+    import pytest
+
+    from ratingctr.bundle import BundleError, BundleManifest, read_manifest
+
+    raw = json.loads((tiny_bundles["rating"] / "manifest.json").read_text())
+    older = dict(raw)
+    del older["ranking"]
+    assert BundleManifest.from_dict(older).ranking.retriever_weight == 0.0
+    for bad in (-1.0, float("nan"), float("inf"), "1", True):
+        with pytest.raises(BundleError, match="retriever_weight"):
+            BundleManifest.from_dict({**raw, "ranking": {"retriever_weight": bad}})
+    copy = tmp_path / "older"
+    shutil.copytree(tiny_bundles["rating"], copy)
+    (copy / "manifest.json").write_text(json.dumps(older))
+    assert read_manifest(copy).ranking.retriever_weight == 0.0
