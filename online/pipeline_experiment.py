@@ -172,6 +172,22 @@ def _weight_study(test: dict[int, dict], valid: dict[int, dict]) -> dict:
     return out
 
 
+def _sweep_over_runs(evaluations: dict[str, dict[int, dict]]) -> list[dict]:
+    """Per candidate count: retriever recall@N and final NDCG@10 per head, each a t-interval over
+    every (model, seed) evaluation, so the default candidate count rests on all of them, not one."""
+    runs = [r for per_seed in evaluations.values() for r in per_seed.values()]
+    rows = []
+    for n in sorted({row["candidates"] for r in runs for row in r["sweep"]}):
+        at = [(r, next(row for row in r["sweep"] if row["candidates"] == n)) for r in runs
+              if any(row["candidates"] == n for row in r["sweep"])]
+        out = {"candidates": n, "runs": len(at), "retriever_recall": _t_interval([row["retriever_recall"] for _, row in at])}
+        for head in HEADS:
+            out[f"ndcg@{PRIMARY} {head}"] = _t_interval(
+                [row[f"ndcg@{PRIMARY} {next(b['name'] for b in r['bundles'] if b['head'] == head)}"] for r, row in at])
+        rows.append(out)
+    return rows
+
+
 def summarise(config: PipelineConfig, evaluations: dict[str, dict[int, dict]],
               validations: dict[str, dict[int, dict]] | None = None) -> dict:
     table, differences, weights = {}, {}, {}
@@ -206,6 +222,7 @@ def summarise(config: PipelineConfig, evaluations: dict[str, dict[int, dict]],
                        "candidates": config.candidates, "sweep": list(config.sweep),
                        "latency_seconds": config.latency_seconds, "retriever_weight": config.retriever_weight},
             "table": table, "differences": differences, "weights": weights, "sweep": first["sweep"],
+            "sweep_over_runs": _sweep_over_runs(evaluations),
             "sweep_from": f"{config.models[0]}, seed {config.seeds[0]}",
             "users": {m: [r["users"] for r in per.values()] for m, per in evaluations.items()},
             "commit": short_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -257,6 +274,12 @@ def render(results: dict) -> str:
         ["N", "retriever recall@N", *[f"NDCG@10 {n}" for n in names], *[f"p50 ms {n}" for n in names]],
         [[r["candidates"], f"{r['retriever_recall']:.4f}", *[f"{r[f'ndcg@10 {n}']:.4f}" for n in names],
           *[f"{r[f'latency {n}']['p50_ms']:.2f}" if f"latency {n}" in r else "" for n in names]] for r in sweep]))
+    if results.get("sweep_over_runs"):
+        over = results["sweep_over_runs"]
+        lines += ["", f"Over every model and seed ({over[0]['runs']} evaluations per N; t-intervals over them):", "",
+                  md_table(["N", "retriever recall@N", *[f"NDCG@10 {h} head" for h in HEADS]],
+                           [[r["candidates"], _ci(r["retriever_recall"]), *[_ci(r[f"ndcg@10 {h}"]) for h in HEADS]]
+                            for r in over])]
     if results.get("weights"):
         lines += ["", "## Retriever weight w of the served order", "",
                   "NDCG@10 (mean over seeds) when the 200 candidates are ordered by log p̂ + w × retriever score; "

@@ -38,6 +38,10 @@ def test_pipeline_trains_exports_evaluates_and_resumes(tiny_atomic: Path, tmp_pa
     at = [next(r for r in e["weights"] if r["weight"] == study["chosen"])
           [f"ndcg@10 {next(b['name'] for b in e['bundles'] if b['head'] == 'rating')}"] for e in (first, evaluation)]
     assert study["test_at_chosen"]["mean"] == pytest.approx(sum(at) / 2)
+    over = {r["candidates"]: r for r in results["sweep_over_runs"]}
+    assert set(over) == {20, 40} and over[40]["runs"] == 2
+    assert over[40]["retriever_recall"]["mean"] == pytest.approx(
+        sum(next(r for r in e["sweep"] if r["candidates"] == 40)["retriever_recall"] for e in (first, evaluation)) / 2)
     served = json.loads((config.runs / "bundles" / "dcnv2-rating-s1" / "manifest.json").read_text())
     assert served["ranking"] == {"retriever_weight": 1.0}
     mtimes = {p: p.stat().st_mtime_ns for p in config.runs.rglob("metrics.json")}

@@ -246,7 +246,7 @@ def cmd_retriever_sizes(args: argparse.Namespace, extra: list[str]) -> int:
     fractions = _csv(args.fractions, float)
     seeds = _csv(args.seeds, int)
     policies = policies_from(list(_csv(args.policies)), args.min_epochs, args.patience, args.reg_weight,
-                             args.min_steps, args.min_batches_per_epoch)
+                             args.min_steps, args.min_batches_per_epoch, args.patience_steps, args.positives)
     results = run_experiment(policies, fractions, seeds, Path(args.runs_dir), args.data_dir)
     write(results, Path(args.out))
     print(f"wrote {args.out}/report.md", file=sys.stderr)
@@ -305,6 +305,9 @@ def register_experiment(verbs: argparse._SubParsersAction) -> None:
     ret.add_argument("--min-steps", type=int, default=0, help="the custom policy's minimum BPR steps")
     ret.add_argument("--min-batches-per-epoch", type=int, default=0, help="the custom policy's batch floor")
     ret.add_argument("--reg-weight", type=float, default=1e-4, help="the custom policy's L2 weight")
+    ret.add_argument("--patience-steps", type=int, default=0, help="the custom policy's patience floor in BPR steps")
+    ret.add_argument("--positives", choices=("clicks", "ratings"), default="clicks",
+                     help="the custom policy's BPR positives")
     ret.add_argument("--data-dir", default=None, help="where ml-100k is cached (default: the data cache)")
     ret.add_argument("--runs-dir", default="runs/experiments/retriever")
     ret.add_argument("--out", required=True)

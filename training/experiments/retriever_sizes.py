@@ -43,6 +43,8 @@ class Policy:
     epochs: int = 300
     lr: float = 1e-3
     reg_weight: float = 1e-4
+    patience_steps: int = 0
+    positives: str = "clicks"
 
 
 def user_stratified_sample(user: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -98,9 +100,48 @@ def _one(policy: Policy, fraction: float, seed: int, source: Path, runs: Path) -
     data = DataConfig(dataset="csv", data_dir=str(csv), seed=seed)
     config = RetrieverConfig(lr=policy.lr, reg_weight=policy.reg_weight, epochs=policy.epochs,
                              patience=policy.patience, min_epochs=policy.min_epochs, min_steps=policy.min_steps,
-                             min_batches_per_epoch=policy.min_batches_per_epoch, seed=seed, progress=False)
+                             min_batches_per_epoch=policy.min_batches_per_epoch,
+                             patience_steps=policy.patience_steps, positives=policy.positives, seed=seed,
+                             progress=False)
     metrics = train_retriever(data, config, run, extra_metrics={"experiment": settings})
     return _row(metrics, policy, fraction, seed, cached=False)
+
+
+def item_knn_recall(csv: Path, seed: int, k: int = 20) -> dict[str, float]:
+    """Test Recall@k of item-based kNN (cosine over the binary train matrix; a user's score for
+    an item = the summed similarity to the items they rated) and of most popular, on exactly the
+    split the retriever of ``(csv, seed)`` uses.
+
+    Why: a second, classic recommender on the same split says whether a size's shortfall
+    against most-popular is the retriever's or the data's.  Dense item × item similarity:
+    meant for ML-100k-sized catalogues (1,152 items), as this experiment uses.
+    """
+    import scipy.sparse as sp
+    import torch
+
+    from ratingctr.training.config import DataConfig
+    from ratingctr.training.data.encode import TEST, TRAIN, VALID, load_dataset
+    from ratingctr.training.full_ranking import UserItems, full_ranking_metrics, sample_users
+
+    data = load_dataset(DataConfig(dataset="csv", data_dir=str(csv), seed=seed))
+    clicks = data.rating >= data.threshold
+    train = data.rows(TRAIN)
+    known = np.concatenate([data.rows(TRAIN), data.rows(VALID)])
+    seen = UserItems.from_pairs(data.user[known], data.item[known], data.n_users)
+    test = np.flatnonzero((data.split == TEST) & clicks)
+    relevant = UserItems.from_pairs(data.user[test], data.item[test], data.n_users)
+    users = sample_users(relevant, data.n_users, None, seed)
+    shape = (data.n_users + 1, data.n_items + 1)
+    rated = sp.csr_matrix((np.ones(train.size, np.float32), (data.user[train], data.item[train])), shape=shape)
+    norms = np.sqrt(np.asarray(rated.sum(axis=0)).ravel()) + 1e-9
+    similarity = (rated.T @ rated).toarray() / norms[:, None] / norms[None, :]
+    np.fill_diagonal(similarity, 0.0)
+    scores = torch.from_numpy(np.asarray(rated @ similarity, dtype=np.float32))
+    popularity = torch.from_numpy(np.bincount(data.item[train[clicks[train]]], minlength=shape[1]).astype(np.float32))
+    knn = full_ranking_metrics(lambda u: scores[torch.from_numpy(u)].clone(), users, seen, relevant, data.n_items, k)
+    popular = full_ranking_metrics(lambda u: popularity.expand(len(u), -1).clone(), users, seen, relevant,
+                                   data.n_items, k)
+    return {"item_knn": knn[f"recall@{k}"], "popular": popular[f"recall@{k}"]}
 
 
 def _row(metrics: dict, policy: Policy, fraction: float, seed: int, cached: bool) -> dict:
@@ -117,9 +158,11 @@ def run_experiment(policies: list[Policy], fractions: tuple[float, ...], seeds: 
     from ratingctr.training.data.fetch import fetch_ml100k
 
     source = fetch_ml100k(Path(data_dir) if data_dir else None)
-    rows = []
+    rows, baselines = [], []
     for fraction in fractions:
         for seed in seeds:
+            knn = item_knn_recall(write_subsample(source, fraction, seed, runs / "data"), seed)
+            baselines.append({"fraction": fraction, "seed": seed, **knn, "ratio": knn["item_knn"] / knn["popular"]})
             for policy in policies:
                 row = _one(policy, fraction, seed, source, runs)
                 rows.append(row)
@@ -140,7 +183,7 @@ def run_experiment(policies: list[Policy], fractions: tuple[float, ...], seeds: 
                             "train_ratings": statistics.median(r["train_ratings"] or 0 for r in mine),
                             "meets_target": min(ratios) >= TARGET_RATIO})
     return {"policies": [asdict(p) for p in policies], "fractions": list(fractions), "seeds": list(seeds),
-            "target_ratio": TARGET_RATIO, "rows": rows, "summary": summary,
+            "target_ratio": TARGET_RATIO, "rows": rows, "summary": summary, "item_knn": baselines,
             "commit": short_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "command": " ".join(["ratingctr", *sys.argv[1:]])}
 
@@ -150,12 +193,14 @@ def render(results: dict) -> str:
     lines = ["# Retriever vs most-popular across data sizes (ML-100k, user-stratified subsamples)", "",
              f"Commit `{results['commit']}`, {results['date']}.  Reproduce with:", "", "```", results["command"], "```",
              "", "Each row: the retriever (LightGCN + BPR) trained on the share of every user's ratings, with the "
-             "policy's stopping rule, judged on test Recall@20 (full ranking, train + validation items masked) "
+             "policy's positives and stopping rule, judged on test Recall@20 of clicked items (full ranking, train + validation items masked) "
              "against the most-popular list on the same split; seeds draw the subsample, the split and the "
              f"initialisation.  Target: ratio ≥ {results['target_ratio']}× in every run.", "",
-             "| policy | patience | min steps | min epochs | min batches per epoch | max epochs | lr | reg |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {p['name']} | {p['patience']} | {p.get('min_steps', 0)} | {p['min_epochs']} | "
+             "| policy | positives | patience | patience steps | min steps | min epochs | min batches per epoch "
+             "| max epochs | lr | reg |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {p['name']} | {p.get('positives', 'clicks')} | {p['patience']} | {p.get('patience_steps', 0)} | "
+              f"{p.get('min_steps', 0)} | {p['min_epochs']} | "
               f"{p.get('min_batches_per_epoch', 0)} | {p['epochs']} | {p['lr']:g} | {p['reg_weight']:g} |"
               for p in results["policies"]]
     lines += ["", "## Summary", "",
@@ -166,6 +211,12 @@ def render(results: dict) -> str:
                          f"{s['ratio_mean']:.2f}×", f"{s['ratio_min']:.2f}×", f"{s['best_epoch_median']:.0f}",
                          f"{s['epochs_run_median']:.0f}", "yes" if s["meets_target"] else "**no**"]
                         for s in results["summary"]]),
+              "", "## A second recommender on the same splits: item-based kNN", "",
+              "Cosine similarity over the binary train matrix, a user's score = summed similarity to the items "
+              "they rated; test Recall@20 over most popular on exactly each run's split (`item_knn_recall`).", "",
+              md_table(["share", "seed", "item-kNN Recall@20", "popular", "ratio"],
+                       [[f"{b['fraction']:.0%}", b["seed"], f"{b['item_knn']:.4f}", f"{b['popular']:.4f}",
+                         f"{b['ratio']:.2f}×"] for b in results.get("item_knn", [])]),
               "", "## Runs", "",
               md_table(["policy", "share", "seed", "Recall@20", "popular", "ratio", "best epoch", "epochs run",
                         "train s"],
@@ -201,7 +252,8 @@ def write(results: dict, out: Path) -> None:
 
 
 def policies_from(names: list[str], min_epochs: int, patience: int, reg_weight: float = 1e-4,
-                  min_steps: int = 0, min_batches_per_epoch: int = 0) -> list[Policy]:
+                  min_steps: int = 0, min_batches_per_epoch: int = 0, patience_steps: int = 0,
+                  positives: str = "clicks") -> list[Policy]:
     from ratingctr.training.retriever import RetrieverConfig
 
     defaults = RetrieverConfig()
@@ -209,9 +261,11 @@ def policies_from(names: list[str], min_epochs: int, patience: int, reg_weight: 
              "current": Policy("current", patience=defaults.patience, min_epochs=defaults.min_epochs,
                                min_steps=defaults.min_steps, min_batches_per_epoch=defaults.min_batches_per_epoch,
                                epochs=defaults.epochs, lr=defaults.lr,
-                               reg_weight=defaults.reg_weight),
+                               reg_weight=defaults.reg_weight, patience_steps=defaults.patience_steps,
+                               positives=defaults.positives),
              "custom": Policy("custom", patience=patience, min_epochs=min_epochs, min_steps=min_steps,
-                              min_batches_per_epoch=min_batches_per_epoch, reg_weight=reg_weight)}
+                              min_batches_per_epoch=min_batches_per_epoch, reg_weight=reg_weight,
+                              patience_steps=patience_steps, positives=positives)}
     unknown = [n for n in names if n not in known]
     if unknown:
         raise UserError(f"unknown policy {', '.join(unknown)}; choose from {', '.join(known)}")

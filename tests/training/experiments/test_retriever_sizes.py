@@ -30,3 +30,7 @@ def test_runs_are_cached_per_policy_share_and_seed(ml100k_root: Path, tmp_path: 
     assert all(r["cached"] for r in again["rows"]) and not any(r["cached"] for r in first["rows"])
     assert [r["test_recall"] for r in again["rows"]] == [r["test_recall"] for r in first["rows"]]
     assert "| floor | 20% |" in render(again)
+    # the item-kNN baseline is judged on exactly the retriever's split: the same most-popular recall
+    knn = first["item_knn"]
+    assert len(knn) == 1 and knn[0]["popular"] == __import__("pytest").approx(by_policy["short"]["popular_recall"])
+    assert knn[0]["ratio"] == knn[0]["item_knn"] / knn[0]["popular"] and 0.05 < knn[0]["item_knn"] < 0.5
