@@ -14,7 +14,9 @@ same dataset):
 A response is correct when its status is right, it has ``k`` items (fewer only when the
 user's unseen candidates run out), no item is in the user's seen set (training history
 plus the events this process had confirmed before the request was sent), items are
-distinct, known and ordered by ``p_click``, and the probabilities are well formed.
+distinct, known and in the served order (``bundle.RankingInfo``: log p_click + w × the
+retriever's score for a known user, p_click for an unknown one, recomputed here from the
+traffic bundle's own vectors), and the probabilities are well formed.
 """
 from __future__ import annotations
 
@@ -196,8 +198,16 @@ class Traffic:
         p = [it.get("p_click") for it in items]
         if not all(isinstance(x, (int, float)) and 0.0 <= x <= 1.0 for x in p):
             return "p_click missing or outside [0, 1]"
-        if any(a < b - 1e-6 for a, b in zip(p, p[1:])):
-            return "items are not ordered by p_click"
+        if len(p) > 1:
+            order = np.asarray(p, dtype=np.float64)
+            weight = self.manifest.ranking.retriever_weight
+            if index > 0 and weight > 0:
+                rows = np.fromiter((self.item_index[i] for i in ids), dtype=np.int64, count=len(ids))
+                retrieval = self.item_vectors[rows].astype(np.float64) @ self.user_vectors[index].astype(np.float64)
+                order = np.log(np.maximum(order, 1e-12)) + weight * retrieval
+            if (order[1:] > order[:-1] + 1e-4).any():
+                return ("items are not ordered by log p_click + w x retriever score" if index > 0 and weight > 0
+                        else "items are not ordered by p_click")
         if self.levels and items:
             return self._check_ratings(items)
         return None

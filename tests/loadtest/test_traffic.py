@@ -15,8 +15,16 @@ def traffic(tiny_bundles: dict) -> Traffic:
     return Traffic(TrafficConfig(tiny_bundles["rating"], "rating", unknown_share=0.05, k_values=(5, 10, 20)))
 
 
-def _response(traffic: Traffic, items: list[str], fallback=None, model="rating") -> dict:
-    p = np.linspace(0.9, 0.1, max(1, len(items)))
+def _response(traffic: Traffic, items: list[str], fallback=None, model="rating", index: int = 0) -> dict:
+    """A well-formed answer; for a known user (``index`` > 0) in the served order,
+    log p_click + w x (user vector . item vector), as the gateway ranks."""
+    p = np.linspace(0.9, 0.1, max(1, len(items)))[:len(items)]
+    if index > 0 and len(items) > 1 and len(set(items)) == len(items):
+        rows = [traffic.item_index[it] for it in items]
+        blend = np.log(p) + traffic.manifest.ranking.retriever_weight * (
+            traffic.item_vectors[rows].astype(np.float64) @ traffic.user_vectors[index].astype(np.float64))
+        order = np.argsort(-blend, kind="stable")
+        items, p = [items[i] for i in order], p[order]
     probs = [0.1, 0.1, 0.2, 0.3, 0.3]
     return {"items": [{"item_id": it, "p_click": float(p[i]), "rating_probs": probs, "expected_rating": 3.6}
                       for i, it in enumerate(items)],
@@ -47,12 +55,13 @@ def test_a_correct_answer_passes_and_each_fault_is_named(traffic: Traffic) -> No
     seen = sorted(traffic.seen(index))
     assert seen, "tiny users have a history"
     unseen = [it for it in traffic.item_ids[1:] if it not in traffic.seen(index)]
-    good = _response(traffic, unseen[:5])
+    good = _response(traffic, unseen[:5], index=index)
     assert traffic.check_recommend(200, good, user, index, 5, model="rating") is None
     assert "for user" in traffic.check_recommend(200, {**good, "user_id": "someone-else"}, user, index, 5)
     assert "seen items" in traffic.check_recommend(200, _response(traffic, [seen[0], *unseen[:4]]), user, index, 5)
     # with events in the traffic, other writers may have used candidates up: short lists pass, long never
-    assert traffic.check_recommend(200, _response(traffic, unseen[:4]), user, index, 5, model="rating") is None
+    assert traffic.check_recommend(200, _response(traffic, unseen[:4], index=index), user, index, 5,
+                                   model="rating") is None
     assert "6 items for k=5" in traffic.check_recommend(200, _response(traffic, unseen[:6]), user, index, 5)
     # without events the generator knows every seen item, so a short list is a fault
     exact = Traffic(dataclasses.replace(traffic.config, events_share=0.0))
@@ -61,17 +70,26 @@ def test_a_correct_answer_passes_and_each_fault_is_named(traffic: Traffic) -> No
     assert "duplicate" in traffic.check_recommend(200, _response(traffic, [unseen[0]] * 5), user, index, 5)
     assert "asked for 'rating'" in traffic.check_recommend(200, _response(traffic, unseen[:5], model="binary"),
                                                             user, index, 5, model="rating")
-    reordered = _response(traffic, unseen[:5])
+    reordered = _response(traffic, unseen[:5], index=index)
     reordered["items"].reverse()
     assert "ordered" in traffic.check_recommend(200, reordered, user, index, 5)
-    bad_probs = _response(traffic, unseen[:5])
+    # a known user's list in p_click order is wrong when the blend reorders it; an unknown user's is right
+    assert traffic.manifest.ranking.retriever_weight == 1.0
+    by_p = _response(traffic, unseen[:12])
+    retrieval = traffic.item_vectors[[traffic.item_index[i] for i in unseen[:12]]] @ traffic.user_vectors[index]
+    spread = float(retrieval.max() - retrieval.min())
+    for rank, item in enumerate(by_p["items"]):  # p_click descending, steps far below the retrieval spread
+        item["p_click"] = 0.5 - rank * 1e-3 * spread
+    assert "log p_click + w x retriever score" in traffic.check_recommend(200, by_p, user, index, 12)
+    assert traffic.check_recommend(200, {**by_p, "fallback": "cold_start"}, "loadtest-unknown-9", 0, 12) is None
+    bad_probs = _response(traffic, unseen[:5], index=index)
     bad_probs["items"][0]["rating_probs"] = [0.5, 0.5]
     assert "rating_probs" in traffic.check_recommend(200, bad_probs, user, index, 5)
     bad_probs["items"][0]["rating_probs"] = [0.2, 0.2, None, 0.2, 0.4]  # None would pass as NaN
     assert "rating_probs" in traffic.check_recommend(200, bad_probs, user, index, 5)
     del bad_probs["items"][0]["rating_probs"]
     assert "rating_probs" in traffic.check_recommend(200, bad_probs, user, index, 5)
-    off_scale = _response(traffic, unseen[:5])
+    off_scale = _response(traffic, unseen[:5], index=index)
     off_scale["items"][3]["expected_rating"] = 5.5
     assert "expected_rating" in traffic.check_recommend(200, off_scale, user, index, 5)
     off_scale["items"][3]["expected_rating"] = None
@@ -101,7 +119,7 @@ def test_fewer_than_k_only_when_candidates_run_out(traffic: Traffic) -> None:
     traffic = Traffic(dataclasses.replace(traffic.config, events_share=0.0))  # the exact count check
     user, index = traffic.user_ids[3], 3
     unseen = [it for it in traffic.item_ids[1:] if it not in traffic.seen(index)]
-    everything = _response(traffic, unseen)
+    everything = _response(traffic, unseen, index=index)
     assert traffic.check_recommend(200, everything, user, index, len(unseen) + 10) is None
     assert "items for k" in traffic.check_recommend(200, _response(traffic, unseen[:-1]), user, index,
                                                     len(unseen) + 10)
@@ -149,6 +167,6 @@ def test_an_event_accepted_before_the_request_must_be_excluded(traffic: Traffic)
     ledger.record(user, unseen[2], at=5.0)
     answer = _response(traffic, unseen[1:4])
     assert "seen items" in traffic.check_recommend(200, answer, user, index, 3, ledger.seen_before(user, 1.0))
-    assert traffic.check_recommend(200, _response(traffic, unseen[2:5]), user, index, 3,
+    assert traffic.check_recommend(200, _response(traffic, unseen[2:5], index=index), user, index, 3,
                                    ledger.seen_before(user, 1.0)) is None
     assert ledger.seen_before(user, 1.0) == {unseen[1]} and ledger.seen_before(user, 9.0) == {unseen[1], unseen[2]}
