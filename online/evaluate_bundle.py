@@ -45,7 +45,7 @@ class EvaluateConfig:
     split: str = "test"
     data_dir: str | None = None
     ranker_run: Path | None = None
-    candidates: int = 200
+    candidates: int = 50  # the gateway's default (serving.ranker.DEFAULT_CANDIDATES; a test ties them)
     sweep: tuple[int, ...] = CANDIDATE_SWEEP
     weights: tuple[float, ...] = WEIGHT_SWEEP
     latency_seconds: float = 0.0

@@ -56,7 +56,8 @@ def register_evaluate_bundle(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None, help="where the ranker run's dataset lives, if not where it was")
     p.add_argument("--ranker-run", default=None,
                    help="the ranker's run directory (default: the manifest's source.ranker)")
-    p.add_argument("--candidates", type=int, default=200, help="the candidate count the main table uses")
+    p.add_argument("--candidates", type=int, default=50,
+                   help="the candidate count the main table uses (default: the gateway's RATINGCTR_CANDIDATES default)")
     p.add_argument("--sweep", default=",".join(map(str, CANDIDATE_SWEEP)), help="candidate counts to sweep")
     p.add_argument("--weights", default=",".join(f"{w:g}" for w in WEIGHT_SWEEP),
                    help="retriever weights w of the order log p̂ + w x retriever score to judge beside each "

@@ -61,7 +61,8 @@ class GatewaySettings(BaseSettings):
     admin_token: str | None = Field(None, description="bearer token for /v1/admin/*; unset disables admin endpoints")
     device: str = Field("auto", description="auto | cpu | cuda for ONNX Runtime and FAISS")
     ort_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads per worker")
-    candidates: int = Field(200, ge=1, le=10_000, description="FAISS candidates scored per /v1/recommend")
+    candidates: int = Field(50, ge=1, le=10_000, description="FAISS candidates scored per /v1/recommend "
+                                                          "(serving.ranker.DEFAULT_CANDIDATES says why 50)")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="larger request bodies are refused with 413")
     max_k: int = Field(1000, ge=1, description="the largest k a /v1/recommend request may ask for")
     max_item_ids: int = Field(10_000, ge=1)

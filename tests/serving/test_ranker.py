@@ -152,3 +152,14 @@ def test_a_manifest_without_ranking_serves_p_click_order_and_a_bad_weight_is_ref
     shutil.copytree(tiny_bundles["rating"], copy)
     (copy / "manifest.json").write_text(json.dumps(older))
     assert read_manifest(copy).ranking.retriever_weight == 0.0
+
+
+def test_the_gateway_setting_and_the_ranker_share_one_candidate_default() -> None:
+    """RATINGCTR_CANDIDATES' default is the measured one (serving.ranker.DEFAULT_CANDIDATES)."""
+    from ratingctr.serving.ranker import DEFAULT_CANDIDATES
+    from ratingctr.serving.settings import GatewaySettings
+
+    assert GatewaySettings.model_fields["candidates"].default == DEFAULT_CANDIDATES == 50
+    from ratingctr.online.evaluate_bundle import EvaluateConfig
+
+    assert EvaluateConfig(bundles=()).candidates == DEFAULT_CANDIDATES  # evaluate-bundle judges what is served
