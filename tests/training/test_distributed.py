@@ -193,7 +193,10 @@ def test_a_two_rank_run_trains_what_one_process_trains(two_rank_run: Path, tiny_
     assert two["distributed"] == {"world_size": 2, "backend": "gloo", "resumed_from_epoch": None}
     assert two["best_epoch"] == one["best_epoch"] and len(two["history"]) == len(one["history"]) == 10
     for a, b in zip(one["history"], two["history"]):
-        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+        # the all-reduce sums in another order than one process: fp32 rounding that training
+        # amplifies (measured: 1e-7 relative in epoch 1, 1.6e-4 by epoch 10 on one CPU, under 1e-5 on
+        # another).  Per-step gradient equality is asserted to 1e-5 of the largest gradient above.
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-3)
         # validation runs in eval mode, where the drifting pre-BatchNorm biases below no longer
         # cancel against batch statistics: on 180 validation rows that moves AUC by ≤ 0.002
         assert b["valid_auc"] == pytest.approx(a["valid_auc"], abs=5e-3)
@@ -208,7 +211,11 @@ def test_a_two_rank_run_trains_what_one_process_trains(two_rank_run: Path, tiny_
         if name.endswith("running_mean") and _preceding_linear(name) in drifting:
             continue  # tracks that walking bias
         if value.is_floating_point():
-            torch.testing.assert_close(p2["state_dict"][name], value, rtol=1e-5, atol=1e-6)
+            # 10 epochs of Adam amplify the all-reduce's other summation order: the weights agree
+            # to 1e-6 on one CPU and differ by up to 2.2e-3 on another (the losses above by
+            # 1.6e-4 relative).  The precise check is the per-step gradient test above; this one
+            # asks that whole runs end within that rounding noise of each other
+            torch.testing.assert_close(p2["state_dict"][name], value, rtol=1e-2, atol=5e-3)
 
 
 def _preceding_linear(name: str) -> str:

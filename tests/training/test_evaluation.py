@@ -53,14 +53,17 @@ def test_sampled_users_estimate_the_full_protocol_within_their_interval(tiny, ti
     model = restore_model(payload, config, tiny)
     device = torch.device("cpu")
     covered, widths = 0, []
-    for seed in range(10):  # each seed: its own negatives and its own sample of 25 of the test users
+    for seed in range(40):  # each seed: its own negatives and its own sample of 25 of the test users
         full = ranking_eval(model, tiny, TEST, 100, False, seed, 4096, device)
         sampled = ranking_eval(model, tiny, TEST, 100, False, seed, 4096, device, eval_users=25)
         assert sampled["ranking_users"] == 25 and sampled["ranking_users_total"] > 25
         assert "ranking_users" not in full and "ndcg@10_ci95" not in full
         covered += abs(sampled["ndcg@10"] - full["ndcg@10"]) <= sampled["ndcg@10_ci95"]
         widths.append(sampled["ndcg@10_ci95"])
-    assert covered >= 8, covered  # a 95% interval: 9.5 of 10 expected
+    # a nominal 95% interval: 38 of 40 if exact; the normal approximation over 25 users with many
+    # zero NDCGs, and tie-breaks drawn per evaluated row set, cover less (34 and 36 of 40 measured
+    # at 2 and 1 threads); an interval that were wrong in scale (÷n for ÷√n) would cover almost none
+    assert covered >= 32, covered
     assert 0.01 < np.median(widths) < 0.3
     # pointwise metrics always use every row, and a run without --eval-users is the full protocol
     metrics = json.loads((run / "metrics.json").read_text())
