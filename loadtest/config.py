@@ -110,7 +110,7 @@ class TrafficShape:
     events_share: float = setting(0.05, "share of /v1/events writes (gateway target)")
     k_values: tuple[int, ...] = setting((5, 10, 20, 50), "k sizes, drawn uniformly per request", type=str,
                                         parse=parse_ints)
-    candidates: int = setting(200, "candidate rows per TorchServe call")
+    candidates: int = setting(50, "candidate rows per TorchServe call (the gateway's RATINGCTR_CANDIDATES default)")
     think_ms: float = setting(0.0, "mean think time per Locust user (0: closed loop)")
 
     def __post_init__(self) -> None:
@@ -248,7 +248,8 @@ class GatewayBenchConfig:
     warmup: float = setting(3.0, "unrecorded seconds of load per target before round 1")
     rounds: int = setting(3, "interleaved rounds (gateway, TorchServe, gateway, …)")
     k: int = setting(10, "items per /v1/recommend")
-    candidates: int = setting(200, "candidate rows the gateway scores (and TorchServe gets) per request")
+    candidates: int = setting(50, "candidate rows the gateway scores (and TorchServe gets) per request "
+                                  "(the gateway's RATINGCTR_CANDIDATES default)")
     workers: int = setting(1, "gateway worker processes")
     distinct_users: int = setting(500, "users the requests cycle through")
     reloads: int = setting(20, "reloads under load in the last phase (0: skip)")

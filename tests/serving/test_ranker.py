@@ -163,3 +163,8 @@ def test_the_gateway_setting_and_the_ranker_share_one_candidate_default() -> Non
     from ratingctr.online.evaluate_bundle import EvaluateConfig
 
     assert EvaluateConfig(bundles=()).candidates == DEFAULT_CANDIDATES  # evaluate-bundle judges what is served
+    from ratingctr.loadtest.config import GatewayBenchConfig, TrafficShape
+
+    # the load tests' TorchServe rows and bench gateway's candidates are what the gateway scores
+    assert TrafficShape().candidates == GatewayBenchConfig.__dataclass_fields__["candidates"].default \
+        == DEFAULT_CANDIDATES
