@@ -16,8 +16,12 @@ def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
 
     if args.index not in INDEX_KINDS:
         raise UserError(f"--index must be one of {', '.join(INDEX_KINDS)}")
-    if not 0.0 <= args.retriever_weight < float("inf"):
-        raise UserError(f"--retriever-weight must be a finite number >= 0, got {args.retriever_weight}")
+    from ratingctr.bundle import BundleError, check_retriever_weight
+
+    try:
+        check_retriever_weight(args.retriever_weight, "--retriever-weight")
+    except BundleError as exc:
+        raise UserError(str(exc)) from exc
     sign_key = None
     if args.sign_key_file is not None:  # read before the (slow) export, so a bad key fails at once
         from ratingctr.bundle import BundleError, read_key_file

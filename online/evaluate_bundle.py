@@ -112,6 +112,7 @@ def serve_lists(rankers: list, data, config: EvaluateConfig) -> Served:
     """Run the serving path for every evaluated user: popular, retriever order, and each ranker at
     every candidate count of the sweep (and at ``config.candidates``)."""
     from ratingctr.export.build import history_csr
+    from ratingctr.serving.ranker import top_k
     from ratingctr.training.data.encode import TEST, TRAIN, VALID
 
     parts = {"test": TEST, "valid": VALID}
@@ -150,12 +151,17 @@ def serve_lists(rankers: list, data, config: EvaluateConfig) -> Served:
             for b, ranker in enumerate(rankers):
                 items = candidates if shares[b] else ranker.retrieve(user, seen, n)
                 k = min(kmax, len(items))
-                ranked[(b, n)].append(ranker.rank(ranker.user_fields[user], items, k, {}, user).items if k else items)
-                if n == config.candidates and config.weights:
-                    p = ranker.score(ranker.user_fields[user], items)["p_click"] if k else np.zeros(0, np.float32)
-                    for w in config.weights:
-                        order = np.argsort(-ranker.order_scores(user, items, p, w), kind="stable")[:kmax]
-                        weighted[(b, w)].append(items[order])
+                if n != config.candidates or not config.weights or not k:
+                    ranked[(b, n)].append(ranker.rank(ranker.user_fields[user], items, k, {}, user).items if k
+                                          else items)
+                    for w in config.weights if n == config.candidates else ():
+                        weighted[(b, w)].append(items)
+                    continue
+                # the served count: score once, then the bundle's own order (what rank() returns) and the sweep's
+                p = ranker.score(ranker.user_fields[user], items)["p_click"]
+                ranked[(b, n)].append(items[top_k(ranker.order_scores(user, items, p), k)])
+                for w in config.weights:
+                    weighted[(b, w)].append(items[top_k(ranker.order_scores(user, items, p, w), k)])
         retriever.append(retrieved[config.candidates][-1][:kmax])
     served.lists["most popular (unseen)"] = pad(popular, kmax)
     served.lists["retriever order"] = pad(retriever, kmax)

@@ -8,24 +8,26 @@ from pathlib import Path
 from ratingctr.errors import UserError
 
 
-def _counts(text: str) -> tuple[int, ...]:
+def _numbers(flag: str, text: str, cast: type, valid, rule: str) -> tuple:
+    """A comma-separated flag value → a tuple of ``cast`` values each passing ``valid``, else one clear error."""
     try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
+        values = tuple(cast(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise UserError(f"--sweep takes comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
+        raise UserError(f"{flag} takes comma-separated {rule}, got {text!r}") from None
+    if not all(valid(v) for v in values):
+        raise UserError(f"{flag} takes {rule}, got {text!r}")
+    return values
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    values = _numbers("--sweep", text, int, lambda v: v >= 1, "positive candidate counts")
+    if not values:
         raise UserError(f"--sweep takes positive candidate counts, got {text!r}")
     return values
 
 
 def _weights(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise UserError(f"--weights takes comma-separated numbers, got {text!r}") from None
-    if any(not 0.0 <= v < float("inf") for v in values):
-        raise UserError(f"--weights takes finite weights >= 0, got {text!r}")
-    return values
+    return _numbers("--weights", text, float, lambda v: 0.0 <= v < float("inf"), "finite weights >= 0")
 
 
 def cmd_evaluate_bundle(args: argparse.Namespace, extra: list[str]) -> int:

@@ -297,16 +297,23 @@ class RankingInfo:
 
     retriever_weight: float = 0.0
 
+    def __post_init__(self) -> None:
+        check_retriever_weight(self.retriever_weight)
+
     def to_dict(self) -> dict[str, Any]:
         return {"retriever_weight": self.retriever_weight}
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "ranking") -> "RankingInfo":
         raw = _object(raw, where)
-        weight = float(_number(raw, "retriever_weight", where))
-        if not 0.0 <= weight < float("inf"):
-            raise BundleError(f"{where}.retriever_weight must be a finite number >= 0, got {weight!r}")
-        return cls(weight)
+        return cls(check_retriever_weight(float(_number(raw, "retriever_weight", where)), f"{where}.retriever_weight"))
+
+
+def check_retriever_weight(weight: float, where: str = "retriever_weight") -> float:
+    """The one rule for a served order's retriever weight: finite and >= 0 (NaN is neither)."""
+    if not 0.0 <= weight < float("inf"):
+        raise BundleError(f"{where} must be a finite number >= 0, got {weight!r}")
+    return weight
 
 
 @dataclass(frozen=True)

@@ -224,9 +224,7 @@ class Ranker:
         if out is None:
             return Ranked(items, np.zeros(0, np.float32), None, None, timings)
         p = out["p_click"]
-        order = self.order_scores(user, items, p)
-        top = np.argpartition(-order, k - 1)[:k] if k < len(order) else np.arange(len(order))
-        top = top[np.argsort(-order[top], kind="stable")]
+        top = top_k(self.order_scores(user, items, p), k)
         probs = out.get("rating_probs")
         expected = out.get("expected_rating")
         return Ranked(items[top], p[top], probs[top] if probs is not None else None,
@@ -248,6 +246,12 @@ class Ranker:
             user = int(rng.integers(1, len(self.user_ids))) if len(self.user_ids) > 1 else 0
             items = self.retrieve(user, self.history(user), self.candidates)
             self.rank(self.user_fields[user], items, min(10, max(1, len(items))), {}, user)
+
+
+def top_k(order: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` largest values, largest first (ties: the earlier position first)."""
+    top = np.argpartition(-order, k - 1)[:k] if k < len(order) else np.arange(len(order))
+    return top[np.argsort(-order[top], kind="stable")]
 
 
 def load_ranker(path: Path, candidates: int = DEFAULT_CANDIDATES, threads: int = 1, device: str | None = None,

@@ -73,3 +73,19 @@ def test_an_hnsw_bundle_is_served_in_inner_product_order(tiny_bundles: dict, tin
         exact = np.argsort(-(items[1:] @ users[user]), kind="stable")[:20] + 1
         agree.append(len(set(ranker.retrieve(user, np.zeros(0, np.int64), 20).tolist()) & set(exact.tolist())) / 20)
     assert np.mean(agree) >= 0.95
+
+
+def test_a_bad_retriever_weight_is_refused_before_any_export(tiny_bundles: dict, tiny_retriever: Path,
+                                                              tmp_path: Path, capsys) -> None:
+    from ratingctr.cli import main
+
+    source = read_manifest(tiny_bundles["rating"]).source
+    for bad in ("-1", "nan", "inf"):
+        out = tmp_path / f"w{bad}"
+        assert main(["export", "--ranker", source.ranker, "--retriever", str(tiny_retriever), "--out", str(out),
+                     f"--retriever-weight={bad}"]) == 2
+        assert "--retriever-weight must be a finite number >= 0" in capsys.readouterr().err
+        assert not out.exists()
+    assert main(["export", "--ranker", source.ranker, "--retriever", str(tiny_retriever), "--out",
+                 str(tmp_path / "w0"), "--retriever-weight", "0"]) == 0
+    assert read_manifest(tmp_path / "w0").ranking.retriever_weight == 0.0

@@ -89,6 +89,9 @@ def test_too_few_candidates_and_a_missing_bundle_are_one_line_errors(tiny_bundle
     assert "at least 20" in capsys.readouterr().err
     assert main(["evaluate-bundle", str(tmp_path / "absent")]) == 2
     assert capsys.readouterr().err.strip()
+    for bad in ("-1", "nan", "inf", "1,x"):  # the weight sweep: finite numbers >= 0, refused before any work
+        assert main(["evaluate-bundle", str(tiny_bundles["rating"]), f"--weights={bad}"]) == 2
+        assert "--weights takes" in capsys.readouterr().err
 
 
 def test_a_ranker_run_on_other_data_is_refused(tiny_bundles: dict, tiny_atomic: Path, tmp_path: Path,
