@@ -332,7 +332,8 @@ def run_experiment(config: OnlineExperimentConfig) -> dict:
         loop = LoopConfig(gateway=gateway.url, ranker_run=paths.runs / "initial-ranker",
                           retriever_run=paths.runs / "initial-retriever", bundle_root=paths.bundles,
                           events_dir=paths.events, state_dir=paths.state, model=MODEL_NAME, redis_dir=paths.redis,
-                          ranker_epochs=config.retrain_epochs, retriever_epochs=config.retrain_retriever_epochs)
+                          ranker_epochs=config.retrain_epochs, retriever_epochs=config.retrain_retriever_epochs,
+                          holdout_by=config.holdout_by)
         for index in range(len(progress["chunks"]) + 1, config.chunks + 1):
             record = run_chunk(index, cut.chunks[index - 1], cut, config, paths, gateway.url, frozen, known, loop)
             progress["chunks"].append(record)
@@ -353,13 +354,18 @@ def summarize(config: OnlineExperimentConfig, paths: Paths, cut: TimeCut, progre
     replay_ids = log["event_id"].dropna()
     per_chunk_log = {c["chunk"]: int(replay_ids.isin([f"replay-{r}" for r in cut.chunks[c["chunk"] - 1]["row"]]).sum())
                      for c in chunks}
-    trained = _trained_event_ids(paths)
+    role = _final_ranker_roles(paths)
     accounting = []
     for c in chunks:
         ids = {f"replay-{r}" for r in cut.chunks[c["chunk"] - 1]["row"]}
+        in_log = per_chunk_log[c["chunk"]]
+        trained = sum(1 for i in ids if role.get(i) == "trained")
+        validation = sum(1 for i in ids if role.get(i) == "validation")
         accounting.append({"chunk": c["chunk"], "sent": c["replay"]["sent"], "acknowledged": c["replay"]["acknowledged"],
-                           "in_log": per_chunk_log[c["chunk"]], "trained_on_by_the_serving_model": len(ids & trained),
-                           "duplicates_in_log": int(log["event_id"].isin(list(ids)).sum()) - per_chunk_log[c["chunk"]]})
+                           "in_log": in_log, "trained_on_by_the_serving_model": trained,
+                           "early_stopping_rows_of_the_serving_model": validation,
+                           "not_yet_learned_from": in_log - trained - validation,
+                           "duplicates_in_log": int(log["event_id"].isin(list(ids)).sum()) - in_log})
     wins = sum(1 for c in chunks if c["loop"]["auc"] > c["frozen"]["auc"])
     saved = [dict(np.load(paths.work / "predictions" / f"chunk-{c['chunk']}.npz")) for c in chunks]
     for c, predictions in zip(chunks, saved):  # derived from the saved predictions, never stored twice
@@ -373,21 +379,31 @@ def summarize(config: OnlineExperimentConfig, paths: Paths, cut: TimeCut, progre
             "promotions": _promotions(paths), "raw_partition_rows": _raw_rows(paths), "log_rows": int(len(log))}
 
 
-def _trained_event_ids(paths: Paths) -> set[str]:
-    """Event ids in the training rows of the ranker the loop serves at the end."""
+def _final_ranker_roles(paths: Paths) -> dict[str, str]:
+    """event id → "trained" / "validation" in the data of the ranker the loop serves at the end.
+
+    Events in neither are the last cycle's gate holdout (or everything after the serving
+    cutoff when the last cycle was refused): the next cycle would train on them.  A state that
+    names a run whose data is gone is an error, never a silent zero.
+    """
     state_file = paths.state / "loop.json"
     if not state_file.is_file():
-        return set()
-    from ratingctr.training.data.encode import TRAIN
-    from ratingctr.training.data.stored import DATA_DIR, STREAM_ID
+        return {}
+    from ratingctr.training.data.encode import TRAIN, VALID
+    from ratingctr.training.data.stored import DATA_DIR, STREAM_ID, has_run_data
 
-    folder = Path(json.loads(state_file.read_text())["ranker_run"]) / DATA_DIR
-    if not (folder / f"{STREAM_ID}.npy").is_file():
-        return set()
-    stream_id, split = np.load(folder / f"{STREAM_ID}.npy"), np.load(folder / "split.npy")
-    stream_ids = set(stream_id[(split == TRAIN) & (stream_id != "")].tolist())
+    run = Path(json.loads(state_file.read_text())["ranker_run"])
+    if not has_run_data(run):
+        if (run / "metrics.json").is_file() and "lineage" not in json.loads((run / "metrics.json").read_text()):
+            return {}  # the initial run: trained on no pulled event
+        raise UserError(f"the loop's serving ranker {run} has no data copy to count trained events from")
+    stream_id, split = np.load(run / DATA_DIR / f"{STREAM_ID}.npy"), np.load(run / DATA_DIR / "split.npy")
     log = read_event_log(paths.events)
-    return set(log.loc[log["stream_id"].isin(stream_ids), "event_id"].dropna())
+    roles: dict[str, str] = {}
+    for name, value in (("trained", TRAIN), ("validation", VALID)):
+        chosen = set(stream_id[(split == value) & (stream_id != "")].tolist())
+        roles.update(dict.fromkeys(log.loc[log["stream_id"].isin(chosen), "event_id"].dropna(), name))
+    return roles
 
 
 def _promotions(paths: Paths) -> list[dict]:
@@ -450,9 +466,27 @@ def write_report(config: OnlineExperimentConfig, results: dict) -> None:
                         [[c["chunk"], _f(c["rows_with_new_item"], 3), _f(c["recommend_with_new_item"], 3)]
                          for c in chunks])
     accounting = md_table(["chunk", "sent", "acknowledged", "in the pulled log", "duplicates read",
-                           "trained on by the final serving ranker"],
+                           "final serving ranker: trained on", "its early-stopping rows", "not yet learned from"],
                           [[a["chunk"], a["sent"], a["acknowledged"], a["in_log"], a["duplicates_in_log"],
-                            a["trained_on_by_the_serving_model"]] for a in results["accounting"]])
+                            a["trained_on_by_the_serving_model"], a.get("early_stopping_rows_of_the_serving_model", "–"),
+                            a.get("not_yet_learned_from", "–")] for a in results["accounting"]])
+    gate_rows = []
+    for c in chunks:
+        for label, cycle in (("spoiled", c.get("spoiled_cycle")), ("normal", c.get("cycle"))):
+            if not cycle or "holdout" not in cycle:
+                continue
+            entry = next((p for p in results["promotions"]
+                          if f"cycle-{cycle['cycle']}/ranker" in str(p.get("candidate", {}).get("run"))), None)
+            paired = (entry or {}).get("gate", {}).get("paired", {})
+            ci = paired.get("auc_ci95") or [None, None]
+            lci = paired.get("logloss_ci95") or [None, None]
+            gate_rows.append([c["chunk"], cycle["cycle"], label, f"{cycle['holdout']['holdout_events']:,}",
+                              paired.get("users", "–"),
+                              f"{_f(paired.get('auc_delta'))} [{_f(ci[0])}, {_f(ci[1])}]",
+                              f"{_f(paired.get('logloss_delta'))} [{_f(lci[0])}, {_f(lci[1])}]",
+                              cycle.get("decision", "–")])
+    gates = md_table(["after chunk", "cycle", "candidate", "held-out events", "users",
+                      "Δ AUC candidate − serving [95% CI]", "Δ logloss [95% CI]", "decision"], gate_rows)
     stages = []
     for c in chunks:
         s = c["cycle"].get("seconds", {})
@@ -501,6 +535,13 @@ def write_report(config: OnlineExperimentConfig, results: dict) -> None:
         lines += ["", f"In chunk {crash[0]}'s cycle a consumer was killed after renaming its partition and before "
                   f"XACK (exit status {crash[1]['exit_status']}, {crash[1]['partitions_written_before_the_kill']} "
                   f"partition(s) written); the loop's own pull then re-delivered the pending entries."]
+    holdout_text = ("each user's newest 10% of the cycle's new events (users with two or more; "
+                    "`loop --holdout-by user`)" if config.holdout_by == "user"
+                    else "the newest 10% of the cycle's new events overall (`loop --holdout-by time`)")
+    lines += ["", "## The gate's decisions", "",
+              f"Each cycle's candidate is judged against the serving bundle on {holdout_text}, which neither "
+              f"model trained on; the next cycle trains on them. Rule: AUC drop ≤ {LoopConfig.max_auc_drop:g} and "
+              f"logloss rise ≤ {LoopConfig.max_logloss_rise:g} on the point estimates.", "", gates]
     lines += ["", "## Time per stage and latency during reloads", "", timing]
     if spoiled:
         lines += ["", "## A spoiled candidate", "",

@@ -23,6 +23,7 @@ class OnlineExperimentConfig:
     probe_users: int = 200
     k: int = 10
     crash_chunk: int = 2  # this chunk's cycle pulls with a consumer SIGKILLed mid-write first
+    holdout_by: str = "user"  # the loop's gate holdout: each user's newest events, or "time" (newest overall)
     spoil_chunk: int = 3  # this chunk's cycle first runs a spoiled candidate the gate must refuse
     out: str = "reports/ml-100k/online"
     work: str = "runs/online-ml-100k"

@@ -33,8 +33,8 @@ class Holdout:
     """The events the gate scores, and why these: everything after ``after`` (newest ``newest``)."""
 
     events: pd.DataFrame
-    after: str | None  # None: the whole log (no model being compared trained on pulled events)
-    after_source: str  # "lineage", "--holdout-after" or "none"
+    after: str | None  # None: the whole log (no model being compared trained on pulled events) or by ids
+    after_source: str  # "lineage", "--holdout-after", "none" or "--holdout-ids"
     newest: int | None
 
     @property
@@ -135,6 +135,31 @@ def select_holdout(events_dir: Path, trained_through: list[str | None], explicit
     if frame.empty:
         raise UserError(f"no held-out events in {events_dir} after stream id {after}: nothing to judge a candidate on")
     return Holdout(events=frame, after=after, after_source=source, newest=newest)
+
+
+def select_holdout_ids(events_dir: Path, stream_ids: frozenset[str], trained: dict[str, np.ndarray]) -> Holdout:
+    """The events named by ``stream_ids`` (``--holdout-ids``: the loop's per-user holdout).
+
+    ``trained``: model name → the stream ids its weights were trained on (its run's data copy).
+    Named events a compared model learned from are refused outright: unlike a cutoff, a list
+    of ids can name anything, so the guard checks the ids themselves.
+    """
+    if not Path(events_dir).is_dir():
+        raise UserError(f"event log directory not found: {events_dir}")
+    if not stream_ids:
+        raise UserError("--holdout-ids names no events: nothing to judge a candidate on")
+    log = read_event_log(Path(events_dir))
+    frame = log[log["stream_id"].isin(stream_ids)].reset_index(drop=True)
+    missing = len(stream_ids) - len(frame)
+    if missing:
+        raise UserError(f"{missing} of the {len(stream_ids)} held-out stream ids are not in the event log "
+                        f"{events_dir}: the log and the holdout list do not belong together")
+    for name, ids in trained.items():
+        learned = int(frame["stream_id"].isin(ids).sum())
+        if learned:
+            raise UserError(f"the {name} model was trained on {learned} of the {len(frame)} held-out events: "
+                            "the gate would score events it learned from")
+    return Holdout(events=frame, after=None, after_source="--holdout-ids", newest=None)
 
 
 def _user_rows(ranker, users: np.ndarray, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, int]:

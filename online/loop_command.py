@@ -30,6 +30,7 @@ def cmd_loop(args: argparse.Namespace, extra: list[str]) -> int:
                         bundle_root=Path(args.bundle_root), events_dir=Path(args.events), state_dir=state_dir,
                         model=args.model, redis_url=args.redis_url, redis_dir=Path(args.redis_dir) if args.redis_dir
                         else None, redis_prefix=args.prefix, holdout_share=args.holdout_share,
+                        holdout_by=args.holdout_by,
                         min_new_events=args.min_new_events, ranker_epochs=args.epochs,
                         retriever_epochs=args.retriever_epochs, replay_share=args.replay_share,
                         max_auc_drop=args.max_auc_drop, max_logloss_rise=args.max_logloss_rise)
@@ -60,7 +61,10 @@ def register_loop(subparsers: argparse._SubParsersAction) -> None:
     when.add_argument("--once", action="store_true", help="one cycle, then exit")
     when.add_argument("--every", default=None, help="a cycle every 90s / 15m / 1h / 1d")
     loop.add_argument("--holdout-share", type=float, default=0.1,
-                      help="newest share of the new events kept from training for the gate")
+                      help="share of the new events kept from training for the gate (see --holdout-by)")
+    loop.add_argument("--holdout-by", choices=("user", "time"), default="user",
+                      help="user: each user's newest share of their new events (default; more users, more power); "
+                           "time: the newest share overall")
     loop.add_argument("--min-new-events", type=int, default=50, help="skip a cycle with fewer new events")
     loop.add_argument("--epochs", type=int, default=5, help="ranker retraining epochs per cycle")
     loop.add_argument("--retriever-epochs", type=int, default=30, help="retriever retraining epochs per cycle")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from ratingctr.errors import UserError
 from ratingctr.online.gate import GateDecision, GateRule, decide
-from ratingctr.online.holdout import run_last_stream_id, score_events, select_holdout
+from ratingctr.online.holdout import run_last_stream_id, score_events, select_holdout, select_holdout_ids
 
 PROMOTED, REFUSED, RELOAD_FAILED = 0, 3, 4
 READY_WAIT_S = 30.0
@@ -55,6 +55,7 @@ class PromoteConfig:
     rule: GateRule = field(default_factory=GateRule)
     holdout_after: str | None = None
     holdout_newest: int | None = None
+    holdout_ids: frozenset[str] | None = None  # the loop's per-user holdout; replaces the cutoff rule
     dry_run: bool = False
     sign_key: bytes | None = None
 
@@ -173,6 +174,19 @@ def _serving_trained_through(serving_path: Path) -> str | None:
     return run_last_stream_id(run)[1] if run.is_dir() else None
 
 
+def _trained_ids(candidate: Path, serving_path: Path) -> dict:
+    """Stream ids each compared model trained on, for the ``--holdout-ids`` guard (the serving
+    model's when its run directory is here to read)."""
+    from ratingctr.bundle import read_manifest
+    from ratingctr.training.data.stored import trained_stream_ids
+
+    trained = {"candidate": trained_stream_ids(candidate)}
+    run = Path(read_manifest(serving_path).source.ranker)
+    if run.is_dir():
+        trained["serving"] = trained_stream_ids(run)
+    return trained
+
+
 def _export_candidate(config: PromoteConfig, name: str) -> Path:
     from ratingctr.export.build import export_bundle
 
@@ -202,8 +216,11 @@ def promote(config: PromoteConfig) -> tuple[int, dict]:
     serving = resolve_serving(config.serving, config.model)
     serving_manifest = read_manifest(serving.path)
     _, candidate_through = run_last_stream_id(config.candidate)
-    holdout = select_holdout(config.holdout, [candidate_through, _serving_trained_through(serving.path)],
-                             config.holdout_after, config.holdout_newest)
+    if config.holdout_ids is not None:
+        holdout = select_holdout_ids(config.holdout, config.holdout_ids, _trained_ids(config.candidate, serving.path))
+    else:
+        holdout = select_holdout(config.holdout, [candidate_through, _serving_trained_through(serving.path)],
+                                 config.holdout_after, config.holdout_newest)
     threshold = float(serving_manifest.model.threshold)
     clicks = holdout.events["rating"].to_numpy() >= threshold
     if clicks.all() or not clicks.any():

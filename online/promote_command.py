@@ -40,8 +40,13 @@ def cmd_promote(args: argparse.Namespace, extra: list[str]) -> int:
     from ratingctr.online.gate import GateRule
     from ratingctr.online.promote import PromoteConfig, promote, summary
 
+    from ratingctr.training.data.event_log import read_stream_id_file
+
     if args.max_auc_drop < 0 or args.max_logloss_rise < 0:
         raise UserError("--max-auc-drop and --max-logloss-rise must be >= 0")
+    if args.holdout_ids and (args.holdout_after or args.holdout_newest):
+        raise UserError("--holdout-ids names the held-out events itself: it cannot be combined with "
+                        "--holdout-after or --holdout-newest")
     config = PromoteConfig(
         candidate=Path(args.candidate), retriever=Path(args.retriever), serving=args.serving.rstrip("/"),
         holdout=Path(args.holdout), bundle_root=Path(args.bundle_root), model=args.model,
@@ -49,6 +54,7 @@ def cmd_promote(args: argparse.Namespace, extra: list[str]) -> int:
         log=Path(args.log) if args.log else None,
         rule=GateRule(max_auc_drop=args.max_auc_drop, max_logloss_rise=args.max_logloss_rise),
         holdout_after=args.holdout_after, holdout_newest=args.holdout_newest, dry_run=args.dry_run,
+        holdout_ids=read_stream_id_file(args.holdout_ids) if args.holdout_ids else None,
         sign_key=_sign_key(args.sign_key_file))
     status, record = promote(config)
     print(summary(record), file=sys.stdout, flush=True)
@@ -87,6 +93,9 @@ def register_promote(subparsers: argparse._SubParsersAction) -> None:
                    help="score events after this stream id (default: after the newest event the candidate or the "
                         "serving run trained on, from metrics.json lineage.last_stream_id; may only move that later)")
     p.add_argument("--holdout-newest", type=int, default=None, metavar="N", help="only the newest N held-out events")
+    p.add_argument("--holdout-ids", default=None, metavar="FILE",
+                   help="score exactly these events (stream ids, one per line; `ratingctr loop` writes its per-user "
+                        "holdout so); refused if a compared run trained on any of them")
     p.add_argument("--dry-run", action="store_true", help="judge and log, but write no bundle and reload nothing")
     p.add_argument("--sign-key-file", default=None, metavar="PATH",
                    help="sign the promoted bundle (gateways with RATINGCTR_BUNDLE_KEY refuse unsigned ones)")

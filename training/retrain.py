@@ -4,7 +4,8 @@
 
 1. the base run's data (its own grown copy, ``data/stored.py``, or its dataset);
 2. the events to learn from (``select_events``): the log up to ``max_stream_id``, minus
-   events already in the base's data, the newest ``window`` of them;
+   events already in the base's data and the ``exclude_stream_ids`` (the loop's per-user
+   gate holdout, trained on by the next cycle), the newest ``window`` of them;
 3. the newest ``holdout_share`` of those is held out: with the base validation rows it is
    the validation set early stopping watches. Why the newest: the retrained model will
    serve the events that come next, so the freshest events are the best stand-in for
@@ -25,7 +26,6 @@ kept as base rows: they are events like any other for the next retrain.
 """
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -37,7 +37,7 @@ import torch
 from ratingctr.errors import UserError
 from ratingctr.training.config import DataConfig, RunConfig
 from ratingctr.training.data.encode import EXCLUDED, TRAIN, VALID, EncodedData
-from ratingctr.training.data.event_log import read_event_log, stream_id_key
+from ratingctr.training.data.event_log import STREAM_ID_PATTERN, read_event_log, stream_id_key
 from ratingctr.training.data.grow import ROW_TABLES, Grown, grow
 from ratingctr.training.data.schema import FieldSchema
 from ratingctr.training.data.stored import load_run_data, save_run_data
@@ -47,7 +47,7 @@ from ratingctr.training.retriever import LightGCN, RetrieverConfig, train_retrie
 from ratingctr.training.run import load_checkpoint, save_checkpoint, training_graph, write_json
 from ratingctr.training.trainer import fit, seed_everything, select_device
 
-STREAM_ID = re.compile(r"^\d+-\d+$")
+STREAM_ID = STREAM_ID_PATTERN
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,8 @@ class RetrainConfig:
     held-out events and was worse prequentially on the next 40,000
     (``reports/ml-100k/online/retrain-recipe.md``), so the default stays the base rate.
     ``debug_shuffle_labels``: permute the training rows' ratings, a deliberately spoiled
-    candidate for testing the promotion gate.
+    candidate for testing the promotion gate.  ``exclude_stream_ids``: events never to learn
+    from in this run (``--exclude-events FILE``), e.g. what the promotion gate will judge on.
     """
 
     window: int | None = None
@@ -77,6 +78,7 @@ class RetrainConfig:
     device: str = "auto"
     progress: bool = True
     debug_shuffle_labels: bool = False
+    exclude_stream_ids: frozenset[str] = frozenset()
 
     def check(self) -> None:
         if self.window is not None and self.window < 1:
@@ -94,6 +96,10 @@ class RetrainConfig:
             raise UserError(f"--lr must be > 0, got {self.lr}")
         if not self.lr_scale > 0:
             raise UserError(f"--lr-scale must be > 0, got {self.lr_scale}")
+
+    def to_dict(self) -> dict:
+        """JSON-ready (the excluded ids are counted, not listed: the lineage names how many)."""
+        return {**asdict(self), "exclude_stream_ids": len(self.exclude_stream_ids)}
 
     def learning_rate(self, base_lr: float) -> float:
         """``lr`` when given, else the base run's times ``lr_scale``."""
@@ -122,11 +128,13 @@ def select_events(log: pd.DataFrame, known: np.ndarray, config: RetrainConfig, s
     if config.max_stream_id is not None:
         events = events[_at_or_before(events["stream_id"], config.max_stream_id)]
     events = events[~events["stream_id"].isin(known)]
+    if config.exclude_stream_ids:
+        events = events[~events["stream_id"].isin(config.exclude_stream_ids)]
     if config.window is not None:
         events = events.tail(config.window)
     if events.empty:
-        raise UserError(f"{source}: no new events to retrain on (every event is after --max-stream-id "
-                        "or already in the base run's data)")
+        raise UserError(f"{source}: no new events to retrain on (every event is after --max-stream-id, "
+                        "excluded, or already in the base run's data)")
     return events.reset_index(drop=True)
 
 
@@ -180,7 +188,8 @@ def prepare(base: EncodedData, base_stream_id: np.ndarray, data_config: DataConf
         "first_stream_id": str(events["stream_id"].iat[0]), "last_stream_id": last,
         "max_stream_id": config.max_stream_id, "window": config.window, "replay_share": config.replay_share,
         "replayed_rows": int(replayed.size), "base_rows": int(n_base), "holdout_share": config.holdout_share,
-        "debug_shuffle_labels": config.debug_shuffle_labels, **grown.growth.to_dict(),
+        "debug_shuffle_labels": config.debug_shuffle_labels,
+        "events_excluded": len(config.exclude_stream_ids), **grown.growth.to_dict(),
     }
     return Prepared(grown=grown, fit_data=fit_data, lineage=lineage)
 
@@ -279,4 +288,4 @@ def retrain_retriever(from_run: Path, events_dir: Path, out_dir: Path, config: R
     out_dir = _out_dir(out_dir, from_run)
     save_run_data(out_dir, data, prepared.grown.stream_id)
     return train_retriever(data_config, retriever, out_dir, fit_data, init=warm_start, sampled=sampled,
-                           extra_metrics={"lineage": prepared.lineage, "retrain": asdict(config)})
+                           extra_metrics={"lineage": prepared.lineage, "retrain": config.to_dict()})

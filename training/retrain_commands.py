@@ -13,12 +13,14 @@ from ratingctr.training.allocator import training_entry_point
 
 
 def retrain_config(args: argparse.Namespace):
+    from ratingctr.training.data.event_log import read_stream_id_file
     from ratingctr.training.retrain import RetrainConfig
 
     config = RetrainConfig(window=args.window, replay_share=args.replay_share, holdout_share=args.holdout_share,
                            max_stream_id=args.max_stream_id, epochs=args.epochs, lr=args.lr, lr_scale=args.lr_scale,
                            patience=args.patience, seed=args.seed, device=args.device,
-                           progress=not args.no_progress, debug_shuffle_labels=args.debug_shuffle_labels)
+                           progress=not args.no_progress, debug_shuffle_labels=args.debug_shuffle_labels,
+                           exclude_stream_ids=read_stream_id_file(args.exclude_events))
     config.check()
     return config
 
@@ -59,6 +61,8 @@ def _arguments(parser: argparse.ArgumentParser, what: str) -> None:
                         help="newest fraction of the events held out for early stopping (with the base valid rows)")
     parser.add_argument("--max-stream-id", default=None,
                         help="ignore events after this stream id (reproducible 'everything pulled so far')")
+    parser.add_argument("--exclude-events", default=None, metavar="FILE",
+                        help="stream ids (one per line) never to train on, e.g. the promotion gate's holdout")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=None, help="default: the base run's lr times --lr-scale")
     parser.add_argument("--lr-scale", type=float, default=1.0,

@@ -80,6 +80,20 @@ def test_loop_once_promotes_a_retrained_bundle_and_a_cold_item_becomes_recommend
         assert ready["version"] != before and Path(ready["path"]).resolve().parent == root.resolve()
         promotions = [json.loads(line) for line in (root / "loop" / "promotions.jsonl").read_text().splitlines()]
         assert promotions[-1]["decision"] == "promoted"
+        # the gate judged each user's newest events (the default), which neither run trained on
+        from ratingctr.training.data.event_log import newest_per_user, read_event_log
+        from ratingctr.training.data.stored import trained_stream_ids
+
+        plan = json.loads((root / "loop" / "cycle-1" / "plan.json").read_text())
+        held = set((root / "loop" / "cycle-1" / "holdout-ids.txt").read_text().split())
+        log = read_event_log(events_dir)
+        assert plan["holdout_by"] == "user" and plan["holdout_events"] == len(held)
+        assert held == set(log["stream_id"][newest_per_user(log, 0.1)])
+        assert plan["holdout_users"] == log.loc[log["stream_id"].isin(held), "user_id"].nunique() > 20
+        assert promotions[-1]["holdout"]["after_source"] == "--holdout-ids"
+        assert promotions[-1]["holdout"]["rows"] == len(held)
+        for part in ("ranker", "retriever"):
+            assert not held & set(trained_stream_ids(root / "loop" / "cycle-1" / part).tolist())
         assert 'ratingctr_promotions_total{model="main"} 1.0' in _get(gw.url, "/metrics")
         # the cold item is in the served catalogue one cycle after its first events
         served = _post(gw.url, "/v1/recommend", {"user_id": "u55", "k": 1000})

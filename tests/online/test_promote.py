@@ -14,7 +14,7 @@ import pytest
 
 from ratingctr.errors import UserError
 from ratingctr.online.gate import GateRule, Scores, decide, judge, paired_difference, weighted_auc
-from ratingctr.online.holdout import score_events, select_holdout
+from ratingctr.online.holdout import score_events, select_holdout, select_holdout_ids
 from ratingctr.training.data.event_log import COLUMNS, write_partition
 from ratingctr.training.metrics import auc
 
@@ -164,6 +164,31 @@ def test_holdout_is_after_every_compared_models_cutoff(tmp_path: Path, held_out:
         select_holdout(log, [ids[-1]])
     with pytest.raises(UserError, match="not a Redis stream id"):
         select_holdout(log, [None], explicit_after="yesterday")
+
+
+def test_a_named_holdout_is_exactly_those_events_and_never_one_a_model_learned_from(
+        tmp_path: Path, held_out: pd.DataFrame, capsys: pytest.CaptureFixture[str]) -> None:
+    from ratingctr.cli import main
+
+    log = tmp_path / "events"
+    write_partition(log, held_out)
+    ids = held_out["stream_id"].to_numpy()
+    named = frozenset(ids[::3])
+    holdout = select_holdout_ids(log, named, {"candidate": ids[1::3], "serving": np.zeros(0, dtype=str)})
+    assert set(holdout.events["stream_id"]) == named and holdout.after_source == "--holdout-ids"
+    assert holdout.rows == len(named) and holdout.events["stream_id"].tolist() == [i for i in ids if i in named]
+    with pytest.raises(UserError, match="the candidate model was trained on 1 of the"):
+        select_holdout_ids(log, named, {"candidate": ids[:1]})
+    with pytest.raises(UserError, match="1 of the .* held-out stream ids are not in the event log"):
+        select_holdout_ids(log, named | {"1-0"}, {})
+    with pytest.raises(UserError, match="names no events"):
+        select_holdout_ids(log, frozenset(), {})
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("\n".join(sorted(named)))
+    assert main(["promote", "--candidate", str(tmp_path), "--retriever", str(tmp_path), "--serving", str(tmp_path),
+                 "--holdout", str(log), "--bundle-root", str(tmp_path / "root"), "--holdout-ids", str(ids_file),
+                 "--holdout-after", ids[0]]) == 2
+    assert "--holdout-ids names the held-out events itself" in capsys.readouterr().err
 
 
 def test_scoring_matches_the_gateways_ranker_row_for_row(serving_bundle: Path, held_out: pd.DataFrame) -> None:

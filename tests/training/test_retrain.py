@@ -154,6 +154,32 @@ def test_replay_share_and_shuffled_labels(tiny, events) -> None:
     assert spoiled.lineage["debug_shuffle_labels"] is True
 
 
+def test_excluded_events_are_neither_trained_nor_kept_and_come_back_next_time(tiny, base_rankers, events,
+                                                                           tmp_path: Path) -> None:
+    from ratingctr.training.data.stored import trained_stream_ids
+
+    events_dir, frame = events
+    excluded = frozenset(frame["stream_id"].iloc[::7])  # 18 of 120, spread over the log
+    base_ids = np.full(tiny.rating.shape[0], "", dtype=str)
+    prepared = prepare(tiny, base_ids, _data_config(), Path("base"), events_dir,
+                       RetrainConfig(exclude_stream_ids=excluded))
+    kept = set(prepared.grown.stream_id[prepared.grown.stream_id != ""].tolist())
+    assert not kept & excluded and len(kept) == N_EVENTS - len(excluded)
+    assert prepared.lineage["events_excluded"] == len(excluded) and prepared.lineage["events_used"] == len(kept)
+    config = RetrainConfig(epochs=1, progress=False, device="cpu", exclude_stream_ids=excluded)
+    first = retrain_ranker(base_rankers["table"], events_dir, tmp_path / "first", config)
+    assert first["lineage"]["events_excluded"] == len(excluded)
+    trained = set(trained_stream_ids(tmp_path / "first").tolist())
+    assert trained and not trained & excluded
+    # the next retrain from it, without the exclusion, learns from the excluded events (they are new to it)
+    second = retrain_ranker(tmp_path / "first", events_dir, tmp_path / "second", QUICK)
+    # (with the first run's early-stopping events, which no gradient saw either)
+    assert second["lineage"]["events_used"] == len(excluded) + first["lineage"]["events_held_out"]
+    grown = np.load(tmp_path / "second" / "data" / "stream_id.npy")
+    assert excluded <= set(grown.tolist())
+    assert trained_stream_ids(base_rankers["table"]).size == 0  # trained on its dataset only
+
+
 def _data_config():
     from ratingctr.training.config import DataConfig
 

@@ -19,15 +19,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ratingctr.errors import UserError
+
 COLUMNS = ("stream_id", "event_id", "user_id", "item_id", "rating", "ts", "received", "user_fields", "item_fields")
 STRING_COLUMNS = ("stream_id", "event_id", "user_id", "item_id", "user_fields", "item_fields")
 FLOAT_COLUMNS = ("rating", "ts", "received")
 PARTITION_GLOB = "events-*.parquet"
+STREAM_ID_PATTERN = re.compile(r"^\d+-\d+$")
 
 
 def stream_id_key(stream_ids: pd.Series | np.ndarray) -> np.ndarray:
@@ -160,3 +164,40 @@ def latest_side_fields(frame: pd.DataFrame, side: str) -> dict[str, dict]:
         return {}
     newest = carried.drop_duplicates(id_column, keep="last")
     return {uid: json.loads(raw) for uid, raw in zip(newest[id_column].to_numpy(), newest[column].to_numpy())}
+
+
+def newest_per_user(frame: pd.DataFrame, share: float) -> np.ndarray:
+    """Mask of each user's newest ``share`` of their rows in ``frame`` (stream order), the gate's holdout.
+
+    Why per user and not the newest rows overall: a log in time order puts its newest rows
+    on the few users active last (on MovieLens-100k 10% of a 10,000-event chunk is about 36
+    users), so a gate judging on them has little power and decides by noise; every user's
+    newest rows spread the same budget over every active user.  A user with ``n >= 2`` rows
+    holds out ``max(1, round(share * n))`` of them (so the rows held out can exceed ``share``
+    when many users have few events); a user's only row is never held out, so a new user is
+    always trained on.  Whole-array pandas, no loop over users.
+    """
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"the per-user holdout share must be in (0, 1), got {share}")
+    if frame.empty:
+        return np.zeros(0, dtype=bool)
+    users = frame["user_id"]
+    count = users.map(users.value_counts()).to_numpy()
+    wanted = np.where(count >= 2, np.maximum(1, np.round(share * count)), 0)
+    from_newest = frame.groupby("user_id", sort=False).cumcount(ascending=False).to_numpy()
+    return from_newest < wanted
+
+
+def read_stream_id_file(path: str | None) -> frozenset[str]:
+    """Stream ids, one per line (blank lines ignored); every line must be a Redis stream id."""
+    if path is None:
+        return frozenset()
+    try:
+        lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read the stream id file {path}: {exc}") from exc
+    bad = [line for line in lines if not STREAM_ID_PATTERN.match(line)]
+    if bad:
+        raise UserError(f"{path}: {len(bad)} line(s) are not Redis stream ids (<ms>-<seq>), "
+                        f"the first is {bad[0][:40]!r}")
+    return frozenset(lines)
