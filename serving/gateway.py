@@ -136,7 +136,7 @@ class Gateway:
             url = await self._embedded_or_sibling_url()
         s = self.settings
         self.store = UserStore(url, s.redis_prefix, s.redis_timeout_s, s.redis_retry_s, s.redis_write_timeout_s,
-                               s.event_id_ttl_s, s.max_seen_per_user, s.redis_shards)
+                               s.event_id_ttl_s, s.max_seen_per_user, s.redis_shards, s.redis_timeouts_to_open)
         # The reload generation is read *before* the (slow) bundle loads: a reload another worker
         # publishes while this one is still loading is then followed, not silently adopted.
         if await self.store.ping():

@@ -58,6 +58,9 @@ class GatewaySettings(BaseSettings):
     redis_write_timeout_s: float = Field(2.0, gt=0, description="socket timeout of event writes, bulk loads and "
                                          "reload notices (they wait for Redis's append-only-file fsync)")
     redis_retry_s: float = Field(1.0, gt=0, description="after a Redis failure, serve degraded this long before retrying")
+    redis_timeouts_to_open: int = Field(3, ge=1, le=100, description="request-path read timeouts in a row (of a Redis "
+                                        "that was answering) before the gateway serves degraded for redis_retry_s; "
+                                        "each one still degrades its own request")
     admin_token: str | None = Field(None, description="bearer token for /v1/admin/*; unset disables admin endpoints")
     device: str = Field("auto", description="auto | cpu | cuda for ONNX Runtime and FAISS")
     ort_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads per worker")
