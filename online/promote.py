@@ -276,7 +276,8 @@ def summary(record: dict) -> str:
 
     head = (f"{record['decision']}: candidate {record['candidate']['version']} vs serving "
             f"{record['serving']['version']} on {record['holdout']['rows']} held-out events "
-            f"(after {record['holdout']['after']})")
+            + (f"of {record['holdout']['users']} users (named by --holdout-ids)"
+               if record['holdout']['after_source'] == "--holdout-ids" else f"(after {record['holdout']['after']})"))
     auc_line = (f"  AUC      {f(c['auc'])} vs {f(s['auc'])}  Δ {f(d['auc_delta'])} "
                 f"[{f(d['auc_ci95'][0])}, {f(d['auc_ci95'][1])}]")
     loss_line = (f"  logloss  {f(c['logloss'])} vs {f(s['logloss'])}  Δ {f(d['logloss_delta'])} "
