@@ -23,6 +23,16 @@ PARITY_BOUND = 1e-5
 PARITY_ROWS = 4096
 
 
+DEFAULT_FRESH_SLOTS = 1
+
+
+def fresh_from(ranker_metrics: dict, n_vocab: int) -> int:
+    """Index of the first item a retrained run added (grown vocabularies append: ``data/grow.py``);
+    0 when the run added none (a run of ``ratingctr train`` has no lineage)."""
+    new_items = int((ranker_metrics.get("lineage") or {}).get("new_items") or 0)
+    return n_vocab - new_items if 0 < new_items < n_vocab else 0
+
+
 def _read_metrics(run: Path) -> dict:
     path = run / "metrics.json"
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -65,10 +75,12 @@ def popularity_order(data: EncodedData) -> np.ndarray:
 
 def export_bundle(ranker_run: Path, retriever_run: Path, out_dir: Path, index_kind: str = "auto",
                   torchserve: bool = False, data_dir: str | None = None, name: str | None = None,
-                  sign_key: bytes | None = None, retriever_weight: float = 1.0) -> BundleManifest:
+                  sign_key: bytes | None = None, retriever_weight: float = 1.0,
+                  fresh_slots: int = DEFAULT_FRESH_SLOTS) -> BundleManifest:
     """Export, check ONNX parity, and write the bundle (signed when ``sign_key`` is given);
     returns its complete manifest.  ``retriever_weight``: the served order's blend
-    (``bundle.RankingInfo``; 1 = P(rated) · P(click | rated))."""
+    (``bundle.RankingInfo``; 1 = P(rated) · P(click | rated)); ``fresh_slots``: places of a
+    top-K for items new in this run (``fresh_from``, from a retrained run's lineage)."""
     payload, config = load_checkpoint(Path(ranker_run))
     if data_dir is not None:
         config = replace(config, data=replace(config.data, data_dir=data_dir))
@@ -110,7 +122,9 @@ def export_bundle(ranker_run: Path, retriever_run: Path, out_dir: Path, index_ki
             metrics={"ranker": {k: ranker_metrics.get(k) for k in ("test", "valid", "groups")},
                      "retriever": {k: retriever_metrics.get(k) for k in ("test", "popular")}},
             dataset=data.stats,
-            ranking=RankingInfo(retriever_weight=float(retriever_weight)),
+            ranking=RankingInfo(retriever_weight=float(retriever_weight),
+                                fresh_from=fresh_from(ranker_metrics, len(data.vocab["item_id"])) if fresh_slots else 0,
+                                fresh_slots=int(fresh_slots)),
         )
         extra = {}
         if torchserve:

@@ -16,10 +16,11 @@ def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
 
     if args.index not in INDEX_KINDS:
         raise UserError(f"--index must be one of {', '.join(INDEX_KINDS)}")
-    from ratingctr.bundle import BundleError, check_retriever_weight
+    from ratingctr.bundle import BundleError, check_fresh_slots, check_retriever_weight
 
     try:
         check_retriever_weight(args.retriever_weight, "--retriever-weight")
+        check_fresh_slots(args.fresh_slots, "--fresh-slots")
     except BundleError as exc:
         raise UserError(str(exc)) from exc
     sign_key = None
@@ -31,7 +32,8 @@ def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
         except BundleError as exc:
             raise UserError(str(exc)) from exc
     export_bundle(Path(args.ranker), Path(args.retriever), Path(args.out), args.index, args.torchserve,
-                  args.data_dir, args.name, sign_key=sign_key, retriever_weight=args.retriever_weight)
+                  args.data_dir, args.name, sign_key=sign_key, retriever_weight=args.retriever_weight,
+                  fresh_slots=args.fresh_slots)
     print(f"wrote {args.out}" + (" (signed)" if sign_key is not None else ""))
     return 0
 
@@ -49,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="/v1/recommend orders a known user's candidates by log p̂ + W x retriever score "
                              "(default 1: P(rated) x P(click | rated); 0: p̂ alone; reports/ml-100k/pipeline "
                              "measures the choice)")
+    export.add_argument("--fresh-slots", type=int, default=1, metavar="N",
+                        help="for a retrained run: up to N places of a known user's top-K (at most one in 5) go to "
+                             "the items this run added, by p̂ (default 1; 0: none; bundle.RankingInfo says why)")
     export.add_argument("--torchserve", action="store_true", help="also write ranker.mar and config.properties")
     export.add_argument("--data-dir", default=None, help="override the dataset location recorded in the run")
     export.add_argument("--sign-key-file", default=None, metavar="PATH",

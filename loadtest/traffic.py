@@ -198,6 +198,10 @@ class Traffic:
         p = [it.get("p_click") for it in items]
         if not all(isinstance(x, (int, float)) and 0.0 <= x <= 1.0 for x in p):
             return "p_click missing or outside [0, 1]"
+        fresh = body.get("fresh_item_ids") or []
+        if fresh and (index == 0 or ids[len(ids) - len(fresh):] != fresh):
+            return f"fresh_item_ids {fresh[:3]} are not the last items of a known user's list"
+        p, ids = p[:len(p) - len(fresh)], ids[:len(ids) - len(fresh)]  # slot items sit outside the order
         if len(p) > 1:
             order = np.asarray(p, dtype=np.float64)
             weight = self.manifest.ranking.retriever_weight

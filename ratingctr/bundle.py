@@ -293,20 +293,49 @@ class RankingInfo:
     exactly that, as a log-odds up to a per-user constant.  Weight 1 is their product,
     P(rated) · P(click | rated); 0 is p̂ alone (the order of bundles written before this
     field, which read as 0).  Cold-start lists (no user vector) are ordered by p̂ alone.
+
+    ``fresh_from`` / ``fresh_slots``: the fresh-item slot.  A retrained model appends the
+    items it first saw to the end of the item vocabulary (``training/data/grow.py``), so the
+    items new in this bundle are the indices ``fresh_from`` … last (0: none).  The blend
+    ranks them low — a handful of events gives them small retriever vectors — so a new item
+    would wait several cycles to be recommended at all; up to ``fresh_slots`` of a known
+    user's top-K (at most one in ``FRESH_EVERY``) go to the unseen fresh items with the highest
+    p̂ instead, listed last and named in the response's ``fresh_item_ids``.
     """
 
     retriever_weight: float = 0.0
+    fresh_from: int = 0
+    fresh_slots: int = 0
 
     def __post_init__(self) -> None:
         check_retriever_weight(self.retriever_weight)
+        if isinstance(self.fresh_from, bool) or not isinstance(self.fresh_from, int) or self.fresh_from < 0:
+            raise BundleError(f"ranking.fresh_from must be an integer >= 0, got {self.fresh_from!r}")
+        check_fresh_slots(self.fresh_slots)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"retriever_weight": self.retriever_weight}
+        return {"retriever_weight": self.retriever_weight, "fresh_from": self.fresh_from,
+                "fresh_slots": self.fresh_slots}
 
     @classmethod
     def from_dict(cls, raw: Any, where: str = "ranking") -> "RankingInfo":
         raw = _object(raw, where)
-        return cls(check_retriever_weight(float(_number(raw, "retriever_weight", where)), f"{where}.retriever_weight"))
+        weight = check_retriever_weight(float(_number(raw, "retriever_weight", where)), f"{where}.retriever_weight")
+        fresh_from = _int(raw, "fresh_from", where) if "fresh_from" in raw else 0  # older manifests: no slot
+        fresh_slots = check_fresh_slots(_int(raw, "fresh_slots", where), f"{where}.fresh_slots") \
+            if "fresh_slots" in raw else 0
+        return cls(weight, fresh_from, fresh_slots)
+
+
+FRESH_EVERY = 5  # a fresh item takes at most one of every 5 places of a top-K
+MAX_FRESH_SLOTS = 10
+
+
+def check_fresh_slots(slots: int, where: str = "fresh_slots") -> int:
+    """The one rule for the fresh-item slot count: an integer in [0, MAX_FRESH_SLOTS]."""
+    if isinstance(slots, bool) or not isinstance(slots, int) or not 0 <= slots <= MAX_FRESH_SLOTS:
+        raise BundleError(f"{where} must be an integer from 0 to {MAX_FRESH_SLOTS}, got {slots!r}")
+    return slots
 
 
 def check_retriever_weight(weight: float, where: str = "retriever_weight") -> float:

@@ -397,9 +397,11 @@ class Gateway:
         start = time.perf_counter()
         items = ranker.retrieve(user, seen, n) if user else ranker.popular_items(seen, n)
         timings["faiss"] = time.perf_counter() - start
-        ranked = ranker.rank(row, items, min(k, len(items)) if len(items) else 1, timings, user)
-        body = {"user_id": user_id, "items": self._items(ranker, ranked),
-                "model": {"name": name, "version": ranker.version}, "fallback": fallback}
+        ranked = ranker.rank(row, items, min(k, len(items)) if len(items) else 1, timings, user, seen)
+        listed = self._items(ranker, ranked)
+        body = {"user_id": user_id, "items": listed, "model": {"name": name, "version": ranker.version},
+                "fallback": fallback, "fresh_item_ids": [i["item_id"] for i in listed[len(listed) - ranked.fresh:]]
+                if ranked.fresh else []}
         self._observe(name, "recommend", started, timings, fallback)
         return body
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ratingctr.bundle import INPUT_NAME, Bundle, BundleError, BundleManifest, load_bundle
+from ratingctr.bundle import FRESH_EVERY, INPUT_NAME, Bundle, BundleError, BundleManifest, load_bundle
 from ratingctr.serving.runtime import faiss_index, ort_session
 
 #: FAISS candidates scored per recommendation.  Measured (reports/ml-100k/pipeline): with the
@@ -24,6 +24,7 @@ from ratingctr.serving.runtime import faiss_index, ort_session
 #: at one client rises 1.17 → 2.00 → 6.33 ms: the knee is at or below 50.  A larger catalogue or
 #: a weaker retriever may need more: ``evaluate-bundle`` measures it for yours.
 DEFAULT_CANDIDATES = 50
+MAX_FRESH_SCORED = 256  # fresh items scored per request for the fresh-item slot (by retriever score)
 
 
 class UnknownFieldError(ValueError):
@@ -39,6 +40,7 @@ class Ranked:
     rating_probs: np.ndarray | None
     expected_rating: np.ndarray | None
     timings: dict[str, float] = field(default_factory=dict)
+    fresh: int = 0  # how many of the last items the fresh-item slot placed (bundle.RankingInfo)
 
 
 def _sorted_keys(raw_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -86,6 +88,13 @@ class Ranker:
         elif index.d != self.user_vectors.shape[1]:
             raise BundleError(f"{bundle.path}: items.faiss has {index.d} dimensions, the user vectors "
                               f"{self.user_vectors.shape[1]}")
+        ranking = bundle.manifest.ranking
+        if ranking.fresh_from > len(bundle.vocab["item_id"]) - 1:
+            raise BundleError(f"{bundle.path}: ranking.fresh_from {ranking.fresh_from} is past the last item index "
+                              f"{len(bundle.vocab['item_id']) - 1}")
+        self.fresh_slots = ranking.fresh_slots if ranking.fresh_from else 0
+        self.fresh_items = (np.arange(ranking.fresh_from, len(bundle.vocab["item_id"]), dtype=np.int64)
+                            if self.fresh_slots else np.zeros(0, np.int64))
         self.popular = np.asarray(bundle["popular.npy"], dtype=np.int64)
         self.history_indptr = bundle["history_indptr.npy"]
         self.history_items = bundle["history_items.npy"]
@@ -215,20 +224,51 @@ class Ranker:
         retrieval = self.item_vectors[items] @ self.query_vectors[user]
         return np.log(np.maximum(p_click, np.float32(1e-12))) + np.float32(weight) * retrieval
 
+    def fresh_candidates(self, user: int, items: np.ndarray, seen: np.ndarray | None) -> np.ndarray:
+        """Fresh items (``RankingInfo``) to score beside ``items``: unseen, not already candidates,
+        the ``MAX_FRESH_SCORED`` with the highest retriever score (one small matrix product)."""
+        fresh = self.fresh_items
+        drop = np.concatenate([items, seen]) if seen is not None and len(seen) else items
+        if len(drop):
+            fresh = fresh[~np.isin(fresh, drop)]
+        if len(fresh) > MAX_FRESH_SCORED:
+            fresh = fresh[top_k(self.item_vectors[fresh] @ self.query_vectors[user], MAX_FRESH_SCORED)]
+        return fresh
+
     def rank(self, user_row: np.ndarray, items: np.ndarray, k: int, timings: dict[str, float],
-             user: int = 0) -> Ranked:
-        """The top ``k`` of ``items`` by ``order_scores`` (``user`` 0: unknown, p̂ alone)."""
+             user: int = 0, seen: np.ndarray | None = None) -> Ranked:
+        """The top ``k`` of ``items`` by ``order_scores`` (``user`` 0: unknown, p̂ alone).
+
+        With a fresh-item slot (a known user, ``k >= FRESH_EVERY``): the last
+        ``min(fresh_slots, k // FRESH_EVERY)`` places go to the fresh items with the highest p̂
+        among the candidates and ``fresh_candidates`` (scored in the same ONNX call), unless
+        none is left; ``seen`` keeps seen fresh items out.
+        """
+        slots = min(self.fresh_slots, k // FRESH_EVERY) if user else 0
+        extra = self.fresh_candidates(user, items, seen) if slots else np.zeros(0, np.int64)
+        pool = np.concatenate([items, extra]) if len(extra) else items
         start = time.perf_counter()
-        out = self.score(user_row, items) if len(items) else None
+        out = self.score(user_row, pool) if len(pool) else None
         timings["onnx"] = time.perf_counter() - start
         if out is None:
             return Ranked(items, np.zeros(0, np.float32), None, None, timings)
         p = out["p_click"]
-        top = top_k(self.order_scores(user, items, p), k)
+        ranked = top_k(self.order_scores(user, items, p[:len(items)]), min(k, len(items))) if len(items) \
+            else np.zeros(0, np.int64)
+        fresh = 0
+        if slots:
+            kept = ranked[:k - slots]
+            open_ = np.ones(len(pool), dtype=bool)
+            open_[kept] = False
+            candidates = np.flatnonzero(open_ & (pool >= self.fresh_items[0]))
+            picks = candidates[top_k(p[candidates], min(slots, len(candidates)))] if len(candidates) \
+                else np.zeros(0, np.int64)
+            fill = ranked[k - slots:k - len(picks)]  # too few fresh items left: the blend fills in
+            ranked, fresh = np.concatenate([kept, fill, picks]), len(picks)
         probs = out.get("rating_probs")
         expected = out.get("expected_rating")
-        return Ranked(items[top], p[top], probs[top] if probs is not None else None,
-                      expected[top] if expected is not None else None, timings)
+        return Ranked(pool[ranked], p[ranked], probs[ranked] if probs is not None else None,
+                      expected[ranked] if expected is not None else None, timings, fresh)
 
     def score_items(self, user_row: np.ndarray, items: np.ndarray) -> Ranked:
         """Scores in the given order (``/v1/score``)."""

@@ -124,6 +124,9 @@ class RecommendResponse(BaseModel):
     items: list[ScoredItem]
     model: ModelInfo
     fallback: Literal["cold_start", "degraded"] | None
+    # the last items, placed by the bundle's fresh-item slot rather than the served order
+    # (bundle.RankingInfo: items the model first saw in its newest retrain)
+    fresh_item_ids: list[str] = []
 
 
 class ScoreResponse(RecommendResponse):

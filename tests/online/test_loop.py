@@ -98,6 +98,17 @@ def test_loop_once_promotes_a_retrained_bundle_and_a_cold_item_becomes_recommend
         # the cold item is in the served catalogue one cycle after its first events
         served = _post(gw.url, "/v1/recommend", {"user_id": "u55", "k": 1000})
         assert "fresh-item" in {item["item_id"] for item in served["items"]}
+        # and in a top-10 at once, through the fresh-item slot: the last place, named in the response
+        from ratingctr.bundle import read_manifest
+
+        before_items = set(json.loads((root / "main-v0" / "vocab.json").read_text())["item_id"])
+        assert read_manifest(Path(ready["path"])).ranking.fresh_slots == 1
+        top10 = _post(gw.url, "/v1/recommend", {"user_id": "u55", "k": 10})
+        listed = [item["item_id"] for item in top10["items"]]
+        assert "fresh-item" in listed  # by the blend (40 five-star ratings) or, else, by the slot
+        assert top10["fresh_item_ids"] == ([] if "fresh-item" in listed[:9] else ["fresh-item"])
+        assert set(top10["fresh_item_ids"]) <= set(listed[-1:]) and not set(top10["fresh_item_ids"]) & before_items
+        assert _post(gw.url, "/v1/recommend", {"user_id": "u55", "k": 4})["fresh_item_ids"] == []
         # fewer new events than the minimum (only the held-out slice is new): the cycle is skipped
         assert main(["loop", "--gateway", gw.url, "--run", str(run), "--retriever", str(tiny_retriever),
                      "--bundle-root", str(root), "--events", str(events_dir), "--redis-dir", str(redis_dir),

@@ -168,3 +168,72 @@ def test_the_gateway_setting_and_the_ranker_share_one_candidate_default() -> Non
     # the load tests' TorchServe rows and bench gateway's candidates are what the gateway scores
     assert TrafficShape().candidates == GatewayBenchConfig.__dataclass_fields__["candidates"].default \
         == DEFAULT_CANDIDATES
+
+
+# ---- the fresh-item slot (bundle.RankingInfo) --------------------------------------------------
+def _with_ranking(path: Path, **ranking):
+    """The tiny bundle's Ranker with another ``ranking`` block (the manifest is a typed object)."""
+    from dataclasses import replace
+
+    from ratingctr.bundle import RankingInfo, load_bundle
+    from ratingctr.serving.ranker import Ranker
+    from ratingctr.serving.runtime import faiss_index, ort_session
+
+    bundle = load_bundle(path)
+    bundle = replace(bundle, manifest=replace(bundle.manifest, ranking=RankingInfo(**ranking)))
+    return Ranker(bundle, ort_session(bundle.ranker_path), faiss_index(bundle.index_path))
+
+
+def test_the_fresh_slot_takes_the_last_place_with_the_best_unseen_fresh_item(tiny_bundles: dict) -> None:
+    plain = _with_ranking(tiny_bundles["rating"], retriever_weight=1.0)
+    n = plain.n_items
+    fresh_from = n - 5  # the last 6 items play the ones a retrain added
+    slot = _with_ranking(tiny_bundles["rating"], retriever_weight=1.0, fresh_from=fresh_from, fresh_slots=2)
+    assert slot.fresh_items.tolist() == list(range(fresh_from, n + 1))
+    user = 3
+    row, seen = slot.user_fields[user], slot.history(user)
+    items = slot.retrieve(user, seen, 20)
+    base = plain.rank(row, items, 10, {}, user, seen)
+    got = slot.rank(row, items, 10, {}, user, seen)
+    slots = min(2, 10 // 5)
+    assert got.fresh == slots and len(got.items) == 10
+    # the blended order keeps its first 10 - slots places exactly
+    assert got.items[:10 - slots].tolist() == base.items[:10 - slots].tolist()
+    # the slot places: the unseen fresh items not already listed, best p̂ first
+    pool = [i for i in range(fresh_from, n + 1) if i not in set(seen.tolist()) | set(got.items[:8].tolist())]
+    p_pool = plain.score(row, np.array(pool, dtype=np.int64))["p_click"]
+    best = [pool[i] for i in np.argsort(-p_pool, kind="stable")[:slots]]
+    assert got.items[10 - slots:].tolist() == best
+    np.testing.assert_allclose(got.p_click[10 - slots:], np.sort(p_pool)[::-1][:slots], rtol=1e-6)
+    # no slot below k = 5, for a cold-start user, or when every fresh item was seen
+    assert slot.rank(row, items, 4, {}, user, seen).items.tolist() == plain.rank(row, items, 4, {}, user, seen).items.tolist()
+    popular = slot.popular_items(np.zeros(0, np.int64), 20)
+    cold = slot.rank(slot.cold_start_row(None), popular, 10, {}, 0)
+    assert cold.fresh == 0
+    all_seen = np.union1d(seen, slot.fresh_items)
+    items = slot.retrieve(user, all_seen, 20)
+    assert slot.rank(row, items, 10, {}, user, all_seen).fresh == 0
+
+
+def test_a_fresh_range_past_the_catalogue_is_refused(tiny_bundles: dict) -> None:
+    import pytest
+
+    from ratingctr.bundle import BundleError, RankingInfo
+
+    n = _with_ranking(tiny_bundles["rating"]).n_items
+    with pytest.raises(BundleError, match="fresh_from .* is past the last item index"):
+        _with_ranking(tiny_bundles["rating"], fresh_from=n + 1, fresh_slots=1)
+    for bad in ({"fresh_slots": -1}, {"fresh_slots": 11}, {"fresh_from": -2}, {"fresh_slots": True}):
+        with pytest.raises(BundleError):
+            RankingInfo(**bad)
+    assert RankingInfo.from_dict({"retriever_weight": 1}) == RankingInfo(1.0, 0, 0)  # older manifests
+    info = RankingInfo(1.0, 7, 2)
+    assert RankingInfo.from_dict(info.to_dict()) == info
+
+
+def test_export_finds_the_items_a_retrained_run_added() -> None:
+    from ratingctr.export.build import fresh_from
+
+    assert fresh_from({"lineage": {"new_items": 3}}, 11) == 8  # vocabulary 0..10: items 8, 9, 10 are new
+    assert fresh_from({"lineage": {"new_items": 0}}, 11) == 0
+    assert fresh_from({}, 11) == 0  # a run of `ratingctr train`
