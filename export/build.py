@@ -33,6 +33,12 @@ def fresh_from(ranker_metrics: dict, n_vocab: int) -> int:
     return n_vocab - new_items if 0 < new_items < n_vocab else 0
 
 
+def _ranking(weight: float, first_fresh: int, slots: int) -> RankingInfo:
+    """The manifest says what is in force: no slot where the run added no item."""
+    return RankingInfo(retriever_weight=weight, fresh_from=first_fresh if slots else 0,
+                       fresh_slots=slots if first_fresh else 0)
+
+
 def _read_metrics(run: Path) -> dict:
     path = run / "metrics.json"
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -122,9 +128,8 @@ def export_bundle(ranker_run: Path, retriever_run: Path, out_dir: Path, index_ki
             metrics={"ranker": {k: ranker_metrics.get(k) for k in ("test", "valid", "groups")},
                      "retriever": {k: retriever_metrics.get(k) for k in ("test", "popular")}},
             dataset=data.stats,
-            ranking=RankingInfo(retriever_weight=float(retriever_weight),
-                                fresh_from=fresh_from(ranker_metrics, len(data.vocab["item_id"])) if fresh_slots else 0,
-                                fresh_slots=int(fresh_slots)),
+            ranking=_ranking(float(retriever_weight), fresh_from(ranker_metrics, len(data.vocab["item_id"])),
+                             int(fresh_slots)),
         )
         extra = {}
         if torchserve:

@@ -152,14 +152,15 @@ def serve_lists(rankers: list, data, config: EvaluateConfig) -> Served:
                 items = candidates if shares[b] else ranker.retrieve(user, seen, n)
                 k = min(kmax, len(items))
                 if n != config.candidates or not config.weights or not k:
-                    ranked[(b, n)].append(ranker.rank(ranker.user_fields[user], items, k, {}, user).items if k
-                                          else items)
+                    ranked[(b, n)].append(ranker.rank(ranker.user_fields[user], items, k, {}, user, seen).items
+                                          if k else items)
                     for w in config.weights if n == config.candidates else ():
                         weighted[(b, w)].append(items)
                     continue
                 # the served count: score once, then the bundle's own order (what rank() returns) and the sweep's
                 p = ranker.score(ranker.user_fields[user], items)["p_click"]
-                ranked[(b, n)].append(items[top_k(ranker.order_scores(user, items, p), k)])
+                ranked[(b, n)].append(ranker.rank(ranker.user_fields[user], items, k, {}, user, seen).items
+                                      if ranker.fresh_slots else items[top_k(ranker.order_scores(user, items, p), k)])
                 for w in config.weights:
                     weighted[(b, w)].append(items[top_k(ranker.order_scores(user, items, p, w), k)])
         retriever.append(retrieved[config.candidates][-1][:kmax])

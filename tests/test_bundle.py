@@ -66,7 +66,8 @@ def test_manifest_on_disk_is_exactly_the_typed_manifest(tiny_bundles: dict, tiny
     assert list(raw) == ["format_version", "name", "model", "fields", "num_columns", "inputs", "outputs",
                          "retriever", "parity", "ranking", "metrics", "dataset", "source", "version", "created_at",
                          "files"]
-    assert raw["ranking"] == {"retriever_weight": 1.0}  # export's default: P(rated) x P(click | rated)
+    # export's default: P(rated) x P(click | rated); a run of `train` added no item, so no fresh slot
+    assert raw["ranking"] == {"retriever_weight": 1.0, "fresh_from": 0, "fresh_slots": 0}
     assert "user_columns" not in raw  # recomputed from the field schema by every reader
     assert raw["num_columns"] == 9 and raw["inputs"] == [{"name": "fields", "dtype": "int64", "shape": ["batch", 9]}]
     assert manifest.fields.side_columns("user") == 4 and manifest.fields.side_columns("item") == 5
