@@ -293,6 +293,17 @@ def validate(config: LoadTestConfig) -> None:
         raise UserError(f"--target must be one of {', '.join(PRIMARY)}")
 
 
+def _git_commit() -> str | None:
+    """The code measured (HEAD of the checkout the harness runs from), or None outside git."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10,
+                              cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def run_loadtest(config: LoadTestConfig) -> dict:
     """Warm up, run the interleaved rounds, write report.md/json and latency.png; return the report."""
     from ratingctr.loadtest.report import write_report
@@ -327,7 +338,7 @@ def run_loadtest(config: LoadTestConfig) -> dict:
         "command": list(config.command),
         "environment": {"python": platform.python_version(), "platform": platform.platform(),
                         "cpus": os.cpu_count(), "locust": importlib.metadata.version("locust"),
-                        "started_at": started, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                        "commit": _git_commit(), "started_at": started, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
         "latency": "exact response times of the primary request, Locust's order statistic (index int(n*q)), ms",
         "rounds": rounds,
         "ratio": {key: ratio for key in (*PERCENTILES, "mean", "rps", *SERVER_RATIOS)

@@ -41,7 +41,8 @@ def markdown(report: dict) -> str:
         + (f", {s['events_share']:.0%} `/v1/events` writes." if report["target"] == "gateway"
            else f", {s['candidates']} candidate rows per call."),
         f"Machine: {report['environment']['cpus']} CPUs, {report['environment']['platform']}, "
-        f"Python {report['environment']['python']}, Locust {report['environment']['locust']}.",
+        f"Python {report['environment']['python']}, Locust {report['environment']['locust']}"
+        + (f"; code at commit `{report['environment']['commit']}`." if report['environment'].get('commit') else "."),
         "",
         f"Latencies are exact `{primary}` response times in ms (Locust's order statistic; its CSV, which rounds "
         "to whole ms, is kept in report.json under `csv`). Requests, failures and req/s are Locust's totals "

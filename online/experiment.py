@@ -532,7 +532,7 @@ def write_report(config: OnlineExperimentConfig, results: dict) -> None:
         f"A new item is one the frozen bundle does not know. Answers are top-{config.k} lists for up to "
         f"{config.probe_users} users of the chunk, asked after its cycle. Each promoted bundle gives one of the ten "
         "places to the fresh-item slot (`bundle.RankingInfo`): that place goes to the item with the highest p̂ "
-        "among the unseen items its own retrain added, so the third column counts only the new items "
+        "among the unseen items its own retrain added, so the last column counts only the new items "
         "that the served order itself (log p̂ + w × retriever score) ranked in.",
         "",
         "## Nothing lost, nothing doubled",
