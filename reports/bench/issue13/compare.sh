@@ -8,8 +8,8 @@
 # Both sides run from clean git worktrees with this checkout's .venv, so uncommitted edits
 # never leak into a measurement.  Before the single namespace (BASE_REV) the modules were
 # top-level `training`, `serving`, ...: PYTHONPATH and `python -m training.cli` reach them.
-# After it, the worktree's rooms are linked under its `ratingctr/` so that PYTHONPATH
-# resolves every `ratingctr.*` module inside the worktree, not in the editable install.
+# After it (either side), the worktree's rooms are linked under its `ratingctr/` so that
+# PYTHONPATH resolves every `ratingctr.*` module inside the worktree, not in the editable install.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../../.." && pwd)"
 BASE_REV="$1"; NEW_REV="$2"; BINARY="$3"; RATING="$4"; ROUNDS="${5:-3}"; WHAT="${6:-both}"
@@ -19,10 +19,17 @@ BASE_TREE="$(mktemp -d /tmp/ratingctr-base-XXXX)"; NEW_TREE="$(mktemp -d /tmp/ra
 git -C "$ROOT" worktree add -q --detach "$BASE_TREE" "$BASE_REV"
 git -C "$ROOT" worktree add -q --detach "$NEW_TREE" "$NEW_REV"
 trap 'git -C "$ROOT" worktree remove --force "$BASE_TREE"; git -C "$ROOT" worktree remove --force "$NEW_TREE"' EXIT
-for room in training export serving loadtest; do ln -s "$NEW_TREE/$room" "$NEW_TREE/ratingctr/$room"; done
+for tree in "$NEW_TREE" "$BASE_TREE"; do
+  if [[ -f "$tree/ratingctr/cli.py" ]]; then  # the single namespace: link the rooms into it
+    for room in training export serving loadtest online; do
+      [[ -d "$tree/$room" ]] && ln -s "$tree/$room" "$tree/ratingctr/$room"
+    done
+  fi
+done
 mkdir -p "$OUT/raw"
 
-base() { (cd "$BASE_TREE" && PYTHONPATH="$BASE_TREE" "$PY" -m training.cli "$@"); }
+if [[ -f "$BASE_TREE/ratingctr/cli.py" ]]; then BASE_MODULE=ratingctr.cli; else BASE_MODULE=training.cli; fi
+base() { (cd "$BASE_TREE" && PYTHONPATH="$BASE_TREE" "$PY" -m "$BASE_MODULE" "$@"); }
 new() { (cd "$NEW_TREE" && PYTHONPATH="$NEW_TREE" "$PY" -m ratingctr.cli "$@"); }
 (cd "$NEW_TREE" && PYTHONPATH="$NEW_TREE" "$PY" -c "import ratingctr.serving.gateway as g, sys; \
   sys.exit(0 if g.__file__.startswith('$NEW_TREE') else 'new side does not resolve to its worktree')")
