@@ -56,7 +56,7 @@ def main(out: Path, base_rev: str, new_rev: str) -> None:
     n_train = len(_rounds(raw, "train", "base", ".json"))
     n_gateway = len(_rounds(raw, "gateway", "base", ".json"))
     lines = [
-        f"# Issue 13 refactor: baseline {base_rev} vs {new_rev}",
+        f"# Before/after: baseline {base_rev} vs {new_rev}",
         "",
         f"Made by `reports/bench/issue13/compare.sh {base_rev} {new_rev} BINARY_BUNDLE RATING_BUNDLE` on one machine, "
         "baseline and new interleaved (base, new, base, new, …); every figure is the median over the "
