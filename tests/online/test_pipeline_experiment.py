@@ -43,7 +43,7 @@ def test_pipeline_trains_exports_evaluates_and_resumes(tiny_atomic: Path, tmp_pa
     assert over[40]["retriever_recall"]["mean"] == pytest.approx(
         sum(next(r for r in e["sweep"] if r["candidates"] == 40)["retriever_recall"] for e in (first, evaluation)) / 2)
     served = json.loads((config.runs / "bundles" / "dcnv2-rating-s1" / "manifest.json").read_text())
-    assert served["ranking"] == {"retriever_weight": 1.0}
+    assert served["ranking"] == {"retriever_weight": 1.0, "fresh_from": 0, "fresh_slots": 0}
     mtimes = {p: p.stat().st_mtime_ns for p in config.runs.rglob("metrics.json")}
     again = run_pipeline(config)  # everything cached: no run is retrained
     assert {p: p.stat().st_mtime_ns for p in config.runs.rglob("metrics.json")} == mtimes
