@@ -356,20 +356,18 @@ def summarize(config: OnlineExperimentConfig, paths: Paths, cut: TimeCut, progre
     chunks = progress["chunks"]
     log = read_event_log(paths.events)
     replay_ids = log["event_id"].dropna()
-    per_chunk_log = {c["chunk"]: int(replay_ids.isin([f"replay-{r}" for r in cut.chunks[c["chunk"] - 1]["row"]]).sum())
-                     for c in chunks}
-    role = _final_ranker_roles(paths)
+    roles = _final_ranker_roles(paths)
     accounting = []
     for c in chunks:
-        ids = {f"replay-{r}" for r in cut.chunks[c["chunk"] - 1]["row"]}
-        in_log = per_chunk_log[c["chunk"]]
-        trained = sum(1 for i in ids if role.get(i) == "trained")
-        validation = sum(1 for i in ids if role.get(i) == "validation")
+        ids = ("replay-" + cut.chunks[c["chunk"] - 1]["row"].astype(str)).unique()
+        in_log = int(replay_ids.isin(ids).sum())
+        counts = roles[roles.index.isin(ids)].value_counts()
+        trained, validation = int(counts.get("trained", 0)), int(counts.get("validation", 0))
         accounting.append({"chunk": c["chunk"], "sent": c["replay"]["sent"], "acknowledged": c["replay"]["acknowledged"],
                            "in_log": in_log, "trained_on_by_the_serving_model": trained,
                            "early_stopping_rows_of_the_serving_model": validation,
                            "not_yet_learned_from": in_log - trained - validation,
-                           "duplicates_in_log": int(log["event_id"].isin(list(ids)).sum()) - in_log})
+                           "duplicates_in_log": int(log["event_id"].isin(ids).sum()) - in_log})
     wins = sum(1 for c in chunks if c["loop"]["auc"] > c["frozen"]["auc"])
     saved = [dict(np.load(paths.work / "predictions" / f"chunk-{c['chunk']}.npz")) for c in chunks]
     for c, predictions in zip(chunks, saved):  # derived from the saved predictions, never stored twice
@@ -383,31 +381,29 @@ def summarize(config: OnlineExperimentConfig, paths: Paths, cut: TimeCut, progre
             "promotions": _promotions(paths), "raw_partition_rows": _raw_rows(paths), "log_rows": int(len(log))}
 
 
-def _final_ranker_roles(paths: Paths) -> dict[str, str]:
+def _final_ranker_roles(paths: Paths) -> pd.Series:
     """event id → "trained" / "validation" in the data of the ranker the loop serves at the end.
 
     Events in neither are the last cycle's gate holdout (or everything after the serving
     cutoff when the last cycle was refused): the next cycle would train on them.  A state that
     names a run whose data is gone is an error, never a silent zero.
     """
+    none = pd.Series(dtype=object)
     state_file = paths.state / "loop.json"
     if not state_file.is_file():
-        return {}
+        return none
     from ratingctr.training.data.encode import TRAIN, VALID
-    from ratingctr.training.data.stored import DATA_DIR, STREAM_ID, has_run_data
+    from ratingctr.training.data.stored import has_run_data, trained_stream_ids
 
     run = Path(json.loads(state_file.read_text())["ranker_run"])
     if not has_run_data(run):
         if (run / "metrics.json").is_file() and "lineage" not in json.loads((run / "metrics.json").read_text()):
-            return {}  # the initial run: trained on no pulled event
+            return none  # the initial run: trained on no pulled event
         raise UserError(f"the loop's serving ranker {run} has no data copy to count trained events from")
-    stream_id, split = np.load(run / DATA_DIR / f"{STREAM_ID}.npy"), np.load(run / DATA_DIR / "split.npy")
-    log = read_event_log(paths.events)
-    roles: dict[str, str] = {}
-    for name, value in (("trained", TRAIN), ("validation", VALID)):
-        chosen = set(stream_id[(split == value) & (stream_id != "")].tolist())
-        roles.update(dict.fromkeys(log.loc[log["stream_id"].isin(chosen), "event_id"].dropna(), name))
-    return roles
+    log = read_event_log(paths.events).dropna(subset=["event_id"])
+    roles = [pd.Series(name, index=log.loc[log["stream_id"].isin(trained_stream_ids(run, split)), "event_id"])
+             for name, split in (("trained", TRAIN), ("validation", VALID))]
+    return pd.concat(roles)
 
 
 def _promotions(paths: Paths) -> list[dict]:

@@ -95,13 +95,7 @@ class LoopState:
         return cls(**{k: raw[k] for k in ("cycle", "ranker_run", "retriever_run", "trained_through", "history")})
 
     def save(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = state_dir / f".{STATE_FILE}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump(asdict(self), fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, state_dir / STATE_FILE)
+        _write_atomic(state_dir / STATE_FILE, json.dumps(asdict(self), indent=2))
 
 
 def _say(cycle: int, stage: str, message: str, seconds: float | None = None) -> None:
@@ -155,7 +149,7 @@ def cycle_plan(work: Path, new, config: LoopConfig) -> dict:
         if held.size == 0:
             raise UserError(f"no user has two or more of the {len(stream_ids)} new events: nothing to hold out "
                             "per user (use --holdout-by time)")
-        _write_atomic(work / HOLDOUT_IDS_FILE, "".join(f"{i}\n" for i in held))
+        _write_atomic(work / HOLDOUT_IDS_FILE, "\n".join(held.tolist()) + "\n")
         plan = {"holdout_by": "user", "train_through": stream_ids[-1], "holdout_events": int(held.size),
                 "holdout_users": int(new.loc[new["stream_id"].isin(held), "user_id"].nunique()),
                 "holdout_ids": str(work / HOLDOUT_IDS_FILE)}

@@ -196,8 +196,9 @@ def read_stream_id_file(path: str | None) -> frozenset[str]:
         lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read the stream id file {path}: {exc}") from exc
-    bad = [line for line in lines if not STREAM_ID_PATTERN.match(line)]
-    if bad:
+    ids = pd.Series(lines, dtype=object)
+    bad = ids[~ids.str.fullmatch(STREAM_ID_PATTERN.pattern.strip("^$"))]
+    if len(bad):
         raise UserError(f"{path}: {len(bad)} line(s) are not Redis stream ids (<ms>-<seq>), "
-                        f"the first is {bad[0][:40]!r}")
+                        f"the first is {bad.iat[0][:40]!r}")
     return frozenset(lines)

@@ -73,9 +73,10 @@ def load_run_data(run_dir: Path, config: DataConfig) -> tuple[EncodedData, np.nd
         raise UserError(f"{folder} is not a readable copy of a run's data: {exc.__class__.__name__}: {exc}") from exc
 
 
-def trained_stream_ids(run_dir: Path) -> np.ndarray:
-    """Stream ids of the pulled events a run's weights were trained on (split TRAIN); empty for a
-    run without its own data copy (it trained on its dataset only, no pulled event)."""
+def trained_stream_ids(run_dir: Path, split: int | None = None) -> np.ndarray:
+    """Stream ids of the pulled events in a run's data with ``split`` (default TRAIN: what its
+    weights were trained on); empty for a run without its own data copy (it trained on its
+    dataset only, no pulled event)."""
     from ratingctr.training.data.encode import TRAIN
 
     folder = Path(run_dir) / DATA_DIR
@@ -83,7 +84,7 @@ def trained_stream_ids(run_dir: Path) -> np.ndarray:
         return np.zeros(0, dtype=str)
     try:
         stream_id = np.load(folder / f"{STREAM_ID}.npy", allow_pickle=False)
-        split = np.load(folder / "split.npy", allow_pickle=False)
+        splits = np.load(folder / "split.npy", allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise UserError(f"{folder} is not a readable copy of a run's data: {exc}") from exc
-    return stream_id[(split == TRAIN) & (stream_id != "")]
+    return stream_id[(splits == (TRAIN if split is None else split)) & (stream_id != "")]
