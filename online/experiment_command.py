@@ -14,6 +14,12 @@ def cmd_experiment_online(args: argparse.Namespace, extra: list[str]) -> int:
         from ratingctr.errors import UserError
 
         raise UserError("--chunks must be at least 1 and --initial-share inside (0, 1)")
+    from ratingctr.online.loop import HOLDOUT_BY
+
+    if config.holdout_by not in HOLDOUT_BY:
+        from ratingctr.errors import UserError
+
+        raise UserError(f"--holdout-by must be one of {', '.join(HOLDOUT_BY)}, got {config.holdout_by!r}")
     results = run_experiment(config)
     pooled = results["pooled"]["loop_minus_frozen"]
     print(f"loop beats frozen on {results['loop_beats_frozen_chunks']} of {len(results['chunks'])} chunks; pooled "

@@ -89,3 +89,9 @@ def test_a_bad_retriever_weight_is_refused_before_any_export(tiny_bundles: dict,
     assert main(["export", "--ranker", source.ranker, "--retriever", str(tiny_retriever), "--out",
                  str(tmp_path / "w0"), "--retriever-weight", "0"]) == 0
     assert read_manifest(tmp_path / "w0").ranking.retriever_weight == 0.0
+    for bad in ("-1", "11"):
+        out = tmp_path / f"f{bad}"
+        assert main(["export", "--ranker", source.ranker, "--retriever", str(tiny_retriever), "--out", str(out),
+                     f"--fresh-slots={bad}"]) == 2
+        assert "--fresh-slots must be an integer from 0 to 10" in capsys.readouterr().err
+        assert not out.exists()

@@ -127,4 +127,10 @@ def test_bad_loop_and_experiment_flags_are_one_line_errors(tmp_path: Path, capsy
     for flags in (["--chunks", "0"], ["--initial-share", "1.0"]):
         assert main(["experiment", "online", *flags, "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o")]) == 2
         assert "--chunks must be at least 1" in capsys.readouterr().err
+    assert main(["experiment", "online", "--holdout-by", "random", "--work", str(tmp_path / "w"),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "--holdout-by must be one of user, time, got 'random'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # argparse's choices
+        main([*base, "--once", "--redis-dir", str(tmp_path), "--holdout-by", "random"])
+    assert exited.value.code == 2 and "invalid choice: 'random'" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()  # refused before anything was written

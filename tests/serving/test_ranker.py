@@ -227,6 +227,9 @@ def test_a_fresh_range_past_the_catalogue_is_refused(tiny_bundles: dict) -> None
         with pytest.raises(BundleError):
             RankingInfo(**bad)
     assert RankingInfo.from_dict({"retriever_weight": 1}) == RankingInfo(1.0, 0, 0)  # older manifests
+    for bad in ({"fresh_from": "3"}, {"fresh_slots": 2.0}, {"fresh_slots": 99}, {"fresh_from": -1}):
+        with pytest.raises(BundleError, match="ranking.fresh_"):
+            RankingInfo.from_dict({"retriever_weight": 1, **bad})
     info = RankingInfo(1.0, 7, 2)
     assert RankingInfo.from_dict(info.to_dict()) == info
 

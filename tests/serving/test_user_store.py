@@ -53,3 +53,15 @@ def test_a_refused_connection_opens_the_circuit_at_once() -> None:
     store = UserStore(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.1, retry_s=30.0, timeouts_to_open=3)
     assert store.read_user("u1", "v1") is None
     assert not store.shard_available(0)
+
+
+def test_the_timeout_count_setting_is_bounded(monkeypatch) -> None:
+    from pydantic import ValidationError
+
+    from ratingctr.serving.settings import GatewaySettings
+
+    assert GatewaySettings().redis_timeouts_to_open == 3
+    for bad in ("0", "-1", "101", "three"):
+        monkeypatch.setenv("RATINGCTR_REDIS_TIMEOUTS_TO_OPEN", bad)
+        with pytest.raises(ValidationError, match="redis_timeouts_to_open"):
+            GatewaySettings()

@@ -12,7 +12,7 @@ from helpers import bundle_history
 
 from ratingctr.errors import UserError
 from ratingctr.training.data.encode import TRAIN
-from ratingctr.training.data.event_log import COLUMNS, write_partition
+from ratingctr.training.data.event_log import COLUMNS, read_event_log, write_partition
 from ratingctr.training.retrain import RetrainConfig, prepare, retrain_ranker, retrain_retriever
 
 N_EVENTS, FIRST_MS = 120, 1_700_000_000_000
@@ -205,6 +205,18 @@ def test_bad_inputs_are_user_errors(base_rankers, events, tmp_path: Path) -> Non
     with pytest.raises(UserError, match="retriever checkpoint not found"):
         retrain_retriever(tmp_path / "no-run", events_dir, tmp_path / "g", QUICK)
     assert not (tmp_path / "b").exists() and not (tmp_path / "e").exists()  # nothing written on a refusal
+    # every event excluded: nothing new to learn from
+    everything = frozenset(read_event_log(events_dir)["stream_id"])
+    with pytest.raises(UserError, match="no new events to retrain on"):
+        retrain_ranker(run, events_dir, tmp_path / "h", RetrainConfig(exclude_stream_ids=everything))
+    # a malformed --exclude-events file is one error line before any training
+    from ratingctr.cli import main
+
+    bad = tmp_path / "ids.txt"
+    bad.write_text("1700000000000-0\n../../etc/passwd\n")
+    assert main(["retrain", "--from", str(run), "--events", str(events_dir), "--out", str(tmp_path / "i"),
+                 "--exclude-events", str(bad)]) == 2
+    assert not (tmp_path / "h").exists() and not (tmp_path / "i").exists()
 
 
 def test_export_refuses_a_retriever_grown_from_other_events(base_rankers, tiny_retriever: Path, events,
