@@ -29,7 +29,8 @@ from ratingctr.serving.ranker import Ranked, Ranker, UnknownFieldError, load_ran
 from ratingctr.serving.redis_dir_lock import RedisDirBusy, RedisDirLock, is_sibling
 from ratingctr.serving.redis_keys import LayoutConflict
 from ratingctr.serving.settings import GatewaySettings
-from ratingctr.serving.user_store import StoreUnavailable, UserStore, decode_row
+from ratingctr.serving.seen_cache import SeenCache
+from ratingctr.serving.user_store import StoreUnavailable, UserRecord, UserStore, decode_row
 
 log = logging.getLogger("ratingctr.gateway")
 
@@ -110,6 +111,7 @@ class Gateway:
         self.models: dict[str, Ranker] = {}
         self.default_model = ""
         self.store: UserStore | None = None
+        self.seen_cache = SeenCache(settings.seen_cache_items)
         self.embedded: EmbeddedRedis | None = None
         self._redis_dir_lock: RedisDirLock | None = None
         self._shared_redis_dir: Path | None = None  # set when a sibling worker's embedded Redis is used
@@ -338,14 +340,15 @@ class Gateway:
         """(user index, field row, seen item indices, fallback) for one request."""
         user = ranker.user_index.get(user_id, 0)
         start = time.perf_counter()
-        record = self.store.read_user(user_id, ranker.version) if self.store else None
+        cached = self.seen_cache.version(ranker.version, user_id)
+        record = self.store.read_user(user_id, ranker.version, cached) if self.store else None
         timings["redis"] = time.perf_counter() - start
         if record is None:  # Redis unavailable: the bundle's own row and training history
             fallback = "degraded"
             seen = ranker.history(user) if user else np.zeros(0, np.int64)
             row = ranker.user_fields[user] if user else self._cold_row(ranker, user_fields)
             return user, row, seen, fallback
-        seen = ranker.item_indices(record.seen) if record.seen else np.zeros(0, np.int64)
+        seen = self._seen_indices(ranker, user_id, record)
         if user:
             # Redis holds the history once a bulk load has finished; until then (a worker that
             # lost the load lock to another, a Redis that came back empty) the bundle's own
@@ -357,6 +360,26 @@ class Gateway:
                 row = None
             return user, (row if row is not None else ranker.user_fields[user]), seen, None
         return 0, self._cold_row(ranker, user_fields), seen, "cold_start"
+
+    def _seen_indices(self, ranker: Ranker, user_id: str, record: UserRecord) -> np.ndarray:
+        """The user's seen set as sorted, unique, known item indices: from the cache when Redis
+        says it is unchanged, else mapped once and cached under its version.  Unknown ids (junk, or
+        items newer than the bundle) are dropped: they could never be candidates, and each would
+        widen the FAISS search by one (``Ranker.retrieve`` fetches ``n + len(seen)``)."""
+        if record.seen is None:
+            cached = self.seen_cache.get(ranker.version, user_id, record.seen_version)
+            if cached is not None:
+                return cached
+            # unreachable while a request runs synchronously on one event loop (nothing evicts
+            # between the version lookup and here); should that change, a full read stays correct
+            record = self.store.read_user(user_id, ranker.version) or UserRecord(None, [])
+        indices = ranker.item_indices(record.seen) if record.seen else np.zeros(0, np.int64)
+        indices = np.unique(indices[indices > 0])
+        if record.seen_version is not None:
+            self.seen_cache.put(ranker.version, user_id, record.seen_version, indices)
+        else:
+            self.seen_cache.drop(ranker.version, user_id)
+        return indices
 
     @staticmethod
     def _cold_row(ranker: Ranker, user_fields: dict | None) -> np.ndarray:

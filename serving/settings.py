@@ -95,6 +95,10 @@ class GatewaySettings(BaseSettings):
     # excluded from the bundle itself, so the set mostly needs the events since export.
     max_seen_per_user: int = Field(1_000, ge=1, description="seen items kept per user (the newest); also the most "
                                    "a request reads")
+    seen_cache_items: int = Field(1_000_000, ge=0, le=1_000_000_000,
+                                  description="per-worker cache of users' seen item indices, in index slots "
+                                  "(8 bytes each; an entry costs its length + 32): a request re-reads a user's "
+                                  "seen set from Redis only when it changed. 0 disables the cache")
     follow_backoff_max_s: float = Field(300.0, gt=0, description="a worker that failed to follow a published reload "
                                         "retries with exponential backoff capped at this")
     stale_version_grace_s: float = Field(3600.0, gt=0, description="field rows in Redis of a bundle version no "

@@ -11,7 +11,8 @@ Redis Cluster); on a plain Redis with one shard they are (``P`` is the configure
   whole ratings table at scale) and bulk-load time on every new bundle version.
   Seen is a fact about the user, so it is shared by every loaded bundle.  (A plain SET left
   by an older gateway is converted by the next write; until then it is read bounded.)
-* ``P:user:{user}``          HASH state record: first_seen, last_ts, events.
+* ``P:user:{user}``          HASH state record: first_seen, last_ts, events, seen_version (the stream
+  id of the newest event, which names the seen set's current contents).
 * ``P:b:{version}:fields``   HASH user → int64 field row bytes, per bundle version (indices
   are the bundle's own encoding).  A copy of the bundle's own rows: a missing row costs nothing
   but a fall back to the bundle's.
@@ -29,7 +30,11 @@ keys, field rows and the stream are split into shards (``serving.redis_keys``): 
 is then one atomic script per shard it touches, and a down master degrades only the users of
 its shards (the circuit below is per shard).
 
-The request path reads with a *blocking* client on the event loop: its pipeline round trip
+The request path reads with one script (``READ_USER``) that returns the seen set only when its
+version (``seen_version`` in the state record, the stream id of the user's newest event) differs
+from the one the caller has cached (``serving.seen_cache``): a user flooded with junk events then
+costs one small reply until the set changes again (``reports/bench/issue14/junk_seen.md``).
+It reads with a *blocking* client on the event loop: its round trip
 costs a fraction of redis.asyncio's (no task switches per reply; measured when this was
 chosen: commit 8cf1299), and the socket timeout bounds the stall if Redis
 hangs.  Writes (events with their fsync, bulk loads, reload notices) stay asynchronous.
@@ -62,7 +67,7 @@ from redis.exceptions import RedisClusterException
 
 from ratingctr.serving.redis_connection import async_client, is_cluster_url, sync_client
 from ratingctr.serving.redis_keys import KeyLayout
-from ratingctr.serving.redis_scripts import APPEND_EVENTS, PUBLISH_RELOAD
+from ratingctr.serving.redis_scripts import APPEND_EVENTS, PUBLISH_RELOAD, READ_USER
 
 log = logging.getLogger("ratingctr.redis")
 
@@ -86,8 +91,13 @@ class StoreUnavailable(Exception):
 
 @dataclass
 class UserRecord:
+    """One request's user state. ``seen`` is ``None`` when the caller's cached copy, named by the
+    ``seen_version`` it passed, is still current; ``seen_version`` is ``None`` when the set has no
+    version yet (nothing to cache it under)."""
+
     fields: bytes | None
-    seen: list[bytes]
+    seen: list[bytes] | None
+    seen_version: bytes | None = None
 
 
 @dataclass
@@ -123,6 +133,7 @@ class UserStore:
         self._loader: redis.Redis | None = None
         self._append_events = self.client.register_script(APPEND_EVENTS)
         self._publish_reload = self.client.register_script(PUBLISH_RELOAD)
+        self._read_user_script = None  # registered on the reader when it is made
         self._circuit = _Circuit()
         self._whole = -1 if self.cluster else 0  # the circuit a failed ping opens
         self._was_down: set[int] = set()
@@ -131,6 +142,7 @@ class UserStore:
     def reader(self) -> redis.Redis:
         if self._reader is None:
             self._reader = sync_client(self.url, self.timeout_s, self.timeout_s)
+            self._read_user_script = self._reader.register_script(READ_USER)
         return self._reader
 
     @property
@@ -198,30 +210,27 @@ class UserStore:
             self.layout.check_record(await self.client.get(key))
 
     # ---- request path --------------------------------------------------------------
-    def read_user(self, user_id: str, bundle_version: str) -> UserRecord | None:
-        """Field row and the newest ``max_seen`` seen items in one round trip (one node: both keys
-        share the user's shard tag); ``None`` when Redis is unavailable for this user."""
+    def read_user(self, user_id: str, bundle_version: str, seen_version: bytes | None = None) -> UserRecord | None:
+        """Field row and seen state in one round trip (one script on one node: the keys share the
+        user's shard tag); ``None`` when Redis is unavailable for this user.  The newest ``max_seen``
+        seen items come back only when the set's version differs from ``seen_version``."""
         shard = self.layout.shard_of(user_id)
         if not self.shard_available(shard):
             return None
         circuit = self._circuit_key(shard)
-        seen_key = self.layout.seen(user_id)
+        layout = self.layout
         try:
-            pipe = self.reader.pipeline(transaction=False)
-            pipe.hget(self.layout.fields(bundle_version, shard), user_id)
-            pipe.zrange(seen_key, -self.max_seen, -1)
-            fields, seen = pipe.execute(raise_on_error=False)
-            if isinstance(fields, Exception):
-                raise fields
-            if isinstance(seen, redis.ResponseError) and "WRONGTYPE" in str(seen):
-                seen = self.reader.srandmember(seen_key, self.max_seen)  # a legacy SET not yet converted
-            elif isinstance(seen, Exception):
-                raise seen
+            reader = self.reader
+            reply = self._read_user_script(keys=[layout.fields(bundle_version, shard), layout.seen(user_id),
+                                                 layout.state(user_id)],
+                                           args=[user_id, seen_version or b"", self.max_seen], client=reader)
         except REDIS_ERRORS as exc:
             self._read_failed(exc, circuit)
             return None
         self._succeeded(circuit)
-        return UserRecord(fields, list(seen))
+        if len(reply) == 2:
+            return UserRecord(reply[0], None, reply[1])
+        return UserRecord(reply[0], reply[2], reply[1])
 
     async def append_events(self, events: list[dict]) -> list[str]:
         """Append to the stream, seen sets and state records, one atomic script per shard; returns ids.

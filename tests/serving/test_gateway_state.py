@@ -16,6 +16,7 @@ from helpers import bundle_history, in_process
 
 from ratingctr.bundle import load_bundle
 from ratingctr.serving.embedded_redis import EmbeddedRedis
+from ratingctr.serving.seen_cache import ENTRY_OVERHEAD
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -112,6 +113,54 @@ async def test_a_legacy_seen_set_is_read_bounded_and_converted_by_the_next_write
     assert redis_client.type("legacy:seen:old-user") == "zset"
     assert set(redis_client.zrange("legacy:seen:old-user", 0, -1)) == set(items[:4])
     assert redis_client.zrange("legacy:seen:old-user", -1, -1) == [items[3]]  # the event is the newest
+
+
+# ---- the per-worker seen cache ---------------------------------------------------------
+def _zrange_calls(client: redis.Redis) -> int:
+    """ZRANGE commands the server has run, those inside scripts included."""
+    return int(client.info("commandstats").get("cmdstat_zrange", {}).get("calls", 0))
+
+
+async def test_a_flooded_users_seen_set_is_read_once_until_any_worker_changes_it(tiny_bundles, redis_server,
+                                                                                redis_client) -> None:
+    items = _items(tiny_bundles["rating"])
+    junk = [{"user_id": "flooded", "item_id": f"junk-{i:04d}", "rating": 1, "ts": 1700000000 + i} for i in range(50)]
+    settings = dict(bundles=f"main={tiny_bundles['rating']}", redis_url=redis_server.url, redis_prefix="cache",
+                    max_seen_per_user=40)
+    async with in_process(**settings) as (first, gateway), in_process(**settings) as (second, _):
+        rated = {"user_id": "flooded", "item_id": items[0], "rating": 5, "ts": 1800000000}
+        assert (await first.post("/v1/events", json={"events": junk + [rated]})).status_code == 202
+        before = _zrange_calls(redis_client)
+        bodies = [(await first.post("/v1/recommend", json={"user_id": "flooded", "k": 1000})).json()
+                  for _ in range(5)]
+        assert _zrange_calls(redis_client) - before == 1  # read once, then served from the cache
+        assert all({i["item_id"] for i in b["items"]} == set(items) - {items[0]} for b in bodies)
+        # the cached entry holds only the known item: 40 junk ids cost it nothing
+        assert gateway.seen_cache.used == 1 + ENTRY_OVERHEAD
+        # another worker writes an event for this user: the first worker's next answer must see it
+        other = {"user_id": "flooded", "item_id": items[1], "rating": 4, "ts": 1800000001}
+        assert (await second.post("/v1/events", json={"events": [other]})).status_code == 202
+        after = (await first.post("/v1/recommend", json={"user_id": "flooded", "k": 1000})).json()
+        assert {i["item_id"] for i in after["items"]} == set(items) - {items[0], items[1]}
+        assert _zrange_calls(redis_client) - before == 2
+        # the state record deleted behind the gateway's back: no version, so no stale answer
+        redis_client.zrem("cache:seen:flooded", items[1])
+        redis_client.delete("cache:user:flooded")
+        restored = (await first.post("/v1/recommend", json={"user_id": "flooded", "k": 1000})).json()
+        assert {i["item_id"] for i in restored["items"]} == set(items) - {items[0]}
+
+
+async def test_with_the_cache_off_every_request_reads_the_seen_set(tiny_bundles, redis_server, redis_client) -> None:
+    async with in_process(bundles=f"main={tiny_bundles['rating']}", redis_url=redis_server.url,
+                          redis_prefix="nocache", seen_cache_items=0) as (c, gateway):
+        item = _items(tiny_bundles["rating"])[2]
+        event = {"user_id": "plain", "item_id": item, "rating": 5}
+        assert (await c.post("/v1/events", json={"events": [event]})).status_code == 202
+        before = _zrange_calls(redis_client)
+        for _ in range(3):
+            body = (await c.post("/v1/recommend", json={"user_id": "plain", "k": 1000})).json()
+            assert item not in {i["item_id"] for i in body["items"]}
+        assert _zrange_calls(redis_client) - before == 3 and len(gateway.seen_cache) == 0
 
 
 # ---- field rows from Redis are range-checked ------------------------------------------

@@ -1,5 +1,6 @@
-"""The request path's Redis circuit against a real Redis: a slow reply of a healthy Redis
-degrades its own request only; timeouts in a row, or a failed probe, open the circuit."""
+"""The request path's Redis reads against a real Redis: the seen set comes back only when its
+version changed; a slow reply of a healthy Redis degrades its own request only; timeouts in a
+row, or a failed probe, open the circuit."""
 from __future__ import annotations
 
 import threading
@@ -11,6 +12,42 @@ import redis
 from ratingctr.serving.user_store import UserStore
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.mark.anyio
+async def test_the_seen_set_is_sent_only_when_its_version_changed(redis_server) -> None:
+    store = UserStore(redis_server.url, prefix="version-test", max_seen=3)
+
+    async def append(item: str, ts: float) -> None:
+        await store.append_events([{"user_id": "alice", "item_id": item, "rating": 4, "ts": ts}])
+
+    nobody = store.read_user("nobody", "v1")
+    assert nobody.seen == [] and nobody.seen_version is None  # no state record: nothing to cache under
+    await append("i1", 100.0)
+    first = store.read_user("alice", "v1")
+    assert first.seen == [b"i1"] and first.seen_version is not None
+    same = store.read_user("alice", "v1", first.seen_version)
+    assert same.seen is None and same.seen_version == first.seen_version  # unchanged: no members sent
+    for i, item in enumerate(["i2", "i3", "i4"]):
+        await append(item, 101.0 + i)
+    changed = store.read_user("alice", "v1", first.seen_version)
+    assert changed.seen == [b"i2", b"i3", b"i4"] and changed.seen_version != first.seen_version  # newest 3
+    # an event that changes no member (an older time for a held item) still makes a new version:
+    # a version is never reused, so a cache can only be conservative
+    await append("i3", 50.0)
+    again = store.read_user("alice", "v1", changed.seen_version)
+    assert again.seen == [b"i2", b"i3", b"i4"] and again.seen_version != changed.seen_version
+    # the state record lost (an operator's DEL): no version, so the set is read every time
+    raw = redis.Redis.from_url(redis_server.url)
+    raw.delete("version-test:user:alice")
+    lost = store.read_user("alice", "v1", again.seen_version)
+    assert lost.seen == [b"i2", b"i3", b"i4"] and lost.seen_version is None
+    # a legacy SET (no version) is read bounded, every time
+    raw.sadd("version-test:seen:legacy", "a", "b", "c", "d")
+    legacy = store.read_user("legacy", "v1", b"anything")
+    assert len(legacy.seen) == 3 and set(legacy.seen) <= {b"a", b"b", b"c", b"d"} and legacy.seen_version is None
+    raw.close()
+    await store.close()
 
 
 def _stall(url: str, seconds: float) -> threading.Thread:
