@@ -90,9 +90,10 @@ class GatewaySettings(BaseSettings):
     sync_interval_s: float = Field(1.0, gt=0, description="how often a worker checks Redis for reloads and bulk loads")
     event_id_ttl_s: int = Field(86400, ge=1, description="how long an event_id is remembered: a retry within this "
                                 "window stores nothing twice")
-    # 1,000 and not more: a request reads the whole set (a junk-flooded user pays for every
-    # member; reports/bench/issue14/junk_seen.md), while a known user's training history is
-    # excluded from the bundle itself, so the set mostly needs the events since export.
+    # 1,000 and not more: a request reads the whole set whenever it changed (a junk-flooded
+    # user who keeps posting pays for every member; reports/bench/issue14/junk_seen.md), while a
+    # known user's training history is excluded from the bundle itself, so the set mostly needs
+    # the events since export.
     max_seen_per_user: int = Field(1_000, ge=1, description="seen items kept per user (the newest); also the most "
                                    "a request reads")
     seen_cache_items: int = Field(1_000_000, ge=0, le=1_000_000_000,
