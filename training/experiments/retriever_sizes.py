@@ -20,12 +20,16 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ratingctr.errors import UserError
 from ratingctr.report_files import short_commit, write_report
 from ratingctr.tables import md_table
+
+if TYPE_CHECKING:
+    from ratingctr.training.config import DataConfig
 
 FRACTIONS = (0.2, 0.4, 0.6, 0.8, 1.0)
 TARGET_RATIO = 1.3
@@ -107,41 +111,71 @@ def _one(policy: Policy, fraction: float, seed: int, source: Path, runs: Path) -
     return _row(metrics, policy, fraction, seed, cached=False)
 
 
-def item_knn_recall(csv: Path, seed: int, k: int = 20) -> dict[str, float]:
-    """Test Recall@k of item-based kNN (cosine over the binary train matrix; a user's score for
-    an item = the summed similarity to the items they rated) and of most popular, on exactly the
-    split the retriever of ``(csv, seed)`` uses.
+EASE_LAMBDAS = (10.0, 50.0, 200.0, 500.0, 1000.0, 3000.0)
 
-    Why: a second, classic recommender on the same split says whether a size's shortfall
-    against most-popular is the retriever's or the data's.  Dense item × item similarity:
-    meant for ML-100k-sized catalogues (1,152 items), as this experiment uses.
+
+def ease_weights(gram: np.ndarray, lam: float) -> np.ndarray:
+    """EASE's item-item weights B for the Gram matrix XᵀX: argmin ‖X − XB‖² + λ‖B‖² with diag(B) = 0,
+    in closed form B = I − P·diag(1/diag(P)), P = (XᵀX + λI)⁻¹ (Steck 2019)."""
+    inverse = np.linalg.inv(gram + lam * np.eye(gram.shape[0]))
+    weights = -inverse / np.diag(inverse)[None, :]
+    np.fill_diagonal(weights, 0.0)
+    return weights
+
+
+def peer_recalls(data_config: DataConfig, k: int = 20) -> dict[str, float]:
+    """Test Recall@k of two classic recommenders and of most popular, on exactly the split a
+    retriever trained with ``data_config`` uses: item-based kNN (cosine over the binary train matrix; a
+    user's score for an item = the summed similarity to the items they rated) and EASE (Steck
+    2019: a closed-form item-item linear model, among the strongest on MovieLens), its L2 weight
+    λ chosen from ``EASE_LAMBDAS`` on validation Recall@k, never test.
+
+    Why: peers on the same split say whether a size's shortfall against most-popular is the
+    retriever's or the data's.  Dense item × item matrices: meant for ML-100k-sized catalogues
+    (1,152–1,682 items), as this experiment uses.
     """
     import scipy.sparse as sp
     import torch
 
-    from ratingctr.training.config import DataConfig
     from ratingctr.training.data.encode import TEST, TRAIN, VALID, load_dataset
     from ratingctr.training.full_ranking import UserItems, full_ranking_metrics, sample_users
 
-    data = load_dataset(DataConfig(dataset="csv", data_dir=str(csv), seed=seed))
+    data = load_dataset(data_config)
+    seed = data_config.seed
     clicks = data.rating >= data.threshold
     train = data.rows(TRAIN)
-    known = np.concatenate([data.rows(TRAIN), data.rows(VALID)])
-    seen = UserItems.from_pairs(data.user[known], data.item[known], data.n_users)
-    test = np.flatnonzero((data.split == TEST) & clicks)
-    relevant = UserItems.from_pairs(data.user[test], data.item[test], data.n_users)
+
+    def pairs(rows: np.ndarray) -> UserItems:
+        return UserItems.from_pairs(data.user[rows], data.item[rows], data.n_users)
+
+    seen, valid_seen = pairs(np.concatenate([train, data.rows(VALID)])), pairs(train)
+    relevant = pairs(np.flatnonzero((data.split == TEST) & clicks))
+    valid_relevant = pairs(np.flatnonzero((data.split == VALID) & clicks))
     users = sample_users(relevant, data.n_users, None, seed)
+    valid_users = sample_users(valid_relevant, data.n_users, None, seed)
     shape = (data.n_users + 1, data.n_items + 1)
     rated = sp.csr_matrix((np.ones(train.size, np.float32), (data.user[train], data.item[train])), shape=shape)
+
+    def recall(scores: np.ndarray, users_: np.ndarray, seen_: UserItems, relevant_: UserItems) -> float:
+        table = torch.from_numpy(np.asarray(scores, dtype=np.float32))
+        return full_ranking_metrics(lambda u: table[torch.from_numpy(u)].clone(), users_, seen_, relevant_,
+                                    data.n_items, k)[f"recall@{k}"]
+
     norms = np.sqrt(np.asarray(rated.sum(axis=0)).ravel()) + 1e-9
-    similarity = (rated.T @ rated).toarray() / norms[:, None] / norms[None, :]
+    gram = (rated.T @ rated).toarray().astype(np.float64)
+    similarity = gram / norms[:, None] / norms[None, :]
     np.fill_diagonal(similarity, 0.0)
-    scores = torch.from_numpy(np.asarray(rated @ similarity, dtype=np.float32))
-    popularity = torch.from_numpy(np.bincount(data.item[train[clicks[train]]], minlength=shape[1]).astype(np.float32))
-    knn = full_ranking_metrics(lambda u: scores[torch.from_numpy(u)].clone(), users, seen, relevant, data.n_items, k)
-    popular = full_ranking_metrics(lambda u: popularity.expand(len(u), -1).clone(), users, seen, relevant,
-                                   data.n_items, k)
-    return {"item_knn": knn[f"recall@{k}"], "popular": popular[f"recall@{k}"]}
+    knn = recall(rated @ similarity, users, seen, relevant)
+    best, best_valid, best_scores = EASE_LAMBDAS[0], -1.0, None
+    for lam in EASE_LAMBDAS:  # only the best λ's scores are kept: users × items each
+        scores = rated @ ease_weights(gram, lam)
+        valid = recall(scores, valid_users, valid_seen, valid_relevant)
+        if valid > best_valid:
+            best, best_valid, best_scores = lam, valid, scores
+    popularity = np.bincount(data.item[train[clicks[train]]], minlength=shape[1]).astype(np.float32)
+    popular = recall(np.repeat(popularity[None, :], shape[0], axis=0), users, seen, relevant)
+    return {"item_knn": knn, "ease": recall(best_scores, users, seen, relevant), "ease_lambda": best,
+            "popular": popular}
 
 
 def _row(metrics: dict, policy: Policy, fraction: float, seed: int, cached: bool) -> dict:
@@ -155,14 +189,17 @@ def _row(metrics: dict, policy: Policy, fraction: float, seed: int, cached: bool
 
 def run_experiment(policies: list[Policy], fractions: tuple[float, ...], seeds: tuple[int, ...], runs: Path,
                    data_dir: str | None) -> dict:
+    from ratingctr.training.config import DataConfig
     from ratingctr.training.data.fetch import fetch_ml100k
 
     source = fetch_ml100k(Path(data_dir) if data_dir else None)
     rows, baselines = [], []
     for fraction in fractions:
         for seed in seeds:
-            knn = item_knn_recall(write_subsample(source, fraction, seed, runs / "data"), seed)
-            baselines.append({"fraction": fraction, "seed": seed, **knn, "ratio": knn["item_knn"] / knn["popular"]})
+            csv = write_subsample(source, fraction, seed, runs / "data")
+            peers = peer_recalls(DataConfig(dataset="csv", data_dir=str(csv), seed=seed))
+            baselines.append({"fraction": fraction, "seed": seed, **peers, "ratio": peers["item_knn"] / peers["popular"],
+                              "ease_ratio": peers["ease"] / peers["popular"]})
             for policy in policies:
                 row = _one(policy, fraction, seed, source, runs)
                 rows.append(row)
@@ -211,12 +248,19 @@ def render(results: dict) -> str:
                          f"{s['ratio_mean']:.2f}×", f"{s['ratio_min']:.2f}×", f"{s['best_epoch_median']:.0f}",
                          f"{s['epochs_run_median']:.0f}", "yes" if s["meets_target"] else "**no**"]
                         for s in results["summary"]]),
-              "", "## A second recommender on the same splits: item-based kNN", "",
-              "Cosine similarity over the binary train matrix, a user's score = summed similarity to the items "
-              "they rated; test Recall@20 over most popular on exactly each run's split (`item_knn_recall`).", "",
-              md_table(["share", "seed", "item-kNN Recall@20", "popular", "ratio"],
-                       [[f"{b['fraction']:.0%}", b["seed"], f"{b['item_knn']:.4f}", f"{b['popular']:.4f}",
-                         f"{b['ratio']:.2f}×"] for b in results.get("item_knn", [])]),
+              "", "## Two classic recommenders on the same splits: item-based kNN and EASE", "",
+              "Item-kNN: cosine similarity over the binary train matrix, a user's score = summed similarity to the "
+              "items they rated.  EASE (Steck 2019): the closed-form item-item model, its L2 weight λ chosen from "
+              f"{', '.join(f'{lam:g}' for lam in EASE_LAMBDAS)} on validation Recall@20.  Test Recall@20 over most "
+              "popular on exactly each run's split (`peer_recalls`); they say whether a shortfall is the "
+              "retriever's or the data's.", "",
+              md_table(["share", "seed", "item-kNN Recall@20", "EASE Recall@20", "EASE λ", "popular",
+                        "item-kNN ratio", "EASE ratio"],
+                       [[f"{b['fraction']:.0%}", b["seed"], f"{b['item_knn']:.4f}",
+                         f"{b['ease']:.4f}" if "ease" in b else "–", f"{b['ease_lambda']:g}" if "ease" in b else "–",
+                         f"{b['popular']:.4f}", f"{b['ratio']:.2f}×",
+                         f"{b['ease_ratio']:.2f}×" if "ease" in b else "–"] for b in results.get("item_knn", [])]),
+              *_peer_summary(results),
               "", "## Runs", "",
               md_table(["policy", "share", "seed", "Recall@20", "popular", "ratio", "best epoch", "epochs run",
                         "train s"],
@@ -224,6 +268,24 @@ def render(results: dict) -> str:
                          f"{r['popular_recall']:.4f}", f"{r['ratio']:.2f}×", r["best_epoch"], r["epochs_run"],
                          f"{r['seconds']:.0f}"] for r in results["rows"]])]
     return "\n".join(lines) + "\n"
+
+
+def _peer_summary(results: dict) -> list[str]:
+    """Per share: the mean ratio over most popular of the retriever (each policy) and of both peers."""
+    peers = results.get("item_knn", [])
+    if not peers or "ease" not in peers[0]:
+        return []
+    rows = []
+    for fraction in results["fractions"]:
+        mine = [b for b in peers if b["fraction"] == fraction]
+        retriever = [f"{s['ratio_mean']:.2f}× ({s['ratio_min']:.2f}×)" for s in results["summary"]
+                     if s["fraction"] == fraction]
+        rows.append([f"{fraction:.0%}", *retriever,
+                     f"{statistics.fmean(b['ratio'] for b in mine):.2f}× ({min(b['ratio'] for b in mine):.2f}×)",
+                     f"{statistics.fmean(b['ease_ratio'] for b in mine):.2f}× "
+                     f"({min(b['ease_ratio'] for b in mine):.2f}×)"])
+    return ["", "Mean (min) ratio over most popular per share, on the same splits:", "",
+            md_table(["share", *[f"retriever: {p['name']}" for p in results["policies"]], "item-kNN", "EASE"], rows)]
 
 
 def plot(results: dict, out: Path) -> None:

@@ -5,8 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from ratingctr.training.experiments.retriever_sizes import Policy, render, run_experiment, user_stratified_sample
+from ratingctr.training.experiments.retriever_sizes import (EASE_LAMBDAS, Policy, ease_weights, render, run_experiment,
+                                                             user_stratified_sample)
 
 
 def test_every_user_keeps_the_same_share_of_their_rows_and_at_least_one() -> None:
@@ -32,5 +34,25 @@ def test_runs_are_cached_per_policy_share_and_seed(ml100k_root: Path, tmp_path: 
     assert "| floor | 20% |" in render(again)
     # the item-kNN baseline is judged on exactly the retriever's split: the same most-popular recall
     knn = first["item_knn"]
-    assert len(knn) == 1 and knn[0]["popular"] == __import__("pytest").approx(by_policy["short"]["popular_recall"])
+    assert len(knn) == 1 and knn[0]["popular"] == pytest.approx(by_policy["short"]["popular_recall"])
     assert knn[0]["ratio"] == knn[0]["item_knn"] / knn[0]["popular"] and 0.05 < knn[0]["item_knn"] < 0.5
+    # EASE on the same split, λ from the grid (chosen on validation), a real recommender's recall
+    assert knn[0]["ease_lambda"] in EASE_LAMBDAS and 0.05 < knn[0]["ease"] < 0.5
+    assert knn[0]["ease_ratio"] == knn[0]["ease"] / knn[0]["popular"]
+    text = render(first)
+    assert "| 20% | 1 |" in text and "EASE ratio" in text and f"{knn[0]['ease_ratio']:.2f}×" in text
+
+
+def test_ease_weights_are_each_items_ridge_regression_on_the_others() -> None:
+    """The closed form against its definition: column j of B is the ridge regression of item j's
+    column of X on every other item's column (λ the same), with B_jj = 0."""
+    rng = np.random.default_rng(0)
+    x = (rng.random((40, 6)) < 0.35).astype(np.float64)
+    lam = 3.0
+    weights = ease_weights(x.T @ x, lam)
+    assert np.allclose(np.diag(weights), 0.0)
+    for j in range(6):
+        others = [i for i in range(6) if i != j]
+        a = x[:, others]
+        ridge = np.linalg.solve(a.T @ a + lam * np.eye(5), a.T @ x[:, j])
+        assert np.allclose(weights[others, j], ridge, atol=1e-10)
