@@ -74,34 +74,13 @@ for i = 0, n - 1 do
     redis.call('ZADD', seen, 'GT', ts, item)  -- GT adds new members and never moves one back in time
     redis.call('ZREMRANGEBYRANK', seen, 0, -bound - 1)
     redis.call('HSETNX', state, 'first_seen', now)
-    -- every change to the seen set gives it a new version: the request path's cache key (READ_USER)
+    -- every change to the seen set gives it a new version: the request path's cache key (UserStore.read_user)
     redis.call('HSET', state, 'last_ts', ts, 'seen_version', id)
     redis.call('HINCRBY', state, 'events', 1)
     ids[#ids + 1] = id
   end
 end
 return ids
-"""
-
-# The request path's one read: KEYS[1] = the bundle version's field rows, KEYS[2] = the user's seen
-# set, KEYS[3] = the user's state record (one slot: all three carry the user's shard tag);
-# ARGV[1] = user, ARGV[2] = the seen version the caller has cached ('' for none), ARGV[3] = seen bound.
-# Returns {field row, seen version} when the caller's copy is current, else {row, version, the newest
-# ``bound`` seen members}: a user flooded with events costs a request one small reply, not the whole
-# bounded set, until the set changes.  A false version (no state record yet, or one written before
-# versions existed) is never current, so such a user's set is always read.
-READ_USER = """
-local row = redis.call('HGET', KEYS[1], ARGV[1])
-local version = redis.call('HGET', KEYS[3], 'seen_version')
-if version and version == ARGV[2] then return {row, version} end
-local bound = tonumber(ARGV[3])
-local seen
-if redis.call('TYPE', KEYS[2]).ok == 'set' then
-  seen = redis.call('SRANDMEMBER', KEYS[2], bound)  -- a legacy SET not yet converted: read bounded
-else
-  seen = redis.call('ZRANGE', KEYS[2], -bound, -1)
-end
-return {row, version, seen}
 """
 
 # The smallest stream id some consumer group of KEYS[1] still needs, and XTRIM MINID to it, in one

@@ -30,11 +30,11 @@ keys, field rows and the stream are split into shards (``serving.redis_keys``): 
 is then one atomic script per shard it touches, and a down master degrades only the users of
 its shards (the circuit below is per shard).
 
-The request path reads with one script (``READ_USER``) that returns the seen set only when its
-version (``seen_version`` in the state record, the stream id of the user's newest event) differs
-from the one the caller has cached (``serving.seen_cache``): a user flooded with junk events then
-costs one small reply until the set changes again (``reports/bench/issue14/junk_seen.md``).
-It reads with a *blocking* client on the event loop: its round trip
+The request path reads the seen set only when its version (``seen_version`` in the state
+record, the stream id of the user's newest event) differs from the one the caller has cached
+(``serving.seen_cache``): a user flooded with junk events then costs one small reply until the
+set changes again (``reports/bench/issue14/junk_seen.md``).
+It reads with a *blocking* client on the event loop: its pipeline round trip
 costs a fraction of redis.asyncio's (no task switches per reply; measured when this was
 chosen: commit 8cf1299), and the socket timeout bounds the stall if Redis
 hangs.  Writes (events with their fsync, bulk loads, reload notices) stay asynchronous.
@@ -67,7 +67,7 @@ from redis.exceptions import RedisClusterException
 
 from ratingctr.serving.redis_connection import async_client, is_cluster_url, sync_client
 from ratingctr.serving.redis_keys import KeyLayout
-from ratingctr.serving.redis_scripts import APPEND_EVENTS, PUBLISH_RELOAD, READ_USER
+from ratingctr.serving.redis_scripts import APPEND_EVENTS, PUBLISH_RELOAD
 
 log = logging.getLogger("ratingctr.redis")
 
@@ -133,7 +133,6 @@ class UserStore:
         self._loader: redis.Redis | None = None
         self._append_events = self.client.register_script(APPEND_EVENTS)
         self._publish_reload = self.client.register_script(PUBLISH_RELOAD)
-        self._read_user_script = None  # registered on the reader when it is made
         self._circuit = _Circuit()
         self._whole = -1 if self.cluster else 0  # the circuit a failed ping opens
         self._was_down: set[int] = set()
@@ -142,7 +141,6 @@ class UserStore:
     def reader(self) -> redis.Redis:
         if self._reader is None:
             self._reader = sync_client(self.url, self.timeout_s, self.timeout_s)
-            self._read_user_script = self._reader.register_script(READ_USER)
         return self._reader
 
     @property
@@ -211,26 +209,52 @@ class UserStore:
 
     # ---- request path --------------------------------------------------------------
     def read_user(self, user_id: str, bundle_version: str, seen_version: bytes | None = None) -> UserRecord | None:
-        """Field row and seen state in one round trip (one script on one node: the keys share the
-        user's shard tag); ``None`` when Redis is unavailable for this user.  The newest ``max_seen``
-        seen items come back only when the set's version differs from ``seen_version``."""
+        """Field row and seen state; ``None`` when Redis is unavailable for this user.
+
+        One pipelined round trip (one node: the keys share the user's shard tag).  The newest
+        ``max_seen`` seen members come back only when the caller holds no version, or a version
+        other than the set's (then a second round trip reads them).  The version is read before
+        the members, so an event landing in between leaves the caller an older version with newer
+        members: its next request re-reads, never serves a stale set.  Pipelined commands, not a
+        script: a script's Lua reply conversion cost ~25 µs more per read (read_path.py)."""
         shard = self.layout.shard_of(user_id)
         if not self.shard_available(shard):
             return None
         circuit = self._circuit_key(shard)
-        layout = self.layout
+        seen_key, state_key = self.layout.seen(user_id), self.layout.state(user_id)
         try:
-            reader = self.reader
-            reply = self._read_user_script(keys=[layout.fields(bundle_version, shard), layout.seen(user_id),
-                                                 layout.state(user_id)],
-                                           args=[user_id, seen_version or b"", self.max_seen], client=reader)
+            pipe = self.reader.pipeline(transaction=False)
+            pipe.hget(self.layout.fields(bundle_version, shard), user_id)
+            pipe.hget(state_key, "seen_version")
+            if seen_version is None:
+                pipe.zrange(seen_key, -self.max_seen, -1)
+            replies = pipe.execute(raise_on_error=False)
+            for reply in replies[:2]:
+                if isinstance(reply, Exception):
+                    raise reply
+            fields, version = replies[0], replies[1]
+            if seen_version is not None:
+                if version == seen_version:
+                    self._succeeded(circuit)
+                    return UserRecord(fields, None, version)
+                pipe = self.reader.pipeline(transaction=False)
+                pipe.hget(state_key, "seen_version")
+                pipe.zrange(seen_key, -self.max_seen, -1)
+                version, seen = pipe.execute(raise_on_error=False)
+                if isinstance(version, Exception):
+                    raise version
+            else:
+                seen = replies[2]
+            if isinstance(seen, redis.ResponseError) and "WRONGTYPE" in str(seen):
+                seen = self.reader.srandmember(seen_key, self.max_seen)  # a legacy SET not yet converted
+                version = None  # an unconverted set has no version of its own
+            elif isinstance(seen, Exception):
+                raise seen
         except REDIS_ERRORS as exc:
             self._read_failed(exc, circuit)
             return None
         self._succeeded(circuit)
-        if len(reply) == 2:
-            return UserRecord(reply[0], None, reply[1])
-        return UserRecord(reply[0], reply[2], reply[1])
+        return UserRecord(fields, list(seen), version)
 
     async def append_events(self, events: list[dict]) -> list[str]:
         """Append to the stream, seen sets and state records, one atomic script per shard; returns ids.
