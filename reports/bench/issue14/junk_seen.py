@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import orjson
 
 from ratingctr.bundle import load_bundle
+from ratingctr.report_files import short_commit
 from ratingctr.loadtest.http_load import encode_post, run_load
 from ratingctr.serving.process import running_gateway
 
@@ -86,7 +86,7 @@ def main() -> int:
                         print(f"{config} {name}: {summary['failed']} failed requests", file=sys.stderr)
                         return 1
                     rounds[config][name].append(summary["p50_ms"])
-    result = {"bundle": str(args.bundle), "commit": git_commit(), "events": args.events,
+    result = {"bundle": str(args.bundle), "commit": short_commit(), "events": args.events,
               "max_seen": args.max_seen or "default", "write_seconds": write_s, "configs": {}}
     for config, by_user in rounds.items():
         p50 = {k: statistics.median(v) for k, v in by_user.items()}
@@ -100,14 +100,6 @@ def main() -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
     return 0
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import redis
 
+from ratingctr.report_files import short_commit
 from ratingctr.serving.embedded_redis import EmbeddedRedis
 from ratingctr.serving.user_store import UserRecord, UserStore
 
@@ -88,8 +88,7 @@ def main() -> int:
                         call(user)
                     times[arm][user].append((time.perf_counter() - start) / per_block * 1e6)
         store.reader.close()
-    result = {"commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                       text=True).stdout.strip(),
+    result = {"commit": short_commit(),
               "calls_per_arm_and_user": per_block * args.blocks, "blocks": args.blocks,
               "median_us": {a: {u: statistics.median(v) for u, v in by.items()} for a, by in times.items()},
               "block_means_us": times}

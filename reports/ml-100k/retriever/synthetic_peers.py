@@ -7,10 +7,10 @@ uses for it (DataConfig defaults): is the retriever's shortfall there the retrie
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 
+from ratingctr.report_files import short_commit
 from ratingctr.training.config import DataConfig
 from ratingctr.training.experiments.retriever_sizes import peer_recalls
 
@@ -18,5 +18,5 @@ start = time.perf_counter()
 result = peer_recalls(DataConfig(dataset="atomic", data_dir=sys.argv[1]))
 result.update(item_knn_ratio=result["item_knn"] / result["popular"], ease_ratio=result["ease"] / result["popular"],
               seconds=time.perf_counter() - start, data=sys.argv[1],
-              commit=subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip())
+              commit=short_commit())
 print(json.dumps(result, indent=2))
