@@ -349,6 +349,11 @@ class Gateway:
             row = ranker.user_fields[user] if user else self._cold_row(ranker, user_fields)
             return user, row, seen, fallback
         seen = self._seen_indices(ranker, user_id, record)
+        if seen is None:  # Redis failed on the re-read: as unavailable as a failed first read
+            fallback = "degraded"
+            seen = ranker.history(user) if user else np.zeros(0, np.int64)
+            row = ranker.user_fields[user] if user else self._cold_row(ranker, user_fields)
+            return user, row, seen, fallback
         if user:
             # Redis holds the history once a bulk load has finished; until then (a worker that
             # lost the load lock to another, a Redis that came back empty) the bundle's own
@@ -361,7 +366,7 @@ class Gateway:
             return user, (row if row is not None else ranker.user_fields[user]), seen, None
         return 0, self._cold_row(ranker, user_fields), seen, "cold_start"
 
-    def _seen_indices(self, ranker: Ranker, user_id: str, record: UserRecord) -> np.ndarray:
+    def _seen_indices(self, ranker: Ranker, user_id: str, record: UserRecord) -> np.ndarray | None:
         """The user's seen set as sorted, unique, known item indices: from the cache when Redis
         says it is unchanged, else mapped once and cached under its version.  Unknown ids (junk, or
         items newer than the bundle) are dropped: they could never be candidates, and each would
@@ -372,7 +377,9 @@ class Gateway:
                 return cached
             # unreachable while a request runs synchronously on one event loop (nothing evicts
             # between the version lookup and here); should that change, a full read stays correct
-            record = self.store.read_user(user_id, ranker.version) or UserRecord(None, [])
+            record = self.store.read_user(user_id, ranker.version)
+            if record is None:
+                return None
         indices = ranker.item_indices(record.seen) if record.seen else np.zeros(0, np.int64)
         indices = np.unique(indices[indices > 0])
         if record.seen_version is not None:

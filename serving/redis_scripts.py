@@ -83,6 +83,25 @@ end
 return ids
 """
 
+# The seen set with its version, read atomically: KEYS[1] = the user's seen set, KEYS[2] = the
+# user's state record (one slot); ARGV[1] = seen bound.  Returns {seen_version, events, members}.
+# Used on a Redis Cluster, where a pipeline does not keep its order: redis-py re-sends a command
+# redirected (ASK/MOVED, a slot mid-migration) after the rest, so a version could be read after
+# the members it is then cached with.  A plain Redis keeps a pipeline's order: no script there.
+READ_SEEN = """
+local version = redis.call('HGET', KEYS[2], 'seen_version')
+local events = redis.call('HGET', KEYS[2], 'events')
+local bound = tonumber(ARGV[1])
+local members
+if redis.call('TYPE', KEYS[1]).ok == 'set' then
+  members = redis.call('SRANDMEMBER', KEYS[1], bound)
+  version = false  -- an unconverted legacy SET has no version of its own
+else
+  members = redis.call('ZRANGE', KEYS[1], -bound, -1)
+end
+return {version, events, members}
+"""
+
 # The smallest stream id some consumer group of KEYS[1] still needs, and XTRIM MINID to it, in one
 # atomic step (no group can deliver or be created in between): per group, its oldest pending id
 # (XPENDING) or, when nothing is pending, the id right after its last-delivered-id.  Nothing

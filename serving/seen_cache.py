@@ -7,9 +7,10 @@ and maps them to item indices — a junk-flooded user then cost ~2× an ordinary
 indices belong to one bundle's vocabulary, and hold the set's version (``seen_version`` in Redis);
 ``UserStore.read_user`` sends only a changed set back, so a stale entry is never served.
 
-Memory is bounded by a budget in index slots: an entry costs its length plus ``ENTRY_OVERHEAD``
-(a rough equivalent of a dict entry, key and array header in int64 slots), and the least recently
-used entries go first.  With the default budget (1,000,000 slots) that is about 8 MB per worker.
+Memory is bounded by a budget in index slots: an entry costs its length, plus ``ENTRY_OVERHEAD``
+(a rough equivalent of a dict entry, key tuple and array header in int64 slots), plus its user
+id and version in 8-byte slots (an id may be long), and the least recently used entries go first.
+With the default budget (1,000,000 slots) that is about 8 MB per worker.
 """
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ import numpy as np
 
 # per-entry overhead in int64 slots: the OrderedDict entry, the key tuple and the array header
 ENTRY_OVERHEAD = 32
+
+
+def entry_cost(user_id: str, seen_version: bytes, indices: np.ndarray) -> int:
+    """What one entry charges against the budget, in 8-byte slots."""
+    return len(indices) + ENTRY_OVERHEAD + (len(user_id.encode("utf-8", "surrogatepass")) + len(seen_version)) // 8
 
 
 class SeenCache:
@@ -49,21 +55,19 @@ class SeenCache:
     def put(self, bundle_version: str, user_id: str, seen_version: bytes, indices: np.ndarray) -> None:
         """Cache ``indices`` (read-only from now on) and evict the least recently used past the budget."""
         key = (bundle_version, user_id)
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self.used -= len(old[1]) + ENTRY_OVERHEAD
-        cost = len(indices) + ENTRY_OVERHEAD
+        self.drop(bundle_version, user_id)
+        cost = entry_cost(user_id, seen_version, indices)
         if cost > self.budget:
             return  # larger than the whole cache: never worth holding
         indices.flags.writeable = False  # shared by every later request of this user
         self._entries[key] = (seen_version, indices)
         self.used += cost
         while self.used > self.budget:
-            _, (_, evicted) = self._entries.popitem(last=False)
-            self.used -= len(evicted) + ENTRY_OVERHEAD
+            (_, evicted_user), (evicted_version, evicted) = self._entries.popitem(last=False)
+            self.used -= entry_cost(evicted_user, evicted_version, evicted)
 
     def drop(self, bundle_version: str, user_id: str) -> None:
         """Forget one entry (its set is known to have changed, or has no version)."""
         old = self._entries.pop((bundle_version, user_id), None)
         if old is not None:
-            self.used -= len(old[1]) + ENTRY_OVERHEAD
+            self.used -= entry_cost(user_id, old[0], old[1])

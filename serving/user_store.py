@@ -67,7 +67,7 @@ from redis.exceptions import RedisClusterException
 
 from ratingctr.serving.redis_connection import async_client, is_cluster_url, sync_client
 from ratingctr.serving.redis_keys import KeyLayout
-from ratingctr.serving.redis_scripts import APPEND_EVENTS, PUBLISH_RELOAD
+from ratingctr.serving.redis_scripts import APPEND_EVENTS, PUBLISH_RELOAD, READ_SEEN
 
 log = logging.getLogger("ratingctr.redis")
 
@@ -133,6 +133,7 @@ class UserStore:
         self._loader: redis.Redis | None = None
         self._append_events = self.client.register_script(APPEND_EVENTS)
         self._publish_reload = self.client.register_script(PUBLISH_RELOAD)
+        self._read_seen_script = None  # on the blocking reader, made on first use
         self._circuit = _Circuit()
         self._whole = -1 if self.cluster else 0  # the circuit a failed ping opens
         self._was_down: set[int] = set()
@@ -215,8 +216,14 @@ class UserStore:
         ``max_seen`` seen members come back only when the caller holds no version, or a version
         other than the set's (then a second round trip reads them).  The version is read before
         the members, so an event landing in between leaves the caller an older version with newer
-        members: its next request re-reads, never serves a stale set.  Pipelined commands, not a
-        script: a script's Lua reply conversion cost ~25 µs more per read (read_path.py)."""
+        members: its next request re-reads, never serves a stale set.  On a cluster the members
+        and their version are read by one script instead (``READ_SEEN``: a cluster pipeline may
+        reorder redirected commands).  Pipelined commands elsewhere: a script's Lua reply
+        conversion cost ~25 µs more per read (read_path.py).
+
+        The version is the state record's ``seen_version`` *and* ``events`` counter: a worker of
+        an older release (rolling deploy, rollback) appends events without ``seen_version`` but
+        still counts them, so its writes change the version too."""
         shard = self.layout.shard_of(user_id)
         if not self.shard_available(shard):
             return None
@@ -225,26 +232,32 @@ class UserStore:
         try:
             pipe = self.reader.pipeline(transaction=False)
             pipe.hget(self.layout.fields(bundle_version, shard), user_id)
-            pipe.hget(state_key, "seen_version")
-            if seen_version is None:
+            pipe.hmget(state_key, ["seen_version", "events"])
+            read_members = seen_version is None and not self.cluster
+            if read_members:
                 pipe.zrange(seen_key, -self.max_seen, -1)
             replies = pipe.execute(raise_on_error=False)
             for reply in replies[:2]:
                 if isinstance(reply, Exception):
                     raise reply
-            fields, version = replies[0], replies[1]
-            if seen_version is not None:
-                if version == seen_version:
-                    self._succeeded(circuit)
-                    return UserRecord(fields, None, version)
-                pipe = self.reader.pipeline(transaction=False)
-                pipe.hget(state_key, "seen_version")
-                pipe.zrange(seen_key, -self.max_seen, -1)
-                version, seen = pipe.execute(raise_on_error=False)
-                if isinstance(version, Exception):
-                    raise version
-            else:
+            fields, version = replies[0], _version(*replies[1])
+            if seen_version is not None and version == seen_version:
+                self._succeeded(circuit)
+                return UserRecord(fields, None, version)
+            if read_members:
                 seen = replies[2]
+            elif self.cluster:
+                raw_version, events, seen = self._read_seen(keys=[seen_key, state_key], args=[self.max_seen],
+                                                            client=self.reader)
+                version = _version(raw_version, events)
+            else:
+                pipe = self.reader.pipeline(transaction=False)
+                pipe.hmget(state_key, ["seen_version", "events"])
+                pipe.zrange(seen_key, -self.max_seen, -1)
+                raw, seen = pipe.execute(raise_on_error=False)
+                if isinstance(raw, Exception):
+                    raise raw
+                version = _version(*raw)
             if isinstance(seen, redis.ResponseError) and "WRONGTYPE" in str(seen):
                 seen = self.reader.srandmember(seen_key, self.max_seen)  # a legacy SET not yet converted
                 version = None  # an unconverted set has no version of its own
@@ -255,6 +268,12 @@ class UserStore:
             return None
         self._succeeded(circuit)
         return UserRecord(fields, list(seen), version)
+
+    @property
+    def _read_seen(self):
+        if self._read_seen_script is None:
+            self._read_seen_script = self.reader.register_script(READ_SEEN)
+        return self._read_seen_script
 
     async def append_events(self, events: list[dict]) -> list[str]:
         """Append to the stream, seen sets and state records, one atomic script per shard; returns ids.
@@ -385,6 +404,11 @@ class UserStore:
         for client in (self._reader, self._loader):
             if client is not None:
                 client.close()
+
+
+def _version(seen_version: bytes | None, events: bytes | None) -> bytes | None:
+    """The seen set's version token: ``None`` until the current event script has written one."""
+    return None if seen_version is None else seen_version + b"|" + (events or b"")
 
 
 def _text(value: str | bytes) -> str:

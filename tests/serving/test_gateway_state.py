@@ -16,7 +16,7 @@ from helpers import bundle_history, in_process
 
 from ratingctr.bundle import load_bundle
 from ratingctr.serving.embedded_redis import EmbeddedRedis
-from ratingctr.serving.seen_cache import ENTRY_OVERHEAD
+from ratingctr.serving.seen_cache import ENTRY_OVERHEAD, entry_cost
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -136,7 +136,8 @@ async def test_a_flooded_users_seen_set_is_read_once_until_any_worker_changes_it
         assert _zrange_calls(redis_client) - before == 1  # read once, then served from the cache
         assert all({i["item_id"] for i in b["items"]} == set(items) - {items[0]} for b in bodies)
         # the cached entry holds only the known item: 40 junk ids cost it nothing
-        assert gateway.seen_cache.used == 1 + ENTRY_OVERHEAD
+        version = gateway.seen_cache.version(gateway.models["main"].version, "flooded")
+        assert gateway.seen_cache.used == entry_cost("flooded", version, np.zeros(1)) == 1 + ENTRY_OVERHEAD + (7 + len(version)) // 8
         # another worker writes an event for this user: the first worker's next answer must see it
         other = {"user_id": "flooded", "item_id": items[1], "rating": 4, "ts": 1800000001}
         assert (await second.post("/v1/events", json={"events": [other]})).status_code == 202

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ratingctr.serving.seen_cache import ENTRY_OVERHEAD, SeenCache
+from ratingctr.serving.seen_cache import ENTRY_OVERHEAD, SeenCache, entry_cost
 
 
 def _indices(n: int, start: int = 1) -> np.ndarray:
@@ -65,3 +65,13 @@ def test_drop_forgets_an_entry_and_its_cost() -> None:
     cache.drop("v", "a")
     cache.drop("v", "never-cached")
     assert len(cache) == 0 and cache.used == 0
+
+
+def test_a_long_user_id_is_charged_for_its_bytes() -> None:
+    """Ids may be up to the request limit long: the budget must see them, not only the indices."""
+    long_id = "ü" * 200  # 400 bytes in UTF-8
+    assert entry_cost(long_id, b"1700000000000-0|12", _indices(3)) == 3 + ENTRY_OVERHEAD + (400 + 18) // 8
+    cache = SeenCache(3 * (ENTRY_OVERHEAD + 52))
+    for i in range(5):
+        cache.put("v", long_id + str(i), b"1700000000000-0|12", _indices(0))
+    assert cache.used <= cache.budget and len(cache) == 3
