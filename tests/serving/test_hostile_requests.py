@@ -339,7 +339,27 @@ def _drip(sock: socket.socket, data: bytes, seconds_per_byte: float) -> tuple[by
         received += chunk
         if not chunk or b"\r\n\r\n" in received:
             break
-    return received, time.monotonic() - started
+    elapsed = time.monotonic() - started
+    return received + _rest_of_body(sock, received), elapsed
+
+
+def _rest_of_body(sock: socket.socket, received: bytes) -> bytes:
+    """The body bytes still to come after an answer's head (it may arrive in a later segment)."""
+    head, sep, body = received.partition(b"\r\n\r\n")
+    lengths = [line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
+    if not sep or not lengths:
+        return b""
+    rest, missing = b"", int(lengths[0]) - len(body)
+    sock.settimeout(5.0)
+    while len(rest) < missing:
+        try:
+            chunk = sock.recv(4096)
+        except (socket.timeout, OSError):
+            break
+        if not chunk:
+            break
+        rest += chunk
+    return rest
 
 
 def test_slow_request_headers_are_cut_off_with_408(hostile_gateway: GatewayProcess, keyed) -> None:
