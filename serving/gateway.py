@@ -343,17 +343,11 @@ class Gateway:
         cached = self.seen_cache.version(ranker.version, user_id)
         record = self.store.read_user(user_id, ranker.version, cached) if self.store else None
         timings["redis"] = time.perf_counter() - start
-        if record is None:  # Redis unavailable: the bundle's own row and training history
-            fallback = "degraded"
+        seen = self._seen_indices(ranker, user_id, record) if record is not None else None
+        if seen is None:  # Redis unavailable (first read or re-read): the bundle's own row and history
             seen = ranker.history(user) if user else np.zeros(0, np.int64)
             row = ranker.user_fields[user] if user else self._cold_row(ranker, user_fields)
-            return user, row, seen, fallback
-        seen = self._seen_indices(ranker, user_id, record)
-        if seen is None:  # Redis failed on the re-read: as unavailable as a failed first read
-            fallback = "degraded"
-            seen = ranker.history(user) if user else np.zeros(0, np.int64)
-            row = ranker.user_fields[user] if user else self._cold_row(ranker, user_fields)
-            return user, row, seen, fallback
+            return user, row, seen, "degraded"
         if user:
             # Redis holds the history once a bulk load has finished; until then (a worker that
             # lost the load lock to another, a Redis that came back empty) the bundle's own

@@ -246,18 +246,8 @@ class UserStore:
                 return UserRecord(fields, None, version)
             if read_members:
                 seen = replies[2]
-            elif self.cluster:
-                raw_version, events, seen = self._read_seen(keys=[seen_key, state_key], args=[self.max_seen],
-                                                            client=self.reader)
-                version = _version(raw_version, events)
             else:
-                pipe = self.reader.pipeline(transaction=False)
-                pipe.hmget(state_key, ["seen_version", "events"])
-                pipe.zrange(seen_key, -self.max_seen, -1)
-                raw, seen = pipe.execute(raise_on_error=False)
-                if isinstance(raw, Exception):
-                    raise raw
-                version = _version(*raw)
+                version, seen = self._members_with_version(seen_key, state_key)
             if isinstance(seen, redis.ResponseError) and "WRONGTYPE" in str(seen):
                 seen = self.reader.srandmember(seen_key, self.max_seen)  # a legacy SET not yet converted
                 version = None  # an unconverted set has no version of its own
@@ -269,11 +259,22 @@ class UserStore:
         self._succeeded(circuit)
         return UserRecord(fields, list(seen), version)
 
-    @property
-    def _read_seen(self):
-        if self._read_seen_script is None:
-            self._read_seen_script = self.reader.register_script(READ_SEEN)
-        return self._read_seen_script
+    def _members_with_version(self, seen_key: str, state_key: str) -> tuple[bytes | None, object]:
+        """(version, the newest members or the error reading them) in one round trip, the version
+        read first: one script on a cluster (``READ_SEEN``), a pipeline on a plain Redis."""
+        if self.cluster:
+            if self._read_seen_script is None:
+                self._read_seen_script = self.reader.register_script(READ_SEEN)
+            raw_version, events, seen = self._read_seen_script(keys=[seen_key, state_key], args=[self.max_seen],
+                                                                client=self.reader)
+            return _version(raw_version, events), seen
+        pipe = self.reader.pipeline(transaction=False)
+        pipe.hmget(state_key, ["seen_version", "events"])
+        pipe.zrange(seen_key, -self.max_seen, -1)
+        raw, seen = pipe.execute(raise_on_error=False)
+        if isinstance(raw, Exception):
+            raise raw
+        return _version(*raw), seen
 
     async def append_events(self, events: list[dict]) -> list[str]:
         """Append to the stream, seen sets and state records, one atomic script per shard; returns ids.

@@ -157,9 +157,11 @@ def peer_recalls(data_config: DataConfig, k: int = 20) -> dict[str, float]:
     rated = sp.csr_matrix((np.ones(train.size, np.float32), (data.user[train], data.item[train])), shape=shape)
 
     def recall(scores: np.ndarray, users_: np.ndarray, seen_: UserItems, relevant_: UserItems) -> float:
+        """Recall@k of a score table (users × items, or one row shared by every user)."""
         table = torch.from_numpy(np.asarray(scores, dtype=np.float32))
-        return full_ranking_metrics(lambda u: table[torch.from_numpy(u)].clone(), users_, seen_, relevant_,
-                                    data.n_items, k)[f"recall@{k}"]
+        rows = (lambda u: table.expand(len(u), -1).clone()) if table.dim() == 1 else \
+            (lambda u: table[torch.from_numpy(u)].clone())
+        return full_ranking_metrics(rows, users_, seen_, relevant_, data.n_items, k)[f"recall@{k}"]
 
     norms = np.sqrt(np.asarray(rated.sum(axis=0)).ravel()) + 1e-9
     gram = (rated.T @ rated).toarray().astype(np.float64)
@@ -173,7 +175,7 @@ def peer_recalls(data_config: DataConfig, k: int = 20) -> dict[str, float]:
         if valid > best_valid:
             best, best_valid, best_scores = lam, valid, scores
     popularity = np.bincount(data.item[train[clicks[train]]], minlength=shape[1]).astype(np.float32)
-    popular = recall(np.repeat(popularity[None, :], shape[0], axis=0), users, seen, relevant)
+    popular = recall(popularity, users, seen, relevant)
     return {"item_knn": knn, "ease": recall(best_scores, users, seen, relevant), "ease_lambda": best,
             "popular": popular}
 
