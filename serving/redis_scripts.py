@@ -89,8 +89,11 @@ return ids
 # redirected (ASK/MOVED, a slot mid-migration) after the rest, so a version could be read after
 # the members it is then cached with.  A plain Redis keeps a pipeline's order: no script there.
 READ_SEEN = """
-local version = redis.call('HGET', KEYS[2], 'seen_version')
-local events = redis.call('HGET', KEYS[2], 'events')
+local version, events = false, false
+if redis.call('TYPE', KEYS[2]).ok == 'hash' then  -- a state key of another type: no version
+  version = redis.call('HGET', KEYS[2], 'seen_version')
+  events = redis.call('HGET', KEYS[2], 'events')
+end
 local bound = tonumber(ARGV[1])
 local members
 if redis.call('TYPE', KEYS[1]).ok == 'set' then

@@ -237,10 +237,9 @@ class UserStore:
             if read_members:
                 pipe.zrange(seen_key, -self.max_seen, -1)
             replies = pipe.execute(raise_on_error=False)
-            for reply in replies[:2]:
-                if isinstance(reply, Exception):
-                    raise reply
-            fields, version = replies[0], _version(*replies[1])
+            if isinstance(replies[0], Exception):
+                raise replies[0]
+            fields, version = replies[0], _state_version(replies[1])
             if seen_version is not None and version == seen_version:
                 self._succeeded(circuit)
                 return UserRecord(fields, None, version)
@@ -272,9 +271,7 @@ class UserStore:
         pipe.hmget(state_key, ["seen_version", "events"])
         pipe.zrange(seen_key, -self.max_seen, -1)
         raw, seen = pipe.execute(raise_on_error=False)
-        if isinstance(raw, Exception):
-            raise raw
-        return _version(*raw), seen
+        return _state_version(raw), seen
 
     async def append_events(self, events: list[dict]) -> list[str]:
         """Append to the stream, seen sets and state records, one atomic script per shard; returns ids.
@@ -410,6 +407,17 @@ class UserStore:
 def _version(seen_version: bytes | None, events: bytes | None) -> bytes | None:
     """The seen set's version token: ``None`` until the current event script has written one."""
     return None if seen_version is None else seen_version + b"|" + (events or b"")
+
+
+def _state_version(reply: object) -> bytes | None:
+    """The version from an ``HMGET state seen_version events`` reply.  A state key of another type
+    (written by hand or by a foreign tool) means "no version": the set is then read every time,
+    instead of one corrupt key failing every read of its shard and opening the circuit."""
+    if isinstance(reply, redis.ResponseError) and "WRONGTYPE" in str(reply):
+        return None
+    if isinstance(reply, Exception):
+        raise reply
+    return _version(*reply)
 
 
 def _text(value: str | bytes) -> str:

@@ -309,3 +309,32 @@ def test_serve_refuses_a_malformed_cluster_url_with_one_error_line(tiny_bundles,
     assert result.returncode == 2, result.stderr[-1000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: invalid setting redis_url") and message in lines[0]
+
+
+@pytest.mark.anyio
+async def test_on_a_cluster_the_seen_set_and_its_version_are_read_together(cluster) -> None:
+    """The cluster path (one READ_SEEN script): a current version sends no members, a changed or
+    missing one sends them, and a state key of another type is no version, not a failed read."""
+    from ratingctr.serving.user_store import UserStore
+
+    store = UserStore(cluster.url, prefix="seen-cluster")
+    layout = store.layout
+
+    async def append(item: str) -> None:
+        await store.append_events([{"user_id": "ann", "item_id": item, "rating": 4}])
+
+    await append("i1")
+    first = store.read_user("ann", "v1")
+    assert first.seen == [b"i1"] and first.seen_version is not None
+    assert store.read_user("ann", "v1", first.seen_version).seen is None
+    await append("i2")
+    changed = store.read_user("ann", "v1", first.seen_version)
+    assert changed.seen == [b"i1", b"i2"] and changed.seen_version != first.seen_version
+    client = cluster_client(cluster)
+    client.set(layout.state("mallory"), "not a hash")
+    client.zadd(layout.seen("mallory"), {"i9": 1.0})
+    corrupt = store.read_user("mallory", "v1", b"1-0|1")
+    assert corrupt is not None and corrupt.seen == [b"i9"] and corrupt.seen_version is None
+    assert store.shard_available(layout.shard_of("mallory"))
+    client.close()
+    await store.close()

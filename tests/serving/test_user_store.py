@@ -58,6 +58,19 @@ async def test_the_seen_set_is_sent_only_when_its_version_changed(redis_server) 
     await store.close()
 
 
+def test_a_state_key_of_another_type_is_no_version_not_a_failed_read(redis_server) -> None:
+    """One corrupt key must not fail every read of its shard (and so open the circuit for all)."""
+    store = UserStore(redis_server.url, prefix="corrupt-test", timeouts_to_open=1)
+    raw = redis.Redis.from_url(redis_server.url)
+    raw.set("corrupt-test:user:mallory", "not a hash")
+    raw.zadd("corrupt-test:seen:mallory", {"i1": 1.0})
+    for cached in (None, b"1-0|1"):
+        record = store.read_user("mallory", "v1", cached)
+        assert record is not None and record.seen == [b"i1"] and record.seen_version is None
+    assert store.shard_available(0)
+    raw.close()
+
+
 def _stall(url: str, seconds: float) -> threading.Thread:
     """Redis busy for ``seconds`` (DEBUG SLEEP blocks its one thread), from another client."""
     client = redis.Redis.from_url(url)
