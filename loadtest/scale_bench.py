@@ -253,6 +253,34 @@ def cost_rows(points: list[dict]) -> list[dict]:
     return rows
 
 
+def _bundle_shape(point: dict) -> tuple[int, int] | None:
+    """(users, items) the point's bundle holds: the trained dataset's, after the k-core."""
+    train = next((v for k, v in point["stages"].items() if k.startswith("train-")), None)
+    dataset = (train or {}).get("dataset") or {}
+    return (int(dataset["users"]), int(dataset["items"])) if "users" in dataset and "items" in dataset else None
+
+
+def memory_fit(points: list[dict]) -> dict | None:
+    """Gateway RSS as ``a + b · items + c · users`` by least squares over every measured bundle.
+
+    Why: the scale issue asks for the memory of a loaded bundle to be linear in items + users,
+    which a fit over ratings alone cannot show (users and items grow together there); the
+    large-catalogue points move items alone.  Reports the coefficients and each point's
+    relative residual: a linear model that fits every point within a few percent is the claim.
+    """
+    rows = [(shape, p["stages"]["serve"]["gateway_rss_bytes"]) for p in points
+            if (shape := _bundle_shape(p)) and p["stages"].get("serve", {}).get("gateway_rss_bytes")]
+    if len(rows) < 4:  # three coefficients need a spare point before a residual means anything
+        return None
+    design = np.array([[1.0, items, users] for (users, items), _ in rows])
+    rss = np.array([r for _, r in rows], dtype=np.float64)
+    coef, *_ = np.linalg.lstsq(design, rss, rcond=None)
+    predicted = design @ coef
+    return {"base_bytes": float(coef[0]), "bytes_per_item": float(coef[1]), "bytes_per_user": float(coef[2]),
+            "points": [{"users": u, "items": i, "rss_bytes": float(r), "predicted_bytes": float(f),
+                        "relative_residual": float(r / f - 1.0)} for ((u, i), r), f in zip(rows, predicted)]}
+
+
 def run_scale_bench(config: ScaleBenchConfig) -> dict:
     points, catalogues = [], []
     for ratings in config.ratings:
@@ -269,7 +297,7 @@ def run_scale_bench(config: ScaleBenchConfig) -> dict:
 def write_results(points: list[dict], catalogues: list[dict], config: ScaleBenchConfig) -> dict:
     cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
     results = {"commit": short_commit(), "config": cfg, "points": points, "costs": cost_rows(points),
-               "catalogues": catalogues}
+               "catalogues": catalogues, "gateway_memory": memory_fit(points + catalogues)}
     write_report(results, config.out, render_report, plot)
     return results
 
@@ -325,6 +353,16 @@ def render_report(results: dict) -> str:
                          f"{search.get('params') or 'exact'} | {search.get('recall')} | {export['seconds']:.0f} | "
                          f"{serve['gateway_rss_bytes'] / 2**20:,.0f} MiB | {serve['recommend_p50_ms']:.2f} | "
                          f"{serve['recommend_p99_ms']:.2f} |")
+    fit = results.get("gateway_memory")
+    if fit:
+        worst = max(abs(q["relative_residual"]) for q in fit["points"])
+        lines += ["", f"Gateway memory per loaded bundle, fitted over {len(fit['points'])} bundles "
+                  f"(least squares, RSS = a + b · items + c · users): a = {fit['base_bytes'] / 2**20:,.0f} MiB, "
+                  f"b = {fit['bytes_per_item'] / 2**10:,.2f} KiB per item, c = {fit['bytes_per_user'] / 2**10:,.2f} "
+                  f"KiB per user; largest relative residual {worst:.1%}.", "",
+                  "| users | items | RSS | fitted | residual |", "|---:|---:|---:|---:|---:|"]
+        lines += [f"| {q['users']:,} | {q['items']:,} | {q['rss_bytes'] / 2**20:,.0f} MiB | "
+                  f"{q['predicted_bytes'] / 2**20:,.0f} MiB | {q['relative_residual']:+.1%} |" for q in fit["points"]]
     lines += ["", "![cost against ratings](scale.png)", ""]
     return "\n".join(lines) + "\n"
 

@@ -13,6 +13,10 @@ import warnings
 import numpy as np
 import torch
 
+from ratingctr.training.models.kernels.spmm import blocked_spmm
+
+INT32_LIMIT = 2**31 - 1
+
 
 def normalized_adjacency(user: np.ndarray, item: np.ndarray, n_users: int, n_items: int) -> torch.Tensor:
     """Symmetric-normalised adjacency as a sparse CSR tensor (duplicate edges counted once).
@@ -32,7 +36,13 @@ def normalized_adjacency(user: np.ndarray, item: np.ndarray, n_users: int, n_ite
                                   (n_nodes, n_nodes), check_invariants=True).coalesce()
     with warnings.catch_warnings():  # "CSR support is in beta": CSR × dense is all we use
         warnings.simplefilter("ignore", UserWarning)
-        return coo.to_sparse_csr()
+        csr = coo.to_sparse_csr()
+        if csr._nnz() < INT32_LIMIT and n_nodes < INT32_LIMIT:
+            # 32-bit indices: torch's CPU product (MKL) takes them as they are, whereas 64-bit ones are
+            # converted on every call, a copy of the whole index per product (half of a step at 25M ratings)
+            csr = torch.sparse_csr_tensor(csr.crow_indices().to(torch.int32), csr.col_indices().to(torch.int32),
+                                          csr.values(), csr.shape)
+        return csr
 
 
 _ADJACENCY_CACHE: dict[tuple[bytes, int, int], torch.Tensor] = {}
@@ -79,7 +89,7 @@ class _SymmetricSpMM(torch.autograd.Function):
 def _spmm(adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Sparse × dense in fp32 even under bf16 autocast (the CPU sparse kernels have no bf16)."""
     with torch.autocast(x.device.type, enabled=False):
-        return adjacency @ x.float()
+        return blocked_spmm(adjacency, x.float())
 
 
 def propagate(adjacency: torch.Tensor, embeddings: torch.Tensor, weights: list[float]) -> torch.Tensor:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from helpers import run_cli
 
-from ratingctr.loadtest.scale_bench import fitted_exponent, shape
+from ratingctr.loadtest.scale_bench import fitted_exponent, memory_fit, shape
 
 
 def test_points_have_movielens_25m_proportions_and_small_ones_stay_sparse() -> None:
@@ -18,6 +18,24 @@ def test_points_have_movielens_25m_proportions_and_small_ones_stay_sparse() -> N
 def test_fitted_exponent_skips_missing_values() -> None:
     assert abs(fitted_exponent([1e6, 5e6, 25e6], [1.0, 5.0, 25.0]) - 1.0) < 1e-9
     assert fitted_exponent([1e6, 5e6], [1.0, None]) is None
+
+
+def _point(users: int, items: int, rss: float) -> dict:
+    return {"stages": {"train-DCNV2-binary": {"dataset": {"users": users, "items": items}},
+                       "serve": {"gateway_rss_bytes": rss}}}
+
+
+def test_memory_fit_recovers_a_linear_model_and_shows_a_point_off_it() -> None:
+    shapes = [(6_000, 2_000), (30_000, 12_000), (160_000, 59_000), (6_000, 1_000_000)]
+    exact = [_point(u, i, 200e6 + 700.0 * i + 300.0 * u) for u, i in shapes]
+    fit = memory_fit(exact)
+    assert abs(fit["base_bytes"] - 200e6) < 1e3 and abs(fit["bytes_per_item"] - 700.0) < 1e-3
+    assert abs(fit["bytes_per_user"] - 300.0) < 1e-2
+    assert max(abs(q["relative_residual"]) for q in fit["points"]) < 1e-9
+    bent = exact[:3] + [_point(6_000, 1_000_000, 2 * (200e6 + 700.0 * 1_000_000 + 300.0 * 6_000))]
+    bent.append(_point(60_000, 500_000, 200e6 + 700.0 * 500_000 + 300.0 * 60_000))
+    assert max(abs(q["relative_residual"]) for q in memory_fit(bent)["points"]) > 0.1
+    assert memory_fit(exact[:3]) is None  # three coefficients, three points: nothing left to test them
 
 
 def test_bench_scale_measures_every_stage_and_reuses_its_cache(tmp_path: Path) -> None:

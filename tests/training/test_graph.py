@@ -97,3 +97,13 @@ def test_propagate_runs_under_bf16_autocast() -> None:
     out.sum().backward()
     expected = 0.5 * x.detach() + 0.5 * (adjacency.to_dense() @ x.detach())
     assert out.dtype == torch.float32 and torch.allclose(out, expected, atol=1e-6)
+
+
+def test_the_adjacency_has_32_bit_indices_and_multiplies_like_the_64_bit_one() -> None:
+    rng = np.random.default_rng(4)
+    adjacency = normalized_adjacency(rng.integers(1, 30, 400), rng.integers(1, 50, 400), 29, 49)
+    assert adjacency.crow_indices().dtype == torch.int32 and adjacency.col_indices().dtype == torch.int32
+    wide = torch.sparse_csr_tensor(adjacency.crow_indices().long(), adjacency.col_indices().long(),
+                                   adjacency.values(), adjacency.shape)
+    x = torch.randn(adjacency.shape[0], 16)
+    assert torch.equal(adjacency @ x, wide @ x)
