@@ -62,6 +62,9 @@ def register_bench(bench_verbs: argparse._SubParsersAction) -> None:
     scale.add_argument("--requests", type=int, default=500, help="/v1/recommend requests timed at one client")
     scale.add_argument("--work", default="runs/scale", help="data, runs, bundles and the per-stage cache")
     scale.add_argument("--out", default="reports/scale")
+    scale.add_argument("--catalogue-retriever-batch", type=int, default=32_768,
+                       help="the retriever's batch at RATINGS:ITEMS points (they measure serving; fewer full-graph "
+                            "steps per epoch)")
     scale.add_argument("--fresh", action="store_true", help="measure again what the cache holds")
     scale.set_defaults(handler=cmd_bench_scale)
 
@@ -88,7 +91,8 @@ def cmd_bench_scale(args: argparse.Namespace, extra: list[str]) -> int:
     config = ScaleBenchConfig(ratings=ratings, catalogues=catalogues, models=tuple(args.models.split(",")),
                               heads=tuple(args.heads.split(",")),
                               eval_users=args.eval_users, requests=args.requests, work=Path(args.work),
-                              out=Path(args.out), fresh=args.fresh)
+                              out=Path(args.out), fresh=args.fresh,
+                              catalogue_retriever_batch=args.catalogue_retriever_batch)
     run_scale_bench(config)
     print(f"wrote {config.out / 'report.md'}")
     return 0
