@@ -5,6 +5,7 @@ at import time or inside its own fixtures.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -131,3 +132,39 @@ def reload_reaches_every_worker(bundles: dict[str, Path], redis_url: str, token:
         time.sleep(2.0)  # ten sync intervals
         return Counter(httpx.post(f"{gw.url}/v1/recommend", json={"user_id": "u1", "k": 2},
                                   timeout=10).json()["model"]["version"] for _ in range(40))
+
+
+# ---- torchrun jobs (tests/training/test_distributed*.py) ---------------------------------------
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+
+
+def torchrun_env() -> dict[str, str]:
+    """This environment without a rank of its own, one thread per rank (two ranks share two cores)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    return {**env, "OMP_NUM_THREADS": "1"}
+
+
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += children
+            todo += children
+    return found
+
+
+def rank_pid(root: int, rank: int) -> int | None:
+    for pid in descendants(root):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env and any(e.startswith(b"TORCHELASTIC_RUN_ID=") for e in env):
+            return pid
+    return None

@@ -145,7 +145,20 @@ def cmd_train_retriever(args: argparse.Namespace, extra: list[str]) -> int:
                              reg_weight=args.reg_weight, batch_size=args.batch_size, epochs=args.epochs,
                              positives=args.positives, seed=args.seed, device=args.device,
                              progress=not args.no_progress, **stopping)
-    metrics = train_retriever(data, config, Path(args.out))
+    if args.distributed:
+        from ratingctr.training.distributed import process_group
+
+        with process_group(config.device) as ctx:
+            metrics = train_retriever(data, config, Path(args.out), distributed=ctx)
+        if not ctx.is_main:
+            return 0
+    else:
+        from ratingctr.training.distributed import under_torchrun
+
+        if under_torchrun():
+            raise UserError("started by torchrun with several ranks but without --distributed: add "
+                            "--distributed, or run `ratingctr train-retriever` alone")
+        metrics = train_retriever(data, config, Path(args.out))
     print(f"retriever: test recall@20 {metrics['test']['recall@20']:.4f} ndcg@20 {metrics['test']['ndcg@20']:.4f} | "
           f"most-popular recall@20 {metrics['popular']['recall@20']:.4f} ndcg@20 {metrics['popular']['ndcg@20']:.4f} "
           f"-> {args.out}")
@@ -253,6 +266,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     retriever.add_argument("--seed", type=int, default=2020)
     retriever.add_argument("--device", default="auto")
     retriever.add_argument("--no-progress", action="store_true")
+    retriever.add_argument("--distributed", action="store_true",
+                           help="one rank of a torchrun job: the BPR batches split over ranks, the graph replicated "
+                                "(training/retriever_parallel.py says where that stops holding); rank 0 validates "
+                                "and writes, resumes from OUT/train_state.pt after a restart")
     retriever.add_argument("--out", required=True)
     retriever.set_defaults(handler=cmd_train_retriever)
 

@@ -24,10 +24,13 @@ from tqdm import tqdm
 
 from ratingctr.training.config import DataConfig
 from ratingctr.training.data.encode import TEST, TRAIN, VALID, EncodedData, load_dataset
+from ratingctr.training.distributed import DistContext
+from ratingctr.training.distributed_state import TRAIN_STATE
 from ratingctr.training.early_stopping import train_until_stale
 from ratingctr.training.full_ranking import UserItems, full_ranking_metrics, sample_users
 from ratingctr.training.graph import layer_weights, normalized_adjacency, propagate
 from ratingctr.training.metrics import ranked_hits_at_k
+from ratingctr.training.retriever_parallel import ResumedRetriever, RetrieverParallel
 from ratingctr.training.sampling import interaction_keys, sample_negatives
 from ratingctr.training.trainer import seed_everything, select_device
 
@@ -126,19 +129,28 @@ def topk_metrics(scores: torch.Tensor, seen: np.ndarray, relevant: np.ndarray, k
 
 def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: Path,
                     data: EncodedData | None = None, init: Callable[[LightGCN], None] | None = None,
-                    sampled: np.ndarray | None = None, extra_metrics: dict | None = None) -> dict:
+                    sampled: np.ndarray | None = None, extra_metrics: dict | None = None,
+                    distributed: DistContext | None = None) -> dict:
     """Train, evaluate and write the retriever run (``metrics.json`` last).
 
     Warm-start retraining (``training.retrain``) passes ``init`` (called on the freshly
     initialised model: copies the trained rows in), ``sampled`` (a row mask: only these
     training positives are BPR samples, the replay share; the graph and the negatives'
     exclusions still use every training positive) and ``extra_metrics`` (its lineage).
+
+    ``distributed``: this process is one rank of a torchrun job (``retriever_parallel``): every
+    rank trains on its shard of each global batch, rank 0 alone validates, evaluates and
+    writes (the other ranks return ``{}``), and ``out_dir/train_state.pt`` is the resume point.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    main = distributed is None or distributed.is_main
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if distributed is not None and (init is not None or sampled is not None):
+        raise ValueError("a warm-started retrain runs in one process")
     seed_everything(config.seed)
     data = data if data is not None else load_dataset(data_config)
-    device = select_device(config.device)
+    device = distributed.device if distributed is not None else select_device(config.device)
     if config.positives not in POSITIVES:
         raise ValueError(f"retriever positives must be one of {POSITIVES}, got {config.positives!r}")
     clicks = data.rating >= data.threshold
@@ -175,8 +187,16 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
         batch_size = min(batch_size, max(64, -(-train_pos.size // config.min_batches_per_epoch)))
     if config.max_batches_per_epoch:
         batch_size = max(batch_size, -(-train_pos.size // config.max_batches_per_epoch))
-    epoch_seconds: list[float] = []
-    bar = tqdm(range(config.epochs), desc="retriever", unit="epoch", disable=not config.progress, file=sys.stderr)
+    data_settings = {**asdict(data_config), "split": list(data_config.split)}  # split_mode included
+    parallel, resumed = None, ResumedRetriever()
+    if distributed is not None:
+        run_config = {"retriever": {k: v for k, v in asdict(config).items() if k not in ("progress", "device")},
+                      "data": data_settings}
+        parallel = RetrieverParallel(distributed, out_dir / TRAIN_STATE, run_config)
+        resumed = parallel.attach(model, optimizer, rng, config.reg_weight)
+    epoch_seconds: list[float] = list(resumed.epoch_seconds)
+    bar = tqdm(range(resumed.first_epoch, config.epochs), desc="retriever", unit="epoch",
+               disable=not (config.progress and main), file=sys.stderr)
 
     def run_epoch(epoch: int) -> tuple[float, dict]:
         model.train()
@@ -189,24 +209,40 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
         total = 0.0
         for lo in range(0, train_pos.size, batch_size):
             sl = slice(lo, lo + batch_size)
-            loss = model.bpr_loss(u_all[sl], p_all[sl], n_all[sl], config.reg_weight)
+            if parallel is None:
+                loss = model.bpr_loss(u_all[sl], p_all[sl], n_all[sl], config.reg_weight)
+                summed = float(loss.detach()) * (min(lo + batch_size, train_pos.size) - lo)
+            else:
+                loss, summed = parallel.loss(u_all[sl], p_all[sl], n_all[sl])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * (min(lo + batch_size, train_pos.size) - lo)
-        epoch_seconds.append(time.perf_counter() - start)
+            total += summed
+        if parallel is not None:
+            total = parallel.sum(total)
+        seconds = time.perf_counter() - start
+        epoch_seconds.append(seconds)
         model.eval()
-        with torch.no_grad():
-            user_vec, item_vec = model.vectors()
-            valid = evaluate(user_vec, item_vec, valid_users, train_seen, valid_rel)
-        bar.set_postfix(loss=f"{total / train_pos.size:.4f}", valid_recall=f"{valid[f'recall@{config.k}']:.4f}")
-        return valid[f"recall@{config.k}"], {"epoch": epoch, "loss": total / train_pos.size, **valid}
+        valid: dict = {}
+        if main:
+            with torch.no_grad():
+                user_vec, item_vec = model.vectors()
+                valid = evaluate(user_vec, item_vec, valid_users, train_seen, valid_rel)
+            bar.set_postfix(loss=f"{total / train_pos.size:.4f}", valid_recall=f"{valid[f'recall@{config.k}']:.4f}")
+        score = valid.get(f"recall@{config.k}", float("nan"))
+        if parallel is not None:
+            score = parallel.share_score(score)
+        return score, {"epoch": epoch, "loss": total / train_pos.size, "seconds": seconds, **valid}
 
     steps_per_epoch = max(1, -(-train_pos.size // batch_size))
     min_epochs = max(config.min_epochs, -(-config.min_steps // steps_per_epoch))
     patience = max(config.patience, -(-config.patience_steps // steps_per_epoch))
-    stopped = train_until_stale(model, bar, patience, run_epoch, min_epochs=min_epochs)
+    stopped = train_until_stale(model, bar, patience, run_epoch, start=resumed.stopped,
+                                start_best_state=resumed.best_state, min_epochs=min_epochs,
+                                after_epoch=(lambda e, st, best: parallel.save(e, st, best, model)) if parallel else None)
     bar.close()
+    if not main:
+        return {}
     model.eval()
     with torch.no_grad():
         user_vec, item_vec = model.vectors()
@@ -218,7 +254,6 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
                                    data.n_items, config.k)
     np.save(out_dir / "user_vectors.npy", user_vec.cpu().numpy().astype(np.float32))
     np.save(out_dir / "item_vectors.npy", item_vec.cpu().numpy().astype(np.float32))
-    data_settings = {**asdict(data_config), "split": list(data_config.split)}  # split_mode included
     torch.save({"format": RETRIEVER_FORMAT, "config": asdict(config), "data": data_settings,
                 "vocab": {"user_id": data.vocab["user_id"], "item_id": data.vocab["item_id"]},
                 "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, out_dir / "model.pt")
@@ -231,5 +266,10 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
                "graph_edges": int(positive_keys.size), "batch_size": batch_size, "min_epochs": min_epochs,
                "patience_epochs": patience,
                "device": str(device), **(extra_metrics or {})}
+    if parallel is not None:
+        metrics["distributed"] = {"world_size": distributed.world_size, "backend": distributed.backend,
+                                  "resumed_from_epoch": parallel.resumed_from_epoch}
     write_json(out_dir / "metrics.json", metrics)
+    if parallel is not None:
+        parallel.finish()
     return metrics

@@ -7,24 +7,18 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import TORCHRUN, rank_pid, torchrun_env
 
 from ratingctr.cli import main
 from ratingctr.training.distributed import DistContext, shard
 
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 WORKER = Path(__file__).with_name("distributed_grad_worker.py")
 BATCH_NORM_MODELS = {"DCNV2", "NFM", "AFN"}  # BatchNorm on by default: the global statistics matter
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    return {**env, "OMP_NUM_THREADS": "1"}
 
 
 def _ctx(rank: int, world: int) -> DistContext:
@@ -131,7 +125,7 @@ def test_two_gloo_ranks_compute_the_one_process_gradient_of_every_global_batch(t
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"cases": cases}))
     proc = subprocess.run([*TORCHRUN, str(WORKER), str(plan), str(tmp_path / "ranks.pt")], capture_output=True,
-                          text=True, timeout=600, env=_env(), stdin=subprocess.DEVNULL)
+                          text=True, timeout=600, env=torchrun_env(), stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = torch.load(tmp_path / "ranks.pt", weights_only=True)
     worst = {}
@@ -165,7 +159,7 @@ def _train_args(tiny_atomic: Path, out: Path) -> list[str]:
 
 def _torchrun_train(args: list[str], restarts: int = 0) -> subprocess.Popen:
     return subprocess.Popen([*TORCHRUN, "--max-restarts", str(restarts), "--monitor-interval", "0.1",
-                             "-m", "ratingctr.cli", *args, "--distributed"], env=_env(), stdin=subprocess.DEVNULL,
+                             "-m", "ratingctr.cli", *args, "--distributed"], env=torchrun_env(), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -186,7 +180,7 @@ def test_a_two_rank_run_trains_what_one_process_trains(two_rank_run: Path, tiny_
     from ratingctr.training.run import load_checkpoint
 
     single = tmp_path / "single"
-    proc = run_cli(*_train_args(tiny_atomic, single), env=_env())
+    proc = run_cli(*_train_args(tiny_atomic, single), env=torchrun_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in two_rank_run.iterdir()) == ["metrics.json", "model.pt"]  # rank 0 alone wrote
     one, two = (json.loads((d / "metrics.json").read_text()) for d in (single, two_rank_run))
@@ -231,31 +225,6 @@ def _biases_before_batch_norm(state: dict) -> set[str]:
             and f"{_preceding_linear(name)}.bias" in state}
 
 
-def _descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            try:
-                children = [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            found += children
-            todo += children
-    return found
-
-
-def _rank_pid(root: int, rank: int) -> int | None:
-    for pid in _descendants(root):
-        try:
-            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"RANK={rank}".encode() in env and any(e.startswith(b"TORCHELASTIC_RUN_ID=") for e in env):
-            return pid
-    return None
-
-
 @pytest.mark.integration
 def test_a_rank_killed_mid_run_is_restarted_and_resumes_from_the_last_epoch(two_rank_run: Path,
                                                                             tiny_atomic: Path,
@@ -267,7 +236,7 @@ def test_a_rank_killed_mid_run_is_restarted_and_resumes_from_the_last_epoch(two_
     deadline = time.monotonic() + 300
     while proc.poll() is None and not (out / "train_state.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
-    victim = _rank_pid(proc.pid, 1)
+    victim = rank_pid(proc.pid, 1)
     assert proc.poll() is None and victim is not None, "the run ended before a rank could be killed"
     os.kill(victim, signal.SIGKILL)
     _, err = proc.communicate(timeout=600)

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-import ratingctr.training.models.kernels.spmm as spmm
 from ratingctr.report_files import short_commit
 from ratingctr.training.graph import layer_weights, normalized_adjacency
+from ratingctr.training.models.kernels import spmm
 from ratingctr.training.retriever import LightGCN, RetrieverConfig
 
 ROUNDS = 5

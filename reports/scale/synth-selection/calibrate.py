@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-import ratingctr.training.data.synth as synth
 from ratingctr.report_files import short_commit
 from ratingctr.training.config import DataConfig
+from ratingctr.training.data import synth
 from ratingctr.training.data.synth_calibration import ml100k_calibration
 from ratingctr.training.experiments.retriever_sizes import peer_recalls
 

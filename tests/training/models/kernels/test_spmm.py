@@ -31,7 +31,7 @@ def test_the_width_is_all_columns_when_x_fits_and_a_power_of_two_slice_when_not(
 
 
 def test_propagation_gradients_are_unchanged_by_blocking(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ratingctr.training.models.kernels.spmm as spmm
+    from ratingctr.training.models.kernels import spmm
 
     adjacency = _graph(seed=2)
     weights = [1 / 3] * 3
