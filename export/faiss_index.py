@@ -22,6 +22,12 @@ zero to queries when it does.  An approximate index's search depth (HNSW ``efSea
 sample of the retriever's real user vectors, reaches ``TARGET_RECALL`` plus a margin, and
 records the parameters and the measured recall in the manifest.  FAISS stores both
 parameters in the index file, so the gateway searches exactly as measured.
+
+Under ``auto``, an IVF that needs ``nprobe`` of a quarter of its lists or more to reach the recall
+is replaced by the exact index: its vectors have too little cluster structure for the lists to
+prune (a retriever trained one short epoch on 130,602 items: nprobe 1,024 of 1,445 lists, 5.2 ms
+per query against 1.7 ms for flat, one thread; ``reports/scale``), and scanning most lists costs
+more than scanning every item once.  The manifest then says why (``search.ivf_rejected``).
 """
 from __future__ import annotations
 
@@ -41,6 +47,7 @@ TUNE_QUERIES = 256
 HNSW_M = 32
 # k-means on at most this many points per list: training then costs O(n) (nlist ~ 4 sqrt n), not O(n^1.5)
 IVF_TRAIN_POINTS_PER_LIST = 64
+IVF_MAX_PROBE_SHARE = 0.25  # auto: an IVF probing this share of its lists or more gives way to flat
 HNSW_EF_CONSTRUCTION = 80
 
 
@@ -54,10 +61,15 @@ class SearchTuning:
     recall: float = 1.0
     queries: int = 0
     chosen_by: str = "flag"  # "auto": picked by catalogue size; "flag": --index
+    #: auto only: the IVF tuning that was measured and rejected for flat (nprobe, nlist, recall)
+    ivf_rejected: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"params": dict(self.params), "k": self.k, "recall": round(self.recall, 4), "queries": self.queries,
-                "chosen_by": self.chosen_by}
+        out = {"params": dict(self.params), "k": self.k, "recall": round(self.recall, 4), "queries": self.queries,
+               "chosen_by": self.chosen_by}
+        if self.ivf_rejected:
+            out["ivf_rejected"] = dict(self.ivf_rejected)
+        return out
 
 
 def resolve_kind(kind: str, n_items: int) -> str:
@@ -175,9 +187,19 @@ def build_tuned_index(item_vectors: np.ndarray, kind: str, user_vectors: np.ndar
     index = build_index(item_vectors, resolved, seed)
     users = user_vectors[1:] if len(user_vectors) > 1 else user_vectors
     rows = np.random.default_rng(seed).choice(len(users), size=min(TUNE_QUERIES, len(users)), replace=False)
-    tuning = tune_search(index, item_vectors, users[np.sort(rows)], k)
+    queries = users[np.sort(rows)]
+    tuning = tune_search(index, item_vectors, queries, k)
+    rejected: dict[str, float] = {}
+    if kind == "auto" and tuning.kind == "ivf":
+        import faiss
+
+        nlist = faiss.extract_index_ivf(index).nlist
+        if tuning.params["nprobe"] >= IVF_MAX_PROBE_SHARE * nlist:
+            rejected = {"nprobe": tuning.params["nprobe"], "nlist": int(nlist), "recall": round(tuning.recall, 4)}
+            index = build_index(item_vectors, "flat", seed)
+            tuning = tune_search(index, item_vectors, queries, k)
     return index, SearchTuning(tuning.kind, tuning.params, tuning.k, tuning.recall, tuning.queries,
-                               "auto" if kind == "auto" else "flag")
+                               "auto" if kind == "auto" else "flag", rejected)
 
 
 def write_index(index, path: Path) -> None:

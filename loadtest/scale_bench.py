@@ -214,12 +214,28 @@ def measure_gateway(bundle: Path, requests: int, logs: Path) -> dict:
                     times.append(time.perf_counter() - t)
                     if r.status_code != 200:
                         raise RuntimeError(f"/v1/recommend answered {r.status_code}: {r.text[:200]}")
+                stages = stage_means_ms(http.get("/metrics").text)
         client.close()
     n_users = len(users) if users else None
     return {"ready_seconds": ready_s, "bulk_loaded_seconds": loaded_s, "gateway_rss_bytes": rss,
             "redis_bytes": redis_bytes, "redis_bytes_per_user": redis_bytes / n_users if n_users else None,
             "recommend_p50_ms": float(np.percentile(times, 50) * 1e3),
-            "recommend_p99_ms": float(np.percentile(times, 99) * 1e3), "requests": requests}
+            "recommend_p99_ms": float(np.percentile(times, 99) * 1e3), "requests": requests,
+            "stage_mean_ms": stages}
+
+
+def stage_means_ms(exposition: str) -> dict[str, float]:
+    """Mean milliseconds per request stage (redis, faiss, onnx, …) from the gateway's own
+    ``ratingctr_stage_seconds`` histogram, warm-up included: where a p50 goes, without a profiler."""
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for line in exposition.splitlines():
+        for suffix, into in (("_sum{", sums), ("_count{", counts)):
+            if line.startswith(f"ratingctr_stage_seconds{suffix}"):
+                labels, value = line[len("ratingctr_stage_seconds") + len(suffix):].rsplit("} ", 1)
+                stage = dict(part.split("=", 1) for part in labels.split(","))["stage"].strip('"')
+                into[stage] = into.get(stage, 0.0) + float(value)
+    return {stage: sums[stage] / counts[stage] * 1e3 for stage in sorted(sums) if counts.get(stage)}
 
 
 # the cost of each stage that the report fits against ratings: (stage, field, label)
@@ -351,7 +367,7 @@ def render_report(results: dict) -> str:
                   f"epoch there uses batches of {c.get('catalogue_retriever_batch', 2048):,}: these points measure "
                   "serving, not training):", "",
                   "| ratings | items in the bundle | index | search depth | recall@200 | export s | gateway RSS | "
-                  "/v1/recommend p50 ms | p99 ms |", "|---:|---:|---|---|---:|---:|---:|---:|---:|"]
+                  "/v1/recommend p50 ms | p99 ms | mean ms per stage |", "|---:|---:|---|---|---:|---:|---:|---:|---:|---|"]
         for p in results["catalogues"]:
             export, serve = p["stages"]["export"], p["stages"]["serve"]
             search = export.get("index_search", {})
@@ -359,7 +375,8 @@ def render_report(results: dict) -> str:
             lines.append(f"| {p['ratings']:,} | {train['dataset']['items']:,} | {export['index']} | "
                          f"{search.get('params') or 'exact'} | {search.get('recall')} | {export['seconds']:.0f} | "
                          f"{serve['gateway_rss_bytes'] / 2**20:,.0f} MiB | {serve['recommend_p50_ms']:.2f} | "
-                         f"{serve['recommend_p99_ms']:.2f} |")
+                         f"{serve['recommend_p99_ms']:.2f} | " + ", ".join(
+                             f"{k} {v:.2f}" for k, v in (serve.get("stage_mean_ms") or {}).items()) + " |")
     fit = results.get("gateway_memory")
     if fit:
         worst = max(abs(q["relative_residual"]) for q in fit["points"])

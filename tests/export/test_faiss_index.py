@@ -84,6 +84,28 @@ def test_a_flat_index_needs_no_tuning_and_reports_exact_recall() -> None:
     assert tuning.kind == "flat" and tuning.params == {} and tuning.recall == 1.0 and tuning.chosen_by == "auto"
 
 
+def test_auto_gives_way_to_flat_when_ivf_must_probe_most_lists_and_keeps_ivf_on_clustered_vectors(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ratingctr.export import faiss_index
+    from ratingctr.export.faiss_index import build_tuned_index
+
+    monkeypatch.setattr(faiss_index, "AUTO_FLAT_MAX_ITEMS", 1_000)  # small catalogues, the large-catalogue rule
+    rng = np.random.default_rng(11)
+    # no cluster structure (a barely trained retriever): every list holds some of every query's top-200
+    noise = rng.normal(size=(8001, 32)).astype(np.float32)
+    index, tuning = build_tuned_index(noise, "auto", rng.normal(size=(300, 32)).astype(np.float32))
+    assert tuning.kind == "flat" and tuning.recall == 1.0 and index.ntotal == 8000
+    assert tuning.ivf_rejected["nprobe"] >= 0.25 * tuning.ivf_rejected["nlist"]
+    assert tuning.to_dict()["ivf_rejected"] == tuning.ivf_rejected
+    # 40 tight clusters, users near them: a few lists hold each query's answers, IVF stays
+    centres = rng.normal(size=(40, 32)).astype(np.float32) * 3
+    clustered = (centres[rng.integers(0, 40, 8001)] + rng.normal(size=(8001, 32)) * 0.3).astype(np.float32)
+    users = (centres[rng.integers(0, 40, 300)] + rng.normal(size=(300, 32)) * 0.3).astype(np.float32)
+    _, kept = build_tuned_index(clustered, "auto", users)
+    assert kept.kind == "ivf" and kept.recall >= 0.95 and not kept.ivf_rejected
+    assert "ivf_rejected" not in kept.to_dict()
+
+
 def test_the_augmented_euclidean_order_is_the_inner_product_order() -> None:
     """What lets HNSW (a metric index) answer inner-product queries: exact L2 search over the
     augmented items returns exactly the exact inner-product top-k."""

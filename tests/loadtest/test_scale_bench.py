@@ -56,6 +56,9 @@ def test_bench_scale_measures_every_stage_and_reuses_its_cache(tmp_path: Path) -
         assert stages["export"]["index"] == "flat" and stages["export"]["bundle_bytes"] > 0
         serve = stages["serve"]
         assert serve["recommend_p50_ms"] > 0 and serve["redis_bytes_per_user"] > 0 and serve["gateway_rss_bytes"] > 0
+        # the gateway's own stage histogram: every request read Redis, searched FAISS and scored
+        assert {"redis", "faiss", "onnx"} <= set(serve["stage_mean_ms"])
+        assert 0 < sum(serve["stage_mean_ms"].values()) < serve["recommend_p99_ms"] * 2
     labels = {row["label"] for row in results["costs"]}
     assert "train-DCNV2-binary: 1 epoch (s)" in labels and "/v1/recommend p50 (ms)" in labels
     assert "| train-DCNV2-binary: 1 epoch (s) |" in (out / "report.md").read_text()
