@@ -1,7 +1,8 @@
 """Retriever propagation cost per stored entry: the old product against the new one.
 
 old: 64-bit CSR indices, one ``Â @ X`` over all 64 columns (the code before this bench);
-new: 32-bit indices (``normalized_adjacency``) and column blocks (``blocked_spmm``).
+new: 32-bit indices (``normalized_adjacency``) and column blocks (``blocked_spmm``, its width
+measured on first use); ``widths`` times one product at each fixed width as well.
 Alternating rounds (the order flips each round; round 0 warms up and is dropped) of one
 ``Â @ X`` (d = 64) and one retriever BPR step (3 layers, forward + backward + Adam, batch =
 positives / 1,000 as ``max_batches_per_epoch`` sets it at these sizes), median of the rest.
@@ -9,7 +10,8 @@ positives / 1,000 as ``max_batches_per_epoch`` sets it at these sizes), median o
     .venv/bin/ratingctr data synth --users 6493 --items 2364 --ratings 1000000 --seed 0 --out /tmp/s1m
     .venv/bin/ratingctr data synth --users 32467 --items 11820 --ratings 5000000 --seed 0 --out /tmp/s5m
     .venv/bin/ratingctr data synth --users 162337 --items 59101 --ratings 25000000 --seed 0 --out /tmp/s25m
-    .venv/bin/python reports/scale/spmm/bench.py /tmp/s1m /tmp/s5m /tmp/s25m > reports/scale/spmm/results.json
+    .venv/bin/ratingctr data synth --users 25974 --items 2500000 --ratings 4000000 --seed 0 --out /tmp/c4m
+    .venv/bin/python reports/scale/spmm/bench.py /tmp/s1m /tmp/s5m /tmp/s25m /tmp/c4m > reports/scale/spmm/results.json
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ def timed(fn) -> float:
 def main() -> None:
     config = RetrieverConfig()
     out = {"commit": short_commit(), "threads": torch.get_num_threads(), "rounds": ROUNDS,
-           "cache_bytes": spmm.CACHE_BYTES, "points": []}
+           "cache_bytes": spmm.CACHE_BYTES, "candidate_widths": list(spmm.CANDIDATE_WIDTHS), "points": []}
     for folder in map(Path, sys.argv[1:]):
         users, items = graph(folder)
         n_users, n_items = int(users.max()), int(items.max())
@@ -89,7 +91,10 @@ def main() -> None:
                     times["step"][arm].append(one_step)
         nnz = int(adjacency._nnz())
         point = {"data": str(folder), "ratings": int(users.size), "nodes": int(adjacency.shape[0]), "nnz": nnz,
-                 "block_width": spmm.block_width(adjacency.shape[0], config.embedding_dim),
+                 "block_width": spmm.chosen_width(adjacency, x),
+                 "widths_ns_per_nnz": {w: float(np.median([timed(lambda w=w: spmm.blocked_spmm(adjacency, x, w))
+                                                           for _ in range(3)])) / adjacency._nnz() * 1e9
+                                       for w in (64, 32, 16, 8, 4, 1)},
                  "batch": batch, "layers": config.layers}
         for what in times:
             for arm in times[what]:
