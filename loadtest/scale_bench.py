@@ -189,6 +189,7 @@ def measure_gateway(bundle: Path, requests: int, logs: Path) -> dict:
     users = json.loads((bundle / "vocab.json").read_text())["user_id"][1:] if (bundle / "vocab.json").exists() \
         else None
     logs.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(logs / "redis", ignore_errors=True)  # an empty Redis: a re-measure must bulk-load again
     with EmbeddedRedis(logs / "redis") as server:
         client = redis.Redis.from_url(server.url)
         before = int(client.info("memory")["used_memory"])
