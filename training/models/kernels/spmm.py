@@ -10,9 +10,10 @@ pay where gathers dominate, and which width is fastest depends on the graph's sh
 the machine's cache.  Measured (``reports/scale/spmm``; synthetic MovieLens-shaped graphs,
 d = 64, 2 threads; with the 32-bit indices ``graph.normalized_adjacency`` now builds, 64-bit
 ones were converted on every call): 5M ratings, 44k nodes, 181 entries per row: 16–32
-columns 2× faster than one product; 25M, 221k nodes: 8 columns 2–3× faster, 16 no faster;
-4M ratings over 1.1M items, 6 entries per row: one product fastest, 8 columns 1.3× and one
-column 4× slower.
+columns 2× faster than one product; 25M, 221k nodes: 8 columns 2–3× faster, 16 no faster.
+One ad-hoc run on 4M ratings over 1.1M items (6 entries per row; not in that report) had one
+product fastest, 8 columns 1.3× and one column 4× slower: a width predicted from the node
+count alone had picked the one column there.
 
 So the width is measured, not predicted: the first product with a given adjacency and
 width of X times each of ``CANDIDATE_WIDTHS`` once and keeps the fastest for that adjacency
