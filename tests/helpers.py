@@ -168,3 +168,31 @@ def rank_pid(root: int, rank: int) -> int | None:
         if f"RANK={rank}".encode() in env and any(e.startswith(b"TORCHELASTIC_RUN_ID=") for e in env):
             return pid
     return None
+
+
+def torchrun_cli(args: list[str], restarts: int = 0) -> subprocess.Popen:
+    """``ratingctr ARGS --distributed`` on two local ranks under torchrun (not waited for)."""
+    return subprocess.Popen([*TORCHRUN, "--max-restarts", str(restarts), "--monitor-interval", "0.1",
+                             "-m", "ratingctr.cli", *args, "--distributed"], env=torchrun_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def torchrun_to_the_end(args: list[str]) -> None:
+    _, err = (proc := torchrun_cli(args)).communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+
+
+def torchrun_killing_rank_1(args: list[str], out: Path) -> None:
+    """Run with one restart allowed, SIGKILL rank 1 once ``out/train_state.pt`` exists (a finished
+    epoch), and wait for the restarted job to end well."""
+    import signal
+
+    proc = torchrun_cli(args, restarts=1)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and not (out / "train_state.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    victim = rank_pid(proc.pid, 1)
+    assert proc.poll() is None and victim is not None, "the run ended before a rank could be killed"
+    os.kill(victim, signal.SIGKILL)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]

@@ -4,15 +4,12 @@ is resumed from the last epoch, and the CLI refuses what it cannot do in one lin
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import TORCHRUN, rank_pid, torchrun_env
+from helpers import TORCHRUN, torchrun_env, torchrun_killing_rank_1, torchrun_to_the_end
 
 from ratingctr.cli import main
 from ratingctr.training.distributed import DistContext, shard
@@ -157,18 +154,10 @@ def _train_args(tiny_atomic: Path, out: Path) -> list[str]:
             "--mlp_hidden_size=[64,64]", "--out", str(out)]
 
 
-def _torchrun_train(args: list[str], restarts: int = 0) -> subprocess.Popen:
-    return subprocess.Popen([*TORCHRUN, "--max-restarts", str(restarts), "--monitor-interval", "0.1",
-                             "-m", "ratingctr.cli", *args, "--distributed"], env=torchrun_env(), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 @pytest.fixture(scope="module")
 def two_rank_run(tiny_atomic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ddp") / "run"
-    proc = _torchrun_train(_train_args(tiny_atomic, out))
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
+    torchrun_to_the_end(_train_args(tiny_atomic, out))
     return out
 
 
@@ -232,15 +221,7 @@ def test_a_rank_killed_mid_run_is_restarted_and_resumes_from_the_last_epoch(two_
     from ratingctr.training.run import load_checkpoint
 
     out = tmp_path / "run"
-    proc = _torchrun_train(_train_args(tiny_atomic, out), restarts=1)
-    deadline = time.monotonic() + 300
-    while proc.poll() is None and not (out / "train_state.pt").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    victim = rank_pid(proc.pid, 1)
-    assert proc.poll() is None and victim is not None, "the run ended before a rank could be killed"
-    os.kill(victim, signal.SIGKILL)
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
+    torchrun_killing_rank_1(_train_args(tiny_atomic, out), out)
     resumed = json.loads((out / "metrics.json").read_text())
     reference = json.loads((two_rank_run / "metrics.json").read_text())
     assert resumed["distributed"]["resumed_from_epoch"] in range(9)

@@ -4,15 +4,11 @@ numpy stream the epochs draw from survives the resume point."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import TORCHRUN, rank_pid, torchrun_env
+from helpers import torchrun_env, torchrun_killing_rank_1, torchrun_to_the_end
 
 from ratingctr.training.retriever_parallel import numpy_stream_tensor, restore_numpy_stream
 
@@ -40,18 +36,10 @@ def _args(tiny_atomic: Path, out: Path) -> list[str]:
             "--no-progress", "--out", str(out)]
 
 
-def _torchrun(args: list[str], restarts: int = 0) -> subprocess.Popen:
-    return subprocess.Popen([*TORCHRUN, "--max-restarts", str(restarts), "--monitor-interval", "0.1",
-                             "-m", "ratingctr.cli", *args, "--distributed"], env=torchrun_env(), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 @pytest.fixture(scope="module")
 def two_rank_retriever(tiny_atomic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ddp-retriever") / "run"
-    proc = _torchrun(_args(tiny_atomic, out))
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
+    torchrun_to_the_end(_args(tiny_atomic, out))
     return out
 
 
@@ -83,15 +71,7 @@ def test_two_ranks_train_the_retriever_one_process_trains(two_rank_retriever: Pa
 def test_a_rank_killed_mid_run_is_restarted_and_resumes_the_retriever(two_rank_retriever: Path, tiny_atomic: Path,
                                                                       tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = _torchrun(_args(tiny_atomic, out), restarts=1)
-    deadline = time.monotonic() + 300
-    while proc.poll() is None and not (out / "train_state.pt").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    victim = rank_pid(proc.pid, 1)
-    assert proc.poll() is None and victim is not None, "the run ended before a rank could be killed"
-    os.kill(victim, signal.SIGKILL)
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
+    torchrun_killing_rank_1(_args(tiny_atomic, out), out)
     resumed = json.loads((out / "metrics.json").read_text())
     reference = json.loads((two_rank_retriever / "metrics.json").read_text())
     assert resumed["distributed"]["resumed_from_epoch"] in range(EPOCHS - 1)
