@@ -228,15 +228,17 @@ def measure_gateway(bundle: Path, requests: int, logs: Path) -> dict:
 def stage_means_ms(exposition: str) -> dict[str, float]:
     """Mean milliseconds per request stage (redis, faiss, onnx, …) from the gateway's own
     ``ratingctr_stage_seconds`` histogram, warm-up included: where a p50 goes, without a profiler."""
-    sums: dict[str, float] = {}
-    counts: dict[str, float] = {}
-    for line in exposition.splitlines():
-        for suffix, into in (("_sum{", sums), ("_count{", counts)):
-            if line.startswith(f"ratingctr_stage_seconds{suffix}"):
-                labels, value = line[len("ratingctr_stage_seconds") + len(suffix):].rsplit("} ", 1)
-                stage = dict(part.split("=", 1) for part in labels.split(","))["stage"].strip('"')
-                into[stage] = into.get(stage, 0.0) + float(value)
-    return {stage: sums[stage] / counts[stage] * 1e3 for stage in sorted(sums) if counts.get(stage)}
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(exposition):
+        if family.name != "ratingctr_stage_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith(("_sum", "_count")):
+                part = totals.setdefault(sample.labels["stage"], {"_sum": 0.0, "_count": 0.0})
+                part[sample.name[-4:] if sample.name.endswith("_sum") else "_count"] += sample.value
+    return {stage: t["_sum"] / t["_count"] * 1e3 for stage, t in sorted(totals.items()) if t["_count"]}
 
 
 # the cost of each stage that the report fits against ratings: (stage, field, label)

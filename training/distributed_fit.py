@@ -39,6 +39,21 @@ class Resumed:
     epoch_seconds: list[float] = field(default_factory=list)
 
 
+def agreed_train_state(state_path: Path, config: dict, ctx: DistContext) -> TrainState | None:
+    """The saved state every rank reads; an error on all ranks when some rank sees another one
+    (a multi-node job whose ``--out`` is not on storage every node shares)."""
+    state = load_train_state(state_path, config)
+    mine = -1 if state is None else state.epoch
+    main = torch.tensor([mine], dtype=torch.int64, device=ctx.device)
+    torch.distributed.broadcast(main, src=0)
+    differs = torch.tensor([int(int(main.item()) != mine)], dtype=torch.int64, device=ctx.device)
+    torch.distributed.all_reduce(differs)
+    if int(differs.item()):
+        raise UserError(f"the ranks see different resume points in {state_path} (rank 0: epoch "
+                        f"{int(main.item())}); a multi-node run needs --out on storage every node shares")
+    return state
+
+
 @dataclass
 class DataParallelRun:
     """One rank's part in a run: its context, where the resume point lives, the run's config
@@ -79,18 +94,7 @@ class DataParallelRun:
                        epoch_seconds=[float(r["seconds"]) for r in state.stopped.history])
 
     def _agreed_state(self) -> TrainState | None:
-        """The saved state every rank reads; an error on all ranks when some rank sees another one
-        (a multi-node job whose ``--out`` is not on storage every node shares)."""
-        state = load_train_state(self.state_path, self.config)
-        mine = -1 if state is None else state.epoch
-        main = torch.tensor([mine], dtype=torch.int64, device=self.ctx.device)
-        torch.distributed.broadcast(main, src=0)
-        differs = torch.tensor([int(int(main.item()) != mine)], dtype=torch.int64, device=self.ctx.device)
-        torch.distributed.all_reduce(differs)
-        if int(differs.item()):
-            raise UserError(f"the ranks see different resume points in {self.state_path} (rank 0: epoch "
-                            f"{int(main.item())}); a multi-node run needs --out on storage every node shares")
-        return state
+        return agreed_train_state(self.state_path, self.config, self.ctx)
 
     def step(self, train, idx: torch.Tensor, amp_dtype: torch.dtype | None) -> tuple[torch.Tensor, int]:
         """One step of the global batch ``idx`` on this rank's shard: (this shard's mean loss, its rows)."""

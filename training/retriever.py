@@ -25,12 +25,13 @@ from tqdm import tqdm
 from ratingctr.training.config import DataConfig
 from ratingctr.training.data.encode import TEST, TRAIN, VALID, EncodedData, load_dataset
 from ratingctr.training.distributed import DistContext
+from ratingctr.training.distributed_fit import Resumed
 from ratingctr.training.distributed_state import TRAIN_STATE
 from ratingctr.training.early_stopping import train_until_stale
 from ratingctr.training.full_ranking import UserItems, full_ranking_metrics, sample_users
 from ratingctr.training.graph import layer_weights, normalized_adjacency, propagate
 from ratingctr.training.metrics import ranked_hits_at_k
-from ratingctr.training.retriever_parallel import ResumedRetriever, RetrieverParallel
+from ratingctr.training.retriever_parallel import RetrieverParallel
 from ratingctr.training.sampling import interaction_keys, sample_negatives
 from ratingctr.training.trainer import seed_everything, select_device
 
@@ -188,7 +189,7 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
     if config.max_batches_per_epoch:
         batch_size = max(batch_size, -(-train_pos.size // config.max_batches_per_epoch))
     data_settings = {**asdict(data_config), "split": list(data_config.split)}  # split_mode included
-    parallel, resumed = None, ResumedRetriever()
+    parallel, resumed = None, Resumed()
     if distributed is not None:
         run_config = {"retriever": {k: v for k, v in asdict(config).items() if k not in ("progress", "device")},
                       "data": data_settings}

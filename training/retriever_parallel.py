@@ -21,7 +21,7 @@ partitioned (row blocks of Â per rank with an all-gather per layer), which is n
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,8 @@ from ratingctr.training.distributed import (
     shard,
     sum_over_ranks,
 )
-from ratingctr.training.distributed_state import TrainState, load_train_state, save_train_state
+from ratingctr.training.distributed_fit import Resumed, agreed_train_state
+from ratingctr.training.distributed_state import TrainState, save_train_state
 from ratingctr.training.early_stopping import Stopped
 
 _PCG_BYTES = 16  # PCG64's state and increment are 128-bit integers
@@ -74,14 +75,6 @@ class _BPRForward(nn.Module):
 
 
 @dataclass
-class ResumedRetriever:
-    first_epoch: int = 0
-    stopped: Stopped | None = None
-    best_state: dict[str, torch.Tensor] | None = None
-    epoch_seconds: list[float] = field(default_factory=list)
-
-
-@dataclass
 class RetrieverParallel:
     """One rank's part in a retriever run: its context, the resume point's path and the run's
     configuration (a saved state must come from the same one)."""
@@ -99,17 +92,9 @@ class RetrieverParallel:
         return self.ctx.is_main
 
     def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
-               reg_weight: float) -> ResumedRetriever:
+               reg_weight: float) -> Resumed:
         """Wrap ``model`` for data-parallel steps; load the resume point when there is one."""
-        state = load_train_state(self.state_path, self.config)
-        # every rank must agree on the resume point (a multi-node --out on storage not every node sees)
-        epochs = [torch.tensor([-1 if state is None else state.epoch]) for _ in range(self.ctx.world_size)]
-        torch.distributed.all_gather(epochs, epochs[self.ctx.rank].clone())
-        if len({int(e.item()) for e in epochs}) > 1:
-            from ratingctr.errors import UserError
-
-            raise UserError(f"the ranks see different resume points in {self.state_path}: "
-                            f"{[int(e.item()) for e in epochs]}; a multi-node run needs --out on shared storage")
+        state = agreed_train_state(self.state_path, self.config, self.ctx)
         if state is not None:
             model.load_state_dict(state.model)
             optimizer.load_state_dict(state.optimizer)
@@ -121,9 +106,9 @@ class RetrieverParallel:
             else None, init_sync=False, forward_sync_buffers=False)
         self._optimizer, self._rng = optimizer, rng
         if state is None:
-            return ResumedRetriever()
+            return Resumed()
         self.resumed_from_epoch = state.epoch
-        return ResumedRetriever(first_epoch=state.epoch + 1, stopped=state.stopped, best_state=state.best_state,
+        return Resumed(first_epoch=state.epoch + 1, stopped=state.stopped, best_state=state.best_state,
                                 epoch_seconds=[float(r["seconds"]) for r in state.stopped.history])
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> tuple[torch.Tensor, float]:
