@@ -29,6 +29,23 @@ def test_the_numpy_stream_resumes_where_it_was_saved() -> None:
         np.testing.assert_array_equal(a, b)
 
 
+def test_the_retriever_refuses_distributed_without_torchrun_and_torchrun_without_the_flag(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from ratingctr.cli import main
+
+    torchrun = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    for name in torchrun:
+        monkeypatch.delenv(name, raising=False)
+    assert main(["train-retriever", "--distributed", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --distributed runs under torchrun") and len(err.splitlines()) == 1
+    assert not (tmp_path / "a").exists()
+    for name, value in torchrun.items():
+        monkeypatch.setenv(name, value)
+    assert main(["train-retriever", "--out", str(tmp_path / "b")]) == 2  # N ranks would each train it all
+    assert "without --distributed" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
 def _args(tiny_atomic: Path, out: Path) -> list[str]:
     return ["train-retriever", "--dataset", "atomic", "--data-dir", str(tiny_atomic), "--embedding-dim", "16",
             "--gcn-layers", "2", "--batch-size", "64", "--epochs", str(EPOCHS), "--min-epochs", str(EPOCHS),
