@@ -144,6 +144,7 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
     writes (the other ranks return ``{}``), and ``out_dir/train_state.pt`` is the resume point.
     """
     out_dir = Path(out_dir)
+    started = time.perf_counter()
     main = distributed is None or distributed.is_main
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -196,6 +197,8 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
         parallel = RetrieverParallel(distributed, out_dir / TRAIN_STATE, run_config)
         resumed = parallel.attach(model, optimizer, rng, config.reg_weight)
     epoch_seconds: list[float] = list(resumed.epoch_seconds)
+    valid_seconds: list[float] = []
+    setup_seconds = time.perf_counter() - started
     bar = tqdm(range(resumed.first_epoch, config.epochs), desc="retriever", unit="epoch",
                disable=not (config.progress and main), file=sys.stderr)
 
@@ -226,9 +229,11 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
         model.eval()
         valid: dict = {}
         if main:
+            valid_start = time.perf_counter()
             with torch.no_grad():
                 user_vec, item_vec = model.vectors()
                 valid = evaluate(user_vec, item_vec, valid_users, train_seen, valid_rel)
+            valid_seconds.append(time.perf_counter() - valid_start)
             bar.set_postfix(loss=f"{total / train_pos.size:.4f}", valid_recall=f"{valid[f'recall@{config.k}']:.4f}")
         score = valid.get(f"recall@{config.k}", float("nan"))
         if parallel is not None:
@@ -245,6 +250,7 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
     if not main:
         return {}
     model.eval()
+    final_start = time.perf_counter()
     with torch.no_grad():
         user_vec, item_vec = model.vectors()
         test = evaluate(user_vec, item_vec, test_users, test_seen, test_rel)
@@ -253,6 +259,7 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
     popularity = torch.from_numpy(np.bincount(data.item[train_clicks], minlength=data.n_items + 1).astype(np.float32))
     popular = full_ranking_metrics(lambda u: popularity.expand(len(u), -1).clone(), test_users, test_seen, test_rel,
                                    data.n_items, config.k)
+    final_seconds = time.perf_counter() - final_start
     np.save(out_dir / "user_vectors.npy", user_vec.cpu().numpy().astype(np.float32))
     np.save(out_dir / "item_vectors.npy", item_vec.cpu().numpy().astype(np.float32))
     torch.save({"format": RETRIEVER_FORMAT, "config": asdict(config), "data": data_settings,
@@ -265,6 +272,10 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
                "best_epoch": stopped.best_epoch, "epoch_seconds": epoch_seconds, "history": stopped.history,
                "dataset": data.stats, "config": asdict(config), "data": data_settings,
                "graph_edges": int(positive_keys.size), "batch_size": batch_size, "min_epochs": min_epochs,
+               # where the time went (bench scale splits the stage by them): read + encode + graph
+               # build, each epoch's validation, and the final test + validation + popularity pass
+               "steps_per_epoch": steps_per_epoch, "setup_seconds": setup_seconds, "valid_seconds": valid_seconds,
+               "final_eval_seconds": final_seconds,
                "patience_epochs": patience,
                "device": str(device), **(extra_metrics or {})}
     if parallel is not None:

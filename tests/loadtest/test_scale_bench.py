@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from helpers import run_cli
 
-from ratingctr.loadtest.scale_bench import fitted_exponent, memory_fit, shape
+from ratingctr.loadtest.scale_bench import fitted_exponent, memory_fit, retriever_breakdown, shape
 
 
 def test_points_have_movielens_25m_proportions_and_small_ones_stay_sparse() -> None:
@@ -23,6 +25,17 @@ def test_fitted_exponent_skips_missing_values() -> None:
 def _point(users: int, items: int, rss: float) -> dict:
     return {"stages": {"train-DCNV2-binary": {"dataset": {"users": users, "items": items}},
                        "serve": {"gateway_rss_bytes": rss}}}
+
+
+def test_retriever_breakdown_splits_the_epoch_into_steps_and_reads_old_runs() -> None:
+    metrics = {"epoch_seconds": [36.58], "graph_edges": 799_970, "batch_size": 2048,
+               "test": {"recall@20": 0.11}, "popular": {"recall@20": 0.05}}
+    old = retriever_breakdown(metrics)  # a run written before set-up and evaluation were timed
+    assert old["steps_per_epoch"] == 391 and old["step_ms"] == pytest.approx(93.55, abs=0.01)
+    assert "setup_seconds" not in old and "eval_seconds" not in old
+    new = retriever_breakdown({**metrics, "steps_per_epoch": 391, "setup_seconds": 4.0,
+                               "valid_seconds": [1.5, 2.5], "final_eval_seconds": 3.0})
+    assert new["setup_seconds"] == 4.0 and new["eval_seconds"] == 7.0
 
 
 def test_memory_fit_recovers_a_linear_model_and_shows_a_point_off_it() -> None:
@@ -54,6 +67,12 @@ def test_bench_scale_measures_every_stage_and_reuses_its_cache(tmp_path: Path) -
         assert 0.5 < train["test_auc"] < 1.0  # synthetic data has learnable structure
         assert train["dataset"]["interactions"] > 0.8 * point["ratings"]
         assert stages["export"]["index"] == "flat" and stages["export"]["bundle_bytes"] > 0
+        # the retriever's stage split into set-up, steps × per-step cost and evaluation
+        retriever = stages["retriever"]
+        assert retriever["steps_per_epoch"] == -(-retriever["graph_edges"] // retriever["batch_size"])
+        assert retriever["step_ms"] == pytest.approx(1e3 * retriever["epoch_seconds"] / retriever["steps_per_epoch"])
+        assert retriever["setup_seconds"] > 0 and retriever["eval_seconds"] > 0
+        assert retriever["setup_seconds"] + retriever["epoch_seconds"] + retriever["eval_seconds"] < retriever["seconds"]
         serve = stages["serve"]
         assert serve["recommend_p50_ms"] > 0 and serve["redis_bytes_per_user"] > 0 and serve["gateway_rss_bytes"] > 0
         # the gateway's own stage histogram: every request read Redis, searched FAISS and scored
