@@ -111,8 +111,9 @@ def pointwise_eval(model: CTRModel, data: EncodedData, rows: np.ndarray, batch_s
 
 def full_eval(model: CTRModel, data: EncodedData, num_negatives: int = 100, only_clicks: bool = False,
               seed: int = 2020, batch_size: int = 65536, device: torch.device | None = None,
-              ranking: bool = True, eval_users: int | None = None) -> dict:
-    """Everything ``metrics.json`` reports for a trained model."""
+              ranking: bool = True, eval_users: int | None = None, ranking_on_valid: bool = True) -> dict:
+    """Everything ``metrics.json`` reports for a trained model (``ranking_on_valid=False``: uni100
+    on the test split only, validation keeps its pointwise metrics)."""
     device = device or next(model.parameters()).device
     out: dict = {}
     for name, part in (("valid", VALID), ("test", TEST)):
@@ -124,7 +125,7 @@ def full_eval(model: CTRModel, data: EncodedData, num_negatives: int = 100, only
             train_counts = np.bincount(data.user[data.split == TRAIN], minlength=data.n_users + 1)
             out["groups"] = group_auc(data.user[rows], data.click[rows], scores, train_counts)
         scored = int(rows.size)
-        if ranking:
+        if ranking and (part == TEST or ranking_on_valid):
             ranked = ranking_eval(model, data, part, num_negatives, only_clicks, seed, batch_size, device, eval_users)
             scored += ranked.pop("scored_rows")
             metrics.update(ranked)

@@ -227,11 +227,11 @@ def retrain_ranker(from_run: Path, events_dir: Path, out_dir: Path, config: Retr
     result = fit(model, prepared.fit_data, train, device)
     start = time.perf_counter()
     metrics = full_eval(model, prepared.fit_data, train.num_negatives, train.ranking_positives == "clicks",
-                        seed=base_config.data.seed, batch_size=train.eval_batch_size, device=device,
+                        seed=base_config.data.seed, batch_size=train.eval_rows, device=device,
                         eval_users=train.eval_users)
     held = np.flatnonzero((prepared.grown.stream_id != "") & (data.split == VALID))
     held = held[held >= prepared.lineage["base_rows"]]
-    events_valid = pointwise_eval(model, data, held, train.eval_batch_size, device)[0] if held.size else None
+    events_valid = pointwise_eval(model, data, held, train.eval_rows, device)[0] if held.size else None
     out = {
         "model": run_config.model.name, "head": run_config.head.kind, "aggregate": run_config.head.aggregate,
         "encoder": run_config.encoder.kind, "mode": "retrain", "ratio": run_config.head.ratio, "dataset": data.stats,

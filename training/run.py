@@ -209,8 +209,8 @@ def train_run(config: RunConfig, out_dir: Path, data: EncodedData | None = None,
     traced = finish_trace(result) if finish_trace is not None else None
     eval_start = time.perf_counter()
     metrics = full_eval(model, data, config.train.num_negatives, config.train.ranking_positives == "clicks",
-                        seed=config.data.seed, batch_size=config.train.eval_batch_size, device=device,
-                        eval_users=config.train.eval_users)
+                        seed=config.data.seed, batch_size=config.train.eval_rows, device=device,
+                        eval_users=config.train.eval_users, ranking_on_valid=config.train.ranking_on_valid)
     eval_seconds = time.perf_counter() - eval_start
     payload = {
         "model": config.model.name, "head": config.head.kind, "aggregate": config.head.aggregate,
@@ -256,6 +256,6 @@ def evaluate_run(run_dir: Path, noise_std: float = 0.0, device_name: str = "auto
     model.encoder.noise_std = float(noise_std)
     seed_everything(config.train.seed)
     metrics = full_eval(model, data, config.train.num_negatives, config.train.ranking_positives == "clicks",
-                        seed=config.data.seed, batch_size=config.train.eval_batch_size, device=device,
+                        seed=config.data.seed, batch_size=config.train.eval_rows, device=device,
                         ranking=ranking, eval_users=config.train.eval_users)
     return {"noise_std": noise_std, **metrics}

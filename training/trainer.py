@@ -184,7 +184,7 @@ def fit(model: CTRModel, data: EncodedData, config: TrainConfig, device: torch.d
         epoch_seconds.append(train_seconds)
         if not main:  # rank 0 validates; this rank takes its score
             return distributed.share_score(float("nan")), {}
-        valid, _ = pointwise_eval(model, data, valid_rows, config.eval_batch_size, device)
+        valid, _ = pointwise_eval(model, data, valid_rows, config.eval_rows, device)
         record = {"epoch": epoch, "train_loss": float(total_loss) / n, "valid_auc": valid["auc"],
                   "valid_logloss": valid["logloss"], "seconds": train_seconds,
                   "embedding_grad_norm": float(grad_norms) / steps,

@@ -74,3 +74,30 @@ def test_eval_users_is_a_train_flag_and_refuses_fewer_than_two(tiny_atomic: Path
     result = run_cli("train", "--dataset", "atomic", "--data-dir", str(tiny_atomic), "--k-core", "3",
                      "--epochs", "1", "--eval-users", "1", "--out", str(tmp_path / "r"), "--no-progress")
     assert result.returncode == 2 and "--eval-users must be at least 2" in result.stderr
+
+
+def test_ranking_on_valid_off_skips_validation_uni100_and_changes_nothing_else(tiny, tiny_atomic: Path,
+                                                                               tmp_path: Path) -> None:
+    from conftest import train_tiny_ranker
+
+    from ratingctr.training.run import load_checkpoint, restore_model
+
+    run = train_tiny_ranker(tiny_atomic, tmp_path / "run")
+    payload, config = load_checkpoint(run)
+    model = restore_model(payload, config, tiny)
+    both = full_eval(model, tiny, seed=config.data.seed, batch_size=512)
+    test_only = full_eval(model, tiny, seed=config.data.seed, batch_size=512, ranking_on_valid=False)
+    assert "ndcg@10" in both["valid"] and "ndcg@10" not in test_only["valid"]
+    assert test_only["valid"]["auc"] == both["valid"]["auc"]  # pointwise validation is kept
+    assert test_only["test"] == both["test"]
+    # the scored rows drop by exactly the validation protocol's candidates
+    valid_ranked = both["scored_rows"] - test_only["scored_rows"]
+    assert valid_ranked > 100 * test_only["valid"]["rows"] * 0.5
+
+
+def test_the_evaluation_batch_defaults_to_the_training_batch() -> None:
+    from ratingctr.training.config import build_run_config
+
+    assert build_run_config({"model": "DCNV2"}).train.eval_rows == 4096
+    assert build_run_config({"model": "DCNV2", "batch_size": 1024}).train.eval_rows == 1024
+    assert build_run_config({"model": "DCNV2", "eval_batch_size": 30000}).train.eval_rows == 30000

@@ -49,7 +49,8 @@ def _config_factory(args: argparse.Namespace, extra: list[str]):
     from ratingctr.training.commands import parse_overrides, run_overrides
     from ratingctr.training.config import build_run_config, first_order_applies
 
-    settings = {**run_overrides(args, []), "progress": False}
+    # validation is judged by AUC alone here (selection, early stopping): no uni100 on it
+    settings = {**run_overrides(args, []), "progress": False, "ranking_on_valid": False}
     if settings.get("first_order") == "both":  # the variant is then in the model's name (``_with_variants``)
         settings["first_order"] = "wide"
     pairs = parse_overrides(extra)

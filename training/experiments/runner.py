@@ -202,7 +202,7 @@ def _evaluate_extras(job: Job, run_dir: Path, data, missing: list[str]) -> None:
     device = select_device(config.train.device)
     model = restore_model(payload, config, data).to(device)
     test_rows = data.rows(TEST)
-    batch = config.train.eval_batch_size
+    batch = config.train.eval_rows
     if "noise" in missing:
         done = _read_json(run_dir / "noise.json") or {}
         for std in sorted(job.noise_stds):

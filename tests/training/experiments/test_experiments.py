@@ -383,6 +383,8 @@ def test_every_head_and_arm_gets_the_same_uncapped_budget() -> None:
         make = _config_factory(args, extra)
         budgets = {(make("AutoInt", 1, **c).train.epochs, make("AutoInt", 1, **c).train.patience) for c in changes}
         assert budgets == {(100, 5)}, verb
+        # no experiment reads validation ranking metrics: every run scores uni100 on test alone
+        assert not make("AutoInt", 1, **changes[0]).train.ranking_on_valid, verb
 
 
 def test_broadcast_variant_shares_the_binary_runs_and_retrains_the_rating_runs(tmp_path: Path) -> None:
