@@ -21,7 +21,7 @@ from ratingctr.errors import UserError
 # with the group's hook (``GROUPS``).
 COMMANDS: dict[str, tuple[str, ...]] = {
     "ratingctr.training.commands": ("train", "evaluate", "compare", "data", "train-retriever", "bench train",
-                                    "bench propagate", "bench ddp"),
+                                    "bench propagate", "bench ddp", "bench auc"),
     "ratingctr.training.retrain_commands": ("retrain", "retrain-retriever"),
     "ratingctr.training.experiments.commands": ("experiment supervision", "experiment connectivity",
                                                 "experiment retriever"),
@@ -50,7 +50,7 @@ class _Parser(argparse.ArgumentParser):
 
 # Verb groups whose sub-verbs several rooms contribute: group → (help, the hook a module defines).
 GROUPS: dict[str, tuple[str, str]] = {
-    "bench": ("benchmarks: train, propagate, ddp, ann, score, gateway, scale", "register_bench"),
+    "bench": ("benchmarks: train, auc, propagate, ddp, ann, score, gateway, scale", "register_bench"),
     "experiment": ("the papers' tables and figures and the online study: cached, resumable runs",
                    "register_experiment"),
 }

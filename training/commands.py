@@ -294,6 +294,18 @@ def cmd_bench_ddp(args: argparse.Namespace, extra: list[str]) -> int:
     return run_bench_ddp(args)
 
 
+def cmd_bench_auc(args: argparse.Namespace, extra: list[str]) -> int:
+    import shlex
+    import sys
+
+    from ratingctr.training.peer_auc import run_bench_auc
+
+    if extra:
+        raise UserError(f"bench auc takes no extra arguments: {' '.join(extra)}")
+    args.command_line = "ratingctr " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return run_bench_auc(args)
+
+
 def register_bench(bench_verbs: argparse._SubParsersAction) -> None:
     bench_train = bench_verbs.add_parser("train", help="seconds per epoch and peak memory per architecture and head")
     bench_train.add_argument("--models", default="all", help="comma-separated architectures, or all")
@@ -308,6 +320,22 @@ def register_bench(bench_verbs: argparse._SubParsersAction) -> None:
                              help="python of an environment with recbole==1.2.1 to time the same models there")
     bench_train.add_argument("--out", default=None, help="write the table as JSON here")
     bench_train.set_defaults(handler=cmd_bench_train)
+    auc = bench_verbs.add_parser("auc", help="our binary head vs RecBole 1.2.1 trained on exactly our split "
+                                             "(test AUC / logloss, paired over seeds)")
+    auc.add_argument("--recbole-python", required=True,
+                     help="python of an environment with recbole==1.2.1 (README: bench train)")
+    auc.add_argument("--models", default="all", help="comma-separated architectures RecBole has, or all")
+    auc.add_argument("--seeds", type=int, default=5, help="number of seeds (each fixes split, init, batch order)")
+    auc.add_argument("--seed", type=int, default=2020, help="first seed; the others follow it")
+    auc.add_argument("--dataset", default="ml-100k", help="ml-100k, or an atomic folder with ML-100k's fields")
+    auc.add_argument("--data-dir", default=None)
+    auc.add_argument("--k-core", type=int, default=None)
+    auc.add_argument("--epochs", type=int, default=None, help="epoch budget (default: the experiments')")
+    auc.add_argument("--patience", type=int, default=None, help="default: the experiments'")
+    auc.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (each side)")
+    auc.add_argument("--runs-dir", default="runs/experiments", help="cache of finished runs, shared with experiments")
+    auc.add_argument("--out", default="reports/ml-100k/peers")
+    auc.set_defaults(handler=cmd_bench_auc)
     bench_prop = bench_verbs.add_parser("propagate", help="time one full LightGCN propagation")
     bench_prop.add_argument("--dataset", default="ml-100k")
     bench_prop.add_argument("--data-dir", default=None)
