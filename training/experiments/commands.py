@@ -133,7 +133,11 @@ def cmd_supervision(args: argparse.Namespace, extra: list[str]) -> int:
     )
 
     models = _with_variants(_csv(args.models), args.first_order)
-    spec = SupervisionSpec(models=models, seeds=_seeds(args), ratio=args.ratio, ratios=_csv(args.ratios, float),
+    seeds = _seeds(args)
+    if args.sweep_seeds is not None and not 2 <= args.sweep_seeds <= len(seeds):
+        raise UserError(f"--sweep-seeds must be between 2 and --seeds ({len(seeds)}), got {args.sweep_seeds}")
+    spec = SupervisionSpec(models=models, seeds=seeds, ratio=args.ratio, ratios=_csv(args.ratios, float),
+                           sweep_seeds=args.sweep_seeds,
                            ratio_models=_models(args.ratio_models, models),
                            trace_models=tuple(m for m in PAPER_TRACE_MODELS if m in models)
                            if args.trace_models is None else _models(args.trace_models, models),
@@ -266,7 +270,11 @@ def register_experiment(verbs: argparse._SubParsersAction) -> None:
     _common(sup, sup_options)
     _option(sup, sup_options, "--ratio", type=float, default=0.5, help="λr of the rating head in Tables 1-3")
     _option(sup, sup_options, "--ratios", default="0.1,0.3,0.5,0.7,0.9", help="λr grid of Figure 4")
-    _option(sup, sup_options, "--ratio-models", default="all", help="architectures of Figure 4 (all, none or a list)")
+    _option(sup, sup_options, "--ratio-models", default="all",
+            help="architectures of Figure 4 (all, none or a list); the selection blocks cover the same ones")
+    _option(sup, sup_options, "--sweep-seeds", type=int, default=None,
+            help="the λr sweep and the selection grids run on the first N seeds (default: all); Table 1's "
+                 "fixed block and Figures 2-3 on all")
     _option(sup, sup_options, "--trace-models", default=None,
             help="architectures whose embedding gradient norms are recorded (Figure 2; all, none or a "
                  "list; default: those of DCNV2, AutoInt, FiGNN in --models)")

@@ -57,6 +57,20 @@ class SupervisionSpec:
     select: bool = False  # the selected-λr and selected-lr blocks of Table 1
     ratio_preset: str = "sweep"  # "authors": selection.AUTHORS_RATIOS where the authors fixed λr
     binary_lr_factors: tuple[float, ...] = DEFAULT_LR_FACTORS  # × each model's lr
+    #: seeds of the λr sweep (Figure 4) and of the selection grids: the first ``sweep_seeds`` of
+    #: ``seeds`` (None: all).  Table 1's fixed block and Figures 2-3 use every seed; the grids
+    #: multiply the runs by their size, so a referee's 10 seeds for Table 1 and 5 for the sweeps
+    #: cost half of 10 everywhere.  The selected blocks pair with the binary runs of those seeds.
+    sweep_seeds: int | None = None
+
+    @property
+    def sweep(self) -> tuple[int, ...]:
+        return self.seeds[:self.sweep_seeds] if self.sweep_seeds else self.seeds
+
+    @property
+    def select_models(self) -> tuple[str, ...]:
+        """The architectures the selection blocks cover: Figure 4's (their λr grid runs are shared)."""
+        return tuple(m for m in self.models if m in self.ratio_models) if self.select else ()
 
 
 # make_config(model, seed, head=..., ratio=...) -> RunConfig
@@ -76,19 +90,19 @@ def plan_supervision(spec: SupervisionSpec, make_config: ConfigFactory, plan: Pl
                     noise_stds=spec.noise_stds if model in spec.noise_models else ())
     for model in spec.ratio_models:
         for ratio in spec.ratios:
-            for seed in spec.seeds:
+            for seed in spec.sweep:
                 config = make_config(model, seed, head="rating", ratio=ratio)
                 index["ratio"][(model, ratio, seed)] = plan.add(config, f"{model}-rating-r{ratio:g}-s{seed}")
     index["select_rating"], index["select_binary"] = {}, {}
     if spec.select:  # the same run for a grid point that Table 1 or Figure 4 already has (one cache key)
-        for model in spec.models:
+        for model in spec.select_models:
             for ratio in ratio_grid(model, spec.ratios, spec.ratio_preset):
-                for seed in spec.seeds:
+                for seed in spec.sweep:
                     config = make_config(model, seed, head="rating", ratio=ratio)
                     index["select_rating"][(model, ratio, seed)] = plan.add(config, f"{model}-rating-r{ratio:g}-s{seed}")
             base_lr = make_config(model, spec.seeds[0], head="binary", ratio=spec.ratio).train.lr
             for factor in spec.binary_lr_factors:
-                for seed in spec.seeds:
+                for seed in spec.sweep:
                     config = make_config(model, seed, head="binary", ratio=spec.ratio, lr=base_lr * factor)
                     index["select_binary"][(model, factor, seed)] = plan.add(
                         config, f"{model}-binary-lr{factor:g}x-s{seed}")
@@ -165,7 +179,7 @@ def collect_supervision(spec: SupervisionSpec, plan: Plan, index: dict) -> dict:
         row["logloss_p_value"] = paired_p_value(row["binary_logloss_per_seed"], row["rating_logloss_per_seed"])
         row["auc_diff"] = paired_difference(row["binary_auc_per_seed"], row["rating_auc_per_seed"])
         row["logloss_diff"] = paired_difference(row["binary_logloss_per_seed"], row["rating_logloss_per_seed"])
-        if spec.select:
+        if model in spec.select_models:
             row.update(_selected_blocks(spec, plan, index, model, row))
         table1.append(row)
         row2: dict = {"model": model, "seeds": len(spec.seeds)}
@@ -220,13 +234,13 @@ def collect_supervision(spec: SupervisionSpec, plan: Plan, index: dict) -> dict:
 
     figure4 = {}
     for model in spec.ratio_models:
-        binary = values(model, "binary", "test", "auc")
+        binary = values(model, "binary", "test", "auc")[:len(spec.sweep)]  # paired on the sweep's seeds
         points = []
         for ratio in spec.ratios:
-            aucs = [(plan.metrics(index["ratio"][(model, ratio, s)]).get("test") or {}).get("auc") for s in spec.seeds]
+            aucs = [(plan.metrics(index["ratio"][(model, ratio, s)]).get("test") or {}).get("auc") for s in spec.sweep]
             m, s = mean_std(aucs)
             points.append({"ratio": ratio, "auc_mean": m, "auc_std": s, "p_value": paired_p_value(binary, aucs)})
-        figure4[model] = {"binary": mean_std(binary), "rating": points}
+        figure4[model] = {"binary": mean_std(binary), "rating": points, "seeds": len(spec.sweep)}
     _adjust(table1, table2, figure4)
     capped = {"main": {head: count_capped([main[(m, head, s)] for m in spec.models for s in spec.seeds])
                        for head in HEADS},
@@ -242,7 +256,8 @@ def collect_supervision(spec: SupervisionSpec, plan: Plan, index: dict) -> dict:
             "precision": first.get("precision"), "table1": table1, "table2": table2, "table3": table3,
             "figure2": figure2, "figure3": figure3, "figure4": figure4, "capped": capped,
             "selection": {"enabled": spec.select, "ratio_preset": spec.ratio_preset, "ratios": list(spec.ratios),
-                          "binary_lr_factors": list(spec.binary_lr_factors)},
+                          "binary_lr_factors": list(spec.binary_lr_factors), "seeds": list(spec.sweep),
+                          "models": list(spec.select_models)},
             "hyperparameters": _hyper_parameters(spec, plan, index)}
 
 
@@ -253,11 +268,12 @@ def _test_values(plan: Plan, keys: list[str], metric: str) -> list[float | None]
 def _selected_blocks(spec: SupervisionSpec, plan: Plan, index: dict, model: str, row: dict) -> dict:
     """Table 1's selected-λr and selected-lr blocks of one model: choices on validation, numbers on test."""
     grid = ratio_grid(model, spec.ratios, spec.ratio_preset)
-    rating = select_on_validation(plan, {r: [index["select_rating"][(model, r, s)] for s in spec.seeds] for r in grid})
-    binary = select_on_validation(plan, {f: [index["select_binary"][(model, f, s)] for s in spec.seeds]
+    seeds, n = spec.sweep, len(spec.sweep)
+    rating = select_on_validation(plan, {r: [index["select_rating"][(model, r, s)] for s in seeds] for r in grid})
+    binary = select_on_validation(plan, {f: [index["select_binary"][(model, f, s)] for s in seeds]
                                          for f in spec.binary_lr_factors})
-    r_keys = [index["select_rating"][(model, rating.chosen, s)] for s in spec.seeds] if rating.chosen is not None else []
-    b_keys = [index["select_binary"][(model, binary.chosen, s)] for s in spec.seeds] if binary.chosen is not None else []
+    r_keys = [index["select_rating"][(model, rating.chosen, s)] for s in seeds] if rating.chosen is not None else []
+    b_keys = [index["select_binary"][(model, binary.chosen, s)] for s in seeds] if binary.chosen is not None else []
     r_test = {m: _test_values(plan, r_keys, m) for m in ("auc", "logloss")}
     b_test = {m: _test_values(plan, b_keys, m) for m in ("auc", "logloss")}
     chosen_lr = ((plan.metrics(b_keys[0]).get("config") or {}).get("train") or {}).get("lr") if b_keys else None
@@ -266,9 +282,10 @@ def _selected_blocks(spec: SupervisionSpec, plan: Plan, index: dict, model: str,
             "grid": list(grid), "valid_auc_means": [[c, v] for c, v in rating.valid_means.items()],
             "ratio": rating.chosen, "auc": mean_std(r_test["auc"]), "logloss": mean_std(r_test["logloss"]),
             "auc_per_seed": r_test["auc"], "logloss_per_seed": r_test["logloss"],
-            # against the binary head as Table 1's fixed block trains it
-            "auc_diff": paired_difference(row["binary_auc_per_seed"], r_test["auc"]),
-            "logloss_diff": paired_difference(row["binary_logloss_per_seed"], r_test["logloss"]),
+            # against the binary head as Table 1's fixed block trains it, on the sweep's seeds
+            "auc_diff": paired_difference(row["binary_auc_per_seed"][:n], r_test["auc"]),
+            "logloss_diff": paired_difference(row["binary_logloss_per_seed"][:n], r_test["logloss"]),
+            "seeds": n,
         },
         "selected_lr": {
             "factors": list(spec.binary_lr_factors), "valid_auc_means": [[c, v] for c, v in binary.valid_means.items()],
@@ -372,9 +389,11 @@ def _selected_tables(results: dict) -> list[str]:
     if not rows_in:
         return []
     sel = results["selection"]
+    seeds = sel.get("seeds") or results["seeds"]
     lines = [f"### Rating head at λr selected on validation (preset `{sel['ratio_preset']}`)", "",
-             "λr per model: the argmax of the mean validation AUC over the seeds among the model's candidates "
-             "(never test); Δ against the binary head of the fixed block.", ""]
+             f"Over the first {len(seeds)} seeds ({', '.join(map(str, seeds))}), for the architectures of Figure 4. "
+             "λr per model: the argmax of the mean validation AUC over those seeds among the model's candidates "
+             "(never test); Δ against the binary head of the fixed block on the same seeds.", ""]
     rows = [[r["model"], _grid_text(r["selected_ratio"]["valid_auc_means"]), f"{r['selected_ratio']['ratio']}",
              pm(*r["selected_ratio"]["auc"]), diff_ci(r["selected_ratio"]["auc_diff"]),
              p_value(r["selected_ratio"]["auc_diff"]["p_value"]), p_value(r["selected_ratio"]["auc_diff"].get("holm_p")),
@@ -477,8 +496,10 @@ def render_supervision(results: dict, figures: dict[str, str], command: str) -> 
         lines += [md_table(["model", "head"] + [f"AUC std={s:g}" for s in stds], rows), ""]
     if "figure4" in figures:
         lines += ["## Figure 4: AUC vs λr", "",
-                  "Rating-head test AUC for each λr (mean ± std over seeds) against the binary head (dashed, band = "
-                  "± std); p is the paired test against the binary head.", "", f"![Figure 4]({figures['figure4']})", ""]
+                  f"Rating-head test AUC for each λr (mean ± std over the first "
+                  f"{next(iter(results['figure4'].values())).get('seeds', len(results['seeds']))} seeds) against the "
+                  "binary head on the same seeds (dashed, band = ± std); p is the paired test against the binary head.",
+                  "", f"![Figure 4]({figures['figure4']})", ""]
         ratios = [p["ratio"] for p in next(iter(results["figure4"].values()))["rating"]]
         rows = [[m, pm(*fig["binary"])] + [f"{pm(p['auc_mean'], p['auc_std'])} (p {p_value(p['p_value'])}, "
                                             f"Holm {p_value(p.get('holm_p'))})"

@@ -22,7 +22,7 @@ FAST = FAST_CONNECTIVITY + ["--k-core", "3"]
 
 def _supervision_args(tiny: Path, runs: Path, out: Path) -> list[str]:
     return ["experiment", "supervision", "--dataset", "atomic", "--data-dir", str(tiny), "--models", "WideDeep,DCNV2",
-            "--trace-models", "DCNV2", "--ratio-models", "WideDeep", "--ratios", "0.3,0.5",
+            "--trace-models", "DCNV2", "--ratio-models", "WideDeep,DCNV2", "--ratios", "0.3,0.5",
             "--noise-models", "DCNV2", "--noise-stds", "0.05,0.1", "--select-ratio", "validation",
             "--binary-lr-grid", "0.5,1", "--runs-dir", str(runs), "--out", str(out)] + FAST
 
@@ -60,7 +60,8 @@ def test_supervision_report_has_every_table_and_figure(supervision) -> None:
     assert pngs == ["figure2_embedding_norms.png", "figure3_noise.png", "figure4_ratio.png"]
     assert all((out / p).read_bytes()[:8] == PNG_MAGIC for p in pngs)
     # λr = 0.5 of Figure 4 and of the selection grid is Table 1's rating run, lr × 1 its binary run: one run each.
-    # Table 1: 2 models × 2 heads × 2 seeds; Figure 4: WideDeep λr 0.3; selection: DCNV2 λr 0.3, both models lr × 0.5
+    # Table 1: 2 models × 2 heads × 2 seeds; Figure 4 (and the selection's λr grid, the same runs): λr 0.3 of
+    # both models; selection: both models lr × 0.5
     assert len(list(runs.iterdir())) == 8 + 2 + 2 + 4
 
 
@@ -420,3 +421,34 @@ def test_first_order_both_gives_the_variant_its_own_rows(tmp_path: Path) -> None
     main = plan_supervision(spec, make, Plan(tmp_path, fingerprint="f" * 64))["main"]
     assert main[("WideDeep", "binary", 1)] == main[("WideDeep@broadcast", "binary", 1)]  # one binary run
     assert main[("WideDeep", "rating", 1)] != main[("WideDeep@broadcast", "rating", 1)]
+
+
+def test_sweep_seeds_run_the_grids_on_a_prefix_of_the_seeds_for_figure_4s_models(tmp_path: Path) -> None:
+    from ratingctr.cli import build_parser
+    from ratingctr.training.experiments.commands import _config_factory
+    from ratingctr.training.experiments.supervision import SupervisionSpec, plan_supervision
+
+    args, extra = build_parser().parse_known_args(["experiment", "supervision", "--out", "x"])
+    spec = SupervisionSpec(models=("WideDeep", "DCNV2"), seeds=(1, 2, 3, 4), trace_models=(), select=True,
+                           ratio_models=("DCNV2",), sweep_seeds=2)
+    plan = Plan(tmp_path, fingerprint="f" * 64)
+    index = plan_supervision(spec, _config_factory(args, extra), plan)
+    assert spec.sweep == (1, 2) and spec.select_models == ("DCNV2",)
+    assert len(index["main"]) == 2 * 4 * 2  # Table 1: every model, seed and head
+    assert {(m, s) for m, _, s in index["ratio"]} == {("DCNV2", 1), ("DCNV2", 2)}
+    assert {(m, s) for m, _, s in index["select_rating"]} == {("DCNV2", 1), ("DCNV2", 2)}
+    assert {(m, s) for m, _, s in index["select_binary"]} == {("DCNV2", 1), ("DCNV2", 2)}
+    # grid points that Table 1 already has are the same runs: λr 0.5 and lr factor 1 add nothing
+    assert index["ratio"][("DCNV2", 0.5, 1)] == index["main"][("DCNV2", "rating", 1)]
+    assert index["select_binary"][("DCNV2", 1.0, 2)] == index["main"][("DCNV2", "binary", 2)]
+    assert len(plan.jobs) == 16 + 4 * 2 + 4 * 2  # main + the other λr + the other lr factors
+
+
+def test_sweep_seeds_outside_the_seeds_are_refused(tiny_atomic: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    base = ["experiment", "supervision", "--dataset", "atomic", "--data-dir", str(tiny_atomic), "--seeds", "3",
+            "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "o")]
+    assert main(base + ["--sweep-seeds", "4"]) == 2
+    assert "--sweep-seeds must be between 2 and --seeds (3), got 4" in capsys.readouterr().err
+    assert main(base + ["--sweep-seeds", "1"]) == 2
+    assert not (tmp_path / "runs").exists()  # refused before anything ran
