@@ -142,6 +142,8 @@ def cmd_supervision(args: argparse.Namespace, extra: list[str]) -> int:
                            trace_models=tuple(m for m in PAPER_TRACE_MODELS if m in models)
                            if args.trace_models is None else _models(args.trace_models, models),
                            noise_stds=_csv(args.noise_stds, float) if args.noise_models != "none" else (),
+                           noise_relative=_csv(args.noise_relative, float)
+                           if args.noise_models != "none" and args.noise_relative != "none" else (),
                            noise_models=_models(args.noise_models, models),
                            select=args.select_ratio == "validation" or args.ratio_preset == "authors",
                            ratio_preset=args.ratio_preset, binary_lr_factors=_csv(args.binary_lr_grid, float))
@@ -150,8 +152,8 @@ def cmd_supervision(args: argparse.Namespace, extra: list[str]) -> int:
         unknown = [m for m in subset if m not in models]
         if unknown:
             raise UserError(f"{name} names {', '.join(unknown)}, which are not in --models")
-    if any(not 0.0 <= r <= 1.0 for r in spec.ratios) or any(s < 0 for s in spec.noise_stds):
-        raise UserError("--ratios must lie in [0, 1] and --noise-stds must be >= 0")
+    if any(not 0.0 <= r <= 1.0 for r in spec.ratios) or any(s < 0 for s in (*spec.noise_stds, *spec.noise_relative)):
+        raise UserError("--ratios must lie in [0, 1] and --noise-stds / --noise-relative must be >= 0")
     if any(not f > 0 for f in spec.binary_lr_factors):
         raise UserError("--binary-lr-grid takes positive factors of each model's lr, e.g. 0.25,0.5,1,2,4")
     out = Path(args.out)
@@ -161,6 +163,9 @@ def cmd_supervision(args: argparse.Namespace, extra: list[str]) -> int:
         figures["figure2"] = plots.figure2(results, out)
     if results["figure3"]:
         figures["figure3"] = plots.figure3(results, out)
+    if results.get("figure3_scaled"):
+        figures["figure3_scaled"] = plots.figure3(results, out, "figure3_scaled", "figure3_noise_scaled.png",
+                                                  "noise std / embedding RMS")
     if results["figure4"]:
         figures["figure4"] = plots.figure4(results, out)
     _write(out, results, render_supervision(results, figures, results["command"]))
@@ -280,6 +285,8 @@ def register_experiment(verbs: argparse._SubParsersAction) -> None:
                  "list; default: those of DCNV2, AutoInt, FiGNN in --models)")
     _option(sup, sup_options, "--noise-stds", default="0.01,0.03,0.05,0.07,0.09",
             help="Figure 3 noise grid (paper: 0.01..0.09 dense data, 0.006..0.014 sparse)")
+    _option(sup, sup_options, "--noise-relative", default="0.25,0.5,0.75,1,1.5",
+            help="Figure 3 scaled: noise std = level × each run's embedding RMS (none to skip)")
     _option(sup, sup_options, "--noise-models", default="all", help="architectures of Figure 3 (all, none or a list)")
     _option(sup, sup_options, "--select-ratio", choices=["none", "validation"], default="none",
             help="validation: Table 1 also shows the rating head at the λr of --ratios with the best mean "

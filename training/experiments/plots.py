@@ -84,22 +84,25 @@ def figure2(results: dict, out_dir: Path) -> str:
     return _save(plt, fig, out_dir, "figure2_embedding_norms.png")
 
 
-def figure3(results: dict, out_dir: Path) -> str:
+def figure3(results: dict, out_dir: Path, key: str = "figure3", name: str = "figure3_noise.png",
+            xlabel: str = "noise std") -> str:
+    """Figure 3 from ``results[key]``: absolute noise (``figure3``) or noise relative to each run's
+    embedding RMS (``figure3_scaled``, x = the level)."""
     plt = _pyplot()
-    models = list(results["figure3"])
+    models = list(results[key])
     fig, axes = _grid(plt, 2, len(models))
     for c, model in enumerate(models):
         for r, metric in enumerate(("auc", "logloss")):
             ax = axes[r][c]
             for head in ("binary", "rating"):
-                points = results["figure3"][model][head]
+                points = results[key][model][head]
                 x = [p["std"] for p in points]
                 _band(ax, x, [p[metric][0] for p in points], [p[metric][1] for p in points], COLORS[head],
                       LABELS[head], marker="o", markersize=3)
             ax.set_title(f"{model}: test {metric.upper() if metric == 'auc' else metric}")
-            ax.set_xlabel("noise std")
+            ax.set_xlabel(xlabel)
     axes[0][0].legend(fontsize=7)
-    return _save(plt, fig, out_dir, "figure3_noise.png")
+    return _save(plt, fig, out_dir, name)
 
 
 def figure4(results: dict, out_dir: Path) -> str:

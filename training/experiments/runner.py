@@ -7,7 +7,8 @@ re-uses a stale run), and lives in ``RUNS_DIR/<label>-<key>``.  A run is finishe
 
 * ``metrics.json`` + ``model.pt`` (written last by ``train_run``, atomically);
 * ``trace.json`` when the plan asks for embedding gradient norms (Figure 2);
-* ``noise.json`` holding the requested noise levels (Figure 3);
+* ``noise.json`` holding the requested noise levels (Figure 3): absolute stds, and levels relative
+  to the run's own embedding RMS (``rel:<level>``, with ``embedding_rms``);
 * ``rm.json``: test AUC/logloss with middle ratings removed (EvalRM).
 
 Re-running a plan executes only what is missing, so a finished experiment is a report
@@ -80,6 +81,9 @@ class Job:
     base: str | None = None
     trace: bool = False
     noise_stds: set[float] = field(default_factory=set)
+    #: noise levels as fractions of the run's embedding RMS (Figure 3, scaled): the heads' embedding
+    #: norms differ, so one absolute std is a different signal-to-noise ratio for each
+    noise_relative: set[float] = field(default_factory=set)
     rm_eval: bool = False
 
     def missing(self, run_dir: Path) -> list[str]:
@@ -88,9 +92,10 @@ class Job:
             out.append("train")
         if self.trace and not (run_dir / "trace.json").is_file():
             out.append("trace")
-        if self.noise_stds:
+        if self.noise_stds or self.noise_relative:
             done = _read_json(run_dir / "noise.json") or {}
-            if any(noise_name(s) not in done for s in self.noise_stds):
+            if any(noise_name(s) not in done for s in self.noise_stds) or \
+                    any(relative_noise_name(r) not in done for r in self.noise_relative):
                 out.append("noise")
         if self.rm_eval and not (run_dir / "rm.json").is_file():
             out.append("rm")
@@ -99,6 +104,18 @@ class Job:
 
 def noise_name(std: float) -> str:
     return f"{std:g}"
+
+
+def relative_noise_name(level: float) -> str:
+    return f"rel:{level:g}"
+
+
+def embedding_rms(model) -> float:
+    """Root mean square of the model's embedding table entries: the scale noise is relative to."""
+    import torch
+
+    with torch.no_grad():
+        return float(model.encoder.table().detach().float().pow(2).mean().sqrt())
 
 
 def _read_json(path: Path) -> dict | None:
@@ -126,7 +143,8 @@ class Plan:
         return self.runs_dir / f"{self.jobs[key].label}-{key}"
 
     def add(self, config: RunConfig, label: str, base: str | None = None, trace: bool = False,
-            noise_stds: tuple[float, ...] = (), rm_eval: bool = False) -> str:
+            noise_stds: tuple[float, ...] = (), rm_eval: bool = False,
+            noise_relative: tuple[float, ...] = ()) -> str:
         if base is not None:
             config = replace(config, encoder=replace(config.encoder, init_from=str(self.run_dir(base))))
         key = run_key(config, base, self.fingerprint)
@@ -135,6 +153,7 @@ class Plan:
             job = self.jobs[key] = Job(key, label, config, base)
         job.trace |= trace
         job.noise_stds |= set(noise_stds)
+        job.noise_relative |= set(noise_relative)
         job.rm_eval |= rm_eval
         return key
 
@@ -205,13 +224,16 @@ def _evaluate_extras(job: Job, run_dir: Path, data, missing: list[str]) -> None:
     batch = config.train.eval_rows
     if "noise" in missing:
         done = _read_json(run_dir / "noise.json") or {}
-        for std in sorted(job.noise_stds):
-            if noise_name(std) in done:
+        done["embedding_rms"] = rms = embedding_rms(model)
+        levels = [(noise_name(std), float(std)) for std in sorted(job.noise_stds)]
+        levels += [(relative_noise_name(level), float(level) * rms) for level in sorted(job.noise_relative)]
+        for name, std in levels:
+            if name in done:
                 continue
-            model.encoder.noise_std = float(std)
+            model.encoder.noise_std = std
             seed_everything(config.train.seed)
             metrics, _ = pointwise_eval(model, data, test_rows, batch, device)
-            done[noise_name(std)] = {"auc": metrics["auc"], "logloss": metrics["logloss"]}
+            done[name] = {"auc": metrics["auc"], "logloss": metrics["logloss"], "std": std}
         model.encoder.noise_std = 0.0
         write_json(run_dir / "noise.json", done)
     if "rm" in missing:

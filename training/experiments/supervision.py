@@ -27,7 +27,7 @@ import numpy as np
 from ratingctr.tables import fmt, md_table, p_value, pct, pm
 from ratingctr.training.config import RunConfig
 from ratingctr.training.experiments.provenance import provenance_line
-from ratingctr.training.experiments.runner import Plan, noise_name
+from ratingctr.training.experiments.runner import Plan, noise_name, relative_noise_name
 from ratingctr.training.experiments.selection import DEFAULT_LR_FACTORS, ratio_grid, select_on_validation
 from ratingctr.training.experiments.stats import (
     capped_line,
@@ -53,6 +53,9 @@ class SupervisionSpec:
     ratio_models: tuple[str, ...] = ()
     trace_models: tuple[str, ...] = ("DCNV2", "AutoInt", "FiGNN")
     noise_stds: tuple[float, ...] = (0.01, 0.03, 0.05, 0.07, 0.09)
+    #: Figure 3 scaled: noise std = level × the run's embedding RMS (the heads' embedding norms
+    #: differ, so an absolute std is not the same perturbation for both)
+    noise_relative: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5)
     noise_models: tuple[str, ...] = ()
     select: bool = False  # the selected-λr and selected-lr blocks of Table 1
     ratio_preset: str = "sweep"  # "authors": selection.AUTHORS_RATIOS where the authors fixed λr
@@ -87,7 +90,8 @@ def plan_supervision(spec: SupervisionSpec, make_config: ConfigFactory, plan: Pl
                 label = f"{model}-{head}-s{seed}"
                 index["main"][(model, head, seed)] = plan.add(
                     config, label, trace=model in spec.trace_models,
-                    noise_stds=spec.noise_stds if model in spec.noise_models else ())
+                    noise_stds=spec.noise_stds if model in spec.noise_models else (),
+                    noise_relative=spec.noise_relative if model in spec.noise_models else ())
     for model in spec.ratio_models:
         for ratio in spec.ratios:
             for seed in spec.sweep:
@@ -218,19 +222,22 @@ def collect_supervision(spec: SupervisionSpec, plan: Plan, index: dict) -> dict:
                 "item_weight_norm": mean_std([t.get("item_weight_norm") for t in traces]),
             }
 
-    figure3 = {}
+    figure3, figure3_scaled, embedding_rms = {}, {}, {}
     for model in spec.noise_models:
-        figure3[model] = {}
+        figure3[model], figure3_scaled[model], embedding_rms[model] = {}, {}, {}
         for head in HEADS:
             keys = [index["main"][(model, head, s)] for s in spec.seeds]
             noisy = [plan.artifact(k, "noise.json") for k in keys]
-            points = [{"std": 0.0, "auc": mean_std(values(model, head, "test", "auc")),
-                       "logloss": mean_std(values(model, head, "test", "logloss"))}]
-            for std in sorted(spec.noise_stds):
-                name = noise_name(std)
-                points.append({"std": std, "auc": mean_std([n.get(name, {}).get("auc") for n in noisy]),
-                               "logloss": mean_std([n.get(name, {}).get("logloss") for n in noisy])})
-            figure3[model][head] = points
+            clean = {"std": 0.0, "auc": mean_std(values(model, head, "test", "auc")),
+                     "logloss": mean_std(values(model, head, "test", "logloss"))}
+            for target, names in ((figure3, [(std, noise_name(std)) for std in sorted(spec.noise_stds)]),
+                                  (figure3_scaled, [(lv, relative_noise_name(lv)) for lv in sorted(spec.noise_relative)])):
+                points = [dict(clean)]
+                for level, name in names:  # "std" holds the level on the scaled figure
+                    points.append({"std": level, "auc": mean_std([n.get(name, {}).get("auc") for n in noisy]),
+                                   "logloss": mean_std([n.get(name, {}).get("logloss") for n in noisy])})
+                target[model][head] = points
+            embedding_rms[model][head] = mean_std([n.get("embedding_rms") for n in noisy])
 
     figure4 = {}
     for model in spec.ratio_models:
@@ -254,7 +261,8 @@ def collect_supervision(spec: SupervisionSpec, plan: Plan, index: dict) -> dict:
     return {"experiment": "supervision", "models": list(spec.models), "seeds": list(spec.seeds),
             "ratio": spec.ratio, "dataset": first.get("dataset"), "device": first.get("device"),
             "precision": first.get("precision"), "table1": table1, "table2": table2, "table3": table3,
-            "figure2": figure2, "figure3": figure3, "figure4": figure4, "capped": capped,
+            "figure2": figure2, "figure3": figure3, "figure3_scaled": figure3_scaled if spec.noise_relative else {},
+            "embedding_rms": embedding_rms, "figure4": figure4, "capped": capped,
             "selection": {"enabled": spec.select, "ratio_preset": spec.ratio_preset, "ratios": list(spec.ratios),
                           "binary_lr_factors": list(spec.binary_lr_factors), "seeds": list(spec.sweep),
                           "models": list(spec.select_models)},
@@ -494,6 +502,18 @@ def render_supervision(results: dict, figures: dict[str, str], command: str) -> 
             for head in HEADS:
                 rows.append([model, head] + [fmt(p["auc"][0]) for p in heads[head]])
         lines += [md_table(["model", "head"] + [f"AUC std={s:g}" for s in stds], rows), ""]
+    if "figure3_scaled" in figures:
+        levels = [p["std"] for p in next(iter(results["figure3_scaled"].values()))["binary"]]
+        lines += ["### Figure 3, noise scaled to each run's embeddings", "",
+                  "The same, with the noise std set to level × the run's own embedding RMS (root mean square of its "
+                  "embedding table), so each head is perturbed at the same signal-to-noise ratio whatever its "
+                  "embedding norms. Embedding RMS per head (mean ± std over seeds): "
+                  + "; ".join(f"{m} binary {pm(*v['binary'], 4)}, rating {pm(*v['rating'], 4)}"
+                              for m, v in results.get("embedding_rms", {}).items()) + ".", "",
+                  f"![Figure 3, scaled]({figures['figure3_scaled']})", ""]
+        rows = [[model, head] + [fmt(p["auc"][0]) for p in heads[head]]
+                for model, heads in results["figure3_scaled"].items() for head in HEADS]
+        lines += [md_table(["model", "head"] + [f"AUC level={lv:g}" for lv in levels], rows), ""]
     if "figure4" in figures:
         lines += ["## Figure 4: AUC vs λr", "",
                   f"Rating-head test AUC for each λr (mean ± std over the first "

@@ -23,7 +23,7 @@ FAST = FAST_CONNECTIVITY + ["--k-core", "3"]
 def _supervision_args(tiny: Path, runs: Path, out: Path) -> list[str]:
     return ["experiment", "supervision", "--dataset", "atomic", "--data-dir", str(tiny), "--models", "WideDeep,DCNV2",
             "--trace-models", "DCNV2", "--ratio-models", "WideDeep,DCNV2", "--ratios", "0.3,0.5",
-            "--noise-models", "DCNV2", "--noise-stds", "0.05,0.1", "--select-ratio", "validation",
+            "--noise-models", "DCNV2", "--noise-stds", "0.05,0.1", "--noise-relative", "0.5,1", "--select-ratio", "validation",
             "--binary-lr-grid", "0.5,1", "--runs-dir", str(runs), "--out", str(out)] + FAST
 
 
@@ -56,8 +56,17 @@ def test_supervision_report_has_every_table_and_figure(supervision) -> None:
     assert fig2["user_grad_norm"]["mean"] and all(v > 0 for v in fig2["user_grad_norm"]["mean"])
     assert [p["std"] for p in results["figure3"]["DCNV2"]["binary"]] == [0.0, 0.05, 0.1]
     assert [p["ratio"] for p in results["figure4"]["WideDeep"]["rating"]] == [0.3, 0.5]
+    # Figure 3 scaled: each run perturbed at level × its own embedding RMS, recorded beside the metrics
+    assert [p["std"] for p in results["figure3_scaled"]["DCNV2"]["rating"]] == [0.0, 0.5, 1.0]
+    for head in ("binary", "rating"):
+        noise = json.loads(next(runs.glob(f"DCNV2-{head}-s2020-*/noise.json")).read_text())
+        assert noise["embedding_rms"] > 0 and noise["rel:1"]["std"] == pytest.approx(noise["embedding_rms"])
+        assert noise["rel:0.5"]["std"] == pytest.approx(0.5 * noise["embedding_rms"])
+        assert noise["0.1"]["std"] == 0.1  # the absolute grid is unchanged
+        assert results["embedding_rms"]["DCNV2"][head][0] > 0
+    assert "### Figure 3, noise scaled to each run's embeddings" in report
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert pngs == ["figure2_embedding_norms.png", "figure3_noise.png", "figure4_ratio.png"]
+    assert pngs == ["figure2_embedding_norms.png", "figure3_noise.png", "figure3_noise_scaled.png", "figure4_ratio.png"]
     assert all((out / p).read_bytes()[:8] == PNG_MAGIC for p in pngs)
     # λr = 0.5 of Figure 4 and of the selection grid is Table 1's rating run, lr × 1 its binary run: one run each.
     # Table 1: 2 models × 2 heads × 2 seeds; Figure 4 (and the selection's λr grid, the same runs): λr 0.3 of
