@@ -58,6 +58,9 @@ def register_bench(bench_verbs: argparse._SubParsersAction) -> None:
                             "(e.g. 10M:1M, k-core 1)")
     scale.add_argument("--models", default="DCNV2", help="architectures trained for one epoch at each point")
     scale.add_argument("--heads", default="binary", help="heads, comma-separated (binary,rating)")
+    scale.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                       help="training precision; stages other than auto are named train-MODEL-HEAD-PRECISION "
+                            "(fp32: evaluation's precision, for a like-for-like rows/s comparison)")
     scale.add_argument("--eval-users", type=int, default=2000, help="uni100 on this many sampled users per split")
     scale.add_argument("--requests", type=int, default=500, help="/v1/recommend requests timed at one client")
     scale.add_argument("--work", default="runs/scale", help="data, runs, bundles and the per-stage cache")
@@ -89,7 +92,7 @@ def cmd_bench_scale(args: argparse.Namespace, extra: list[str]) -> int:
     if min([*ratings, *(r for r, _ in catalogues)]) < 10_000:
         raise UserError("--ratings: each point needs at least 10,000 ratings")
     config = ScaleBenchConfig(ratings=ratings, catalogues=catalogues, models=tuple(args.models.split(",")),
-                              heads=tuple(args.heads.split(",")),
+                              heads=tuple(args.heads.split(",")), precision=args.precision,
                               eval_users=args.eval_users, requests=args.requests, work=Path(args.work),
                               out=Path(args.out), fresh=args.fresh,
                               catalogue_retriever_batch=args.catalogue_retriever_batch)

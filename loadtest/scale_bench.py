@@ -45,6 +45,9 @@ class ScaleBenchConfig:
     models: tuple[str, ...] = ("DCNV2",)
     heads: tuple[str, ...] = ("binary",)
     eval_users: int = 2000
+    #: the training verb's --precision: ``auto`` (bf16 autocast where the CPU has it, as users train)
+    #: or ``fp32``, the precision evaluation scores at, for a like-for-like rows/s comparison
+    precision: str = "auto"
     requests: int = 500
     seed: int = 0
     work: Path = Path("runs/scale")
@@ -128,14 +131,16 @@ def measure_point(ratings: int, config: ScaleBenchConfig, items: int | None = No
 
     stages["synth"] = _cached(root / "synth.json", config.fresh, synth)
     data_args = ["--dataset", "atomic", "--data-dir", str(data), "--k-core", str(k_core)]
+    suffix = "" if config.precision == "auto" else f"-{config.precision}"
     for model in config.models:
         for head in config.heads:
-            name = f"train-{model}-{head}"
-            run = root / "runs" / f"{model}-{head}"
+            name = f"train-{model}-{head}{suffix}"
+            run = root / "runs" / f"{model}-{head}{suffix}"
 
             def train(run: Path = run, model: str = model, head: str = head, name: str = name) -> dict:
                 result = run_measured(["train", *data_args, "--model", model, "--head", head, "--epochs", "1",
-                                       "--eval-users", str(config.eval_users), "--no-progress", "--out", str(run),
+                                       "--eval-users", str(config.eval_users), "--precision", config.precision,
+                                       "--no-progress", "--out", str(run),
                                        *config.extra_train_args], root / "logs" / f"{name}.log")
                 metrics = json.loads((run / "metrics.json").read_text())
                 train_rows = int(metrics["dataset"].get("train", 0)) or None
@@ -146,7 +151,8 @@ def measure_point(ratings: int, config: ScaleBenchConfig, items: int | None = No
                         "eval_rows_per_s": eval_rows / float(metrics["eval_seconds"]) if eval_rows else None,
                         "rows_per_s": (train_rows / epoch) if train_rows else None, "train_rows": train_rows,
                         "other_seconds": result["seconds"] - epoch - float(metrics["eval_seconds"]),
-                        "test_auc": metrics["test"]["auc"], "dataset": metrics["dataset"]}
+                        "test_auc": metrics["test"]["auc"], "dataset": metrics["dataset"],
+                        "precision": metrics.get("precision")}
 
             stages[name] = _cached(root / f"{name}.json", config.fresh, train)
     for cached in sorted(root.glob("train-*.json")):  # models measured by an earlier invocation stay in the report
@@ -164,7 +170,7 @@ def measure_point(ratings: int, config: ScaleBenchConfig, items: int | None = No
         stages["retriever"] = {**stages["retriever"],
                                **retriever_breakdown(json.loads((retriever / "metrics.json").read_text()))}
     bundle = root / "bundle"
-    first_run = root / "runs" / f"{config.models[0]}-{config.heads[0]}"
+    first_run = root / "runs" / f"{config.models[0]}-{config.heads[0]}{suffix}"
 
     def export() -> dict:
         if bundle.exists():

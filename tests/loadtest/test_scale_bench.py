@@ -86,3 +86,11 @@ def test_bench_scale_measures_every_stage_and_reuses_its_cache(tmp_path: Path) -
     assert again.returncode == 0, again.stderr[-2000:]
     assert {p.name: p.stat().st_mtime_ns for p in work.rglob("*.json")
             if p.parent.name in ("20000", "40000")} == cached
+    # --precision fp32 adds its own training stage beside the cached one (evaluation's precision)
+    fp32 = run_cli("bench", "scale", "--ratings", "20k", "--eval-users", "40", "--requests", "20", "--precision",
+                   "fp32", "--work", str(work), "--out", str(out), timeout=300)
+    assert fp32.returncode == 0, fp32.stderr[-2000:]
+    stages = json.loads((out / "results.json").read_text())["points"][0]["stages"]
+    assert stages["train-DCNV2-binary-fp32"]["precision"] == "float32"
+    assert "train-DCNV2-binary" in stages  # the auto stage stays in the report
+    assert (work / "20000" / "runs" / "DCNV2-binary-fp32" / "metrics.json").is_file()
