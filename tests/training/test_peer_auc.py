@@ -84,6 +84,9 @@ def test_bench_auc_refuses_what_it_cannot_compare(tiny_atomic: Path, tmp_path: P
     assert not (tmp_path / "runs").exists()
     other = run_cli(*base, "--recbole-python", sys.executable, "--models", "FinalMLP")
     assert other.returncode == 2 and "RecBole 1.2.1 has no FinalMLP" in other.stderr
+    one_seed = run_cli(*base, "--recbole-python", sys.executable, "--seeds", "1")
+    assert one_seed.returncode == 2 and "--seeds must be at least 2" in one_seed.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
 
 
 @pytest.mark.skipif(_recbole_python() is None, reason="no recbole==1.2.1 environment (README: bench train)")
