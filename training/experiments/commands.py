@@ -180,7 +180,7 @@ def _run_or_load(args: argparse.Namespace, extra: list[str], kind: str, spec, pl
     out = Path(args.out)
     if args.report_only:
         return _stored_results(out, kind)
-    plan = Plan(Path(args.runs_dir))
+    plan = Plan(Path(args.runs_dir), records=Path(args.records) if args.records else None)
     index = plan_runs(spec, _config_factory(args, extra), plan)
     run_plan(plan, jobs=args.jobs)
     out.mkdir(parents=True, exist_ok=True)
@@ -243,6 +243,9 @@ def _common(parser: argparse.ArgumentParser, options: list[str]) -> None:
     _option(parser, options, "--jobs", type=int, default=1, help="runs executed in parallel processes")
     _option(parser, options, "--runs-dir", default=DEFAULT_RUNS_DIR,
             help="cache of finished runs, keyed by configuration (shared by experiments)")
+    _option(parser, options, "--records", default=None, metavar="DIR",
+            help="also keep each finished run's JSON results (no checkpoint) in DIR, a folder you can commit; "
+                 "a run found there is not run again, so a study can span machines that lose --runs-dir")
     _option(parser, options, "--out", required=True, help="report folder: report.md, results.json, PNGs")
     _option(parser, options, "--report-only", action="store_true",
             help="re-render report.md and the PNGs from OUT/results.json without touching runs")

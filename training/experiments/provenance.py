@@ -12,7 +12,7 @@ From the shared root package it adds ``ROOT_SOURCES``: ``bundle.py`` defines the
 run, cannot change a number).
 
 Left out (``EXCLUDED``), because no training run or its extra artifacts execute them:
-the experiments' planning / report / plot code (``experiments/`` except ``runner.py``,
+the experiments' planning / report / plot / records code (``experiments/`` except ``runner.py``,
 which holds the traced run and the noise / EvalRM re-scoring), the CLI verb modules,
 ``compare``, the benches (``peer_auc`` included), the retriever (and its data-parallel part), the synthetic-data generator and
 the online-retraining modules (``retrain*``, ``data/grow``, ``models/grow``,
@@ -30,7 +30,7 @@ from pathlib import Path
 EXCLUDED: frozenset[str] = frozenset({
     "experiments/__init__.py", "experiments/commands.py", "experiments/connectivity.py",
     "experiments/plots.py", "experiments/provenance.py", "experiments/stats.py", "experiments/supervision.py",
-    "experiments/selection.py", "experiments/retriever_sizes.py",
+    "experiments/selection.py", "experiments/retriever_sizes.py", "experiments/records.py",
     "commands.py", "compare.py", "bench.py", "bench_recbole.py", "bench_recbole_auc.py", "peer_auc.py",
     "bench_worker.py", "distributed_bench.py",
     "retriever.py", "retriever_parallel.py", "data/synth.py", "data/synth_calibration.py", "retrain.py", "retrain_commands.py", "data/grow.py", "models/grow.py",

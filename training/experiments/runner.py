@@ -86,10 +86,11 @@ class Job:
     noise_relative: set[float] = field(default_factory=set)
     rm_eval: bool = False
 
-    def missing(self, run_dir: Path) -> list[str]:
+    def missing(self, run_dir: Path, need_checkpoint: bool = False) -> list[str]:
+        """What ``run_dir`` still lacks.  The checkpoint counts only when something will read it
+        (``need_checkpoint``: an FT run starts from it; or a noise / EvalRM score is missing): a
+        run restored from its record (``records.py``) has results but no ``model.pt``."""
         out = []
-        if not (run_dir / "metrics.json").is_file() or not (run_dir / "model.pt").is_file():
-            out.append("train")
         if self.trace and not (run_dir / "trace.json").is_file():
             out.append("trace")
         if self.noise_stds or self.noise_relative:
@@ -99,6 +100,9 @@ class Job:
                 out.append("noise")
         if self.rm_eval and not (run_dir / "rm.json").is_file():
             out.append("rm")
+        need_checkpoint = need_checkpoint or any(m in out for m in ("noise", "rm"))
+        if not (run_dir / "metrics.json").is_file() or (need_checkpoint and not (run_dir / "model.pt").is_file()):
+            out.insert(0, "train")
         return out
 
 
@@ -132,10 +136,12 @@ class Plan:
     yields one job carrying the union of the requested artifacts.
     """
 
-    def __init__(self, runs_dir: Path, fingerprint: str | None = None) -> None:
+    def __init__(self, runs_dir: Path, fingerprint: str | None = None, records: Path | None = None) -> None:
         from ratingctr.training.experiments.provenance import code_fingerprint
 
         self.runs_dir = Path(runs_dir)
+        #: committable copy of finished runs' results (``records.py``); None: the runs folder only
+        self.records = Path(records) if records is not None else None
         self.jobs: dict[str, Job] = {}
         self.fingerprint = fingerprint if fingerprint is not None else code_fingerprint()
 
@@ -156,6 +162,31 @@ class Plan:
         job.noise_relative |= set(noise_relative)
         job.rm_eval |= rm_eval
         return key
+
+    def pending(self) -> dict[str, list[str]]:
+        """Job key → what it lacks, for the jobs that lack something, in plan order; first syncs
+        ``records`` (restores runs from it, records finished runs it lacks).  A base run is re-trained for its checkpoint only when one
+        of its FT runs still has to train."""
+        if self.records is not None:
+            from ratingctr.training.experiments import records
+
+            for key in self.jobs:
+                records.sync(self.records, self.run_dir(key))
+        first = {k: self.jobs[k].missing(self.run_dir(k)) for k in self.jobs}
+        bases = {self.jobs[k].base for k, lacks in first.items() if "train" in lacks and self.jobs[k].base}
+        out = {}
+        for key in self.jobs:
+            lacks = self.jobs[key].missing(self.run_dir(key), need_checkpoint=key in bases)
+            if lacks:
+                out[key] = lacks
+        return out
+
+    def record(self, key: str) -> None:
+        """Copy a finished run into ``records`` (no-op without one)."""
+        if self.records is not None:
+            from ratingctr.training.experiments import records
+
+            records.save(self.records, self.run_dir(key))
 
     def metrics(self, key: str) -> dict:
         return _read_json(self.run_dir(key) / "metrics.json") or {}
@@ -242,12 +273,13 @@ def _evaluate_extras(job: Job, run_dir: Path, data, missing: list[str]) -> None:
         write_json(run_dir / "rm.json", {"auc": metrics["auc"], "logloss": metrics["logloss"], "rows": int(rows.size)})
 
 
-def execute(job: Job, run_dir: Path) -> dict:
-    """Produce whatever ``job`` is missing in ``run_dir``; returns what was done and how long it took."""
+def execute(job: Job, run_dir: Path, missing: list[str] | None = None) -> dict:
+    """Produce whatever ``job`` is missing in ``run_dir`` (``missing``: as the plan decided, e.g. a
+    checkpoint an FT run needs); returns what was done and how long it took."""
     from ratingctr.training.run import train_run, write_json
 
     start = time.perf_counter()
-    missing = job.missing(run_dir)
+    missing = job.missing(run_dir) if missing is None else missing
     data = _dataset(job.config.data)
     if "train" in missing or "trace" in missing:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -318,13 +350,15 @@ def run_plan(plan: Plan, jobs: int = 1, on_done: Callable[[Job, dict], None] | N
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
     order = list(plan.jobs)
-    pending = [k for k in order if plan.jobs[k].missing(plan.run_dir(k))]
+    lacking = plan.pending()
+    pending = list(lacking)
     progress = Progress(total=len(order), cached=len(order) - len(pending), stream=stream)
     progress.emit(f"{len(order)} runs: {progress.cached} cached, {len(pending)} to run with {jobs} job(s)"
                   f" in {plan.runs_dir}")
     failed: dict[str, str] = {}
 
     def finished(key: str, result: dict) -> None:
+        plan.record(key)
         progress.emit(progress.line(plan.jobs[key].label, result))
         if on_done is not None:
             on_done(plan.jobs[key], result)
@@ -339,7 +373,7 @@ def run_plan(plan: Plan, jobs: int = 1, on_done: Callable[[Job, dict], None] | N
                 failed[key] = f"its base run {plan.jobs[key].label} failed"
                 continue
             try:
-                result = execute(plan.jobs[key], plan.run_dir(key))
+                result = execute(plan.jobs[key], plan.run_dir(key), lacking[key])
             except (UserError, RuntimeError, ValueError) as exc:
                 failed[key] = f"{exc.__class__.__name__}: {exc}"
                 progress.emit(f"failed: {plan.jobs[key].label}: {failed[key]}")
@@ -361,7 +395,7 @@ def run_plan(plan: Plan, jobs: int = 1, on_done: Callable[[Job, dict], None] | N
                             failed[key] = f"its base run {plan.jobs[base].label} failed"
                             waiting.remove(key)
                         elif base is None or (base not in in_flight.values() and base not in waiting):
-                            in_flight[pool.submit(execute, plan.jobs[key], plan.run_dir(key))] = key
+                            in_flight[pool.submit(execute, plan.jobs[key], plan.run_dir(key), lacking[key])] = key
                             waiting.remove(key)
                     if not in_flight:
                         continue

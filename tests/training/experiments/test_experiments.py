@@ -86,6 +86,17 @@ def test_rerun_skips_finished_runs_and_report_only_rerenders(supervision, capsys
     assert main(["experiment", "supervision", "--out", str(out), "--report-only"]) == 0
     assert "## Discussion\n\nHand-written notes." in (out / "report.md").read_text()
     assert json.loads((out / "results.json").read_text()) == before
+    # --records: a fresh runs folder fills from the records and trains nothing but the checkpoints
+    # the noise runs need (their scores are in the records: nothing at all)
+    records = runs.parent / "records"
+    assert main(args + ["--records", str(records)]) == 0
+    assert len(list(records.glob("*/metrics.json"))) == 16
+    capsys.readouterr()
+    assert main([a if a != str(runs) else str(runs.parent / "elsewhere") for a in args] + ["--records", str(records)]) == 0
+    assert "16 runs: 16 cached, 0 to run" in capsys.readouterr().err
+    after = json.loads((out / "results.json").read_text())
+    assert {k: v for k, v in after.items() if k not in ("command", "provenance")} == \
+        {k: v for k, v in before.items() if k not in ("command", "provenance")}
 
 
 def test_connectivity_parallel_jobs_render(tiny_atomic: Path, tmp_path: Path) -> None:
@@ -157,6 +168,45 @@ def test_interrupted_plan_resumes_where_it_stopped(tiny_atomic: Path, tmp_path: 
     victim = next(k for k, j in again.jobs.items() if j.label == "base-s1")
     (again.run_dir(victim) / "metrics.json").unlink()
     assert run_plan(again)["executed"] == 1
+
+
+def test_records_let_a_study_resume_on_a_machine_that_lost_its_runs(tiny_atomic: Path, tmp_path: Path) -> None:
+    """Records hold the results only; a lost runs folder re-runs nothing except the base whose
+    checkpoint a still-missing FT run needs, and a record's missing noise score retrains its run."""
+    records = tmp_path / "records"
+
+    def plan(runs: str, with_ft: bool = True, noise: tuple[float, ...] = ()) -> Plan:
+        p = Plan(tmp_path / runs, records=records)
+        base = p.add(_tiny_config(tiny_atomic), "base", noise_stds=noise)
+        p.add(_tiny_config(tiny_atomic, head="binary"), "binary")
+        if with_ft:
+            p.add(replace(_tiny_config(tiny_atomic), encoder=EncoderConfig("lightgcn", 1)), "ft", base=base)
+        return p
+
+    first = plan("runs-a", with_ft=False)
+    assert run_plan(first)["executed"] == 2
+    saved = {d.name: sorted(f.name for f in d.iterdir()) for d in records.iterdir()}
+    assert saved == {first.run_dir(k).name: ["config.json", "metrics.json"] for k in first.jobs}
+    # a machine without runs-a: both results come back from the records, nothing trains
+    second = plan("runs-b", with_ft=False)
+    assert run_plan(second) == {"total": 2, "cached": 2, "executed": 0}
+    key = next(iter(second.jobs))
+    assert second.metrics(key) == first.metrics(key) and not (second.run_dir(key) / "model.pt").exists()
+    # an FT run on a restored base: the base is trained again for its checkpoint, the binary run is not
+    executed: list[str] = []
+    third = plan("runs-c")
+    assert run_plan(third, on_done=lambda job, result: executed.append(job.label))["executed"] == 2
+    assert executed == ["base", "ft"]
+    base_key = next(k for k, j in third.jobs.items() if j.label == "base")
+    assert third.metrics(base_key)["test"]["auc"] == pytest.approx(first.metrics(base_key)["test"]["auc"], abs=1e-6)
+    # a noise score the record lacks needs the checkpoint: that run trains, and its record gains noise.json
+    fourth = plan("runs-d", with_ft=False, noise=(0.1,))
+    assert [fourth.jobs[k].label for k in fourth.pending()] == ["base"]
+    assert run_plan(fourth)["executed"] == 1
+    assert "0.1" in json.loads((records / fourth.run_dir(base_key).name / "noise.json").read_text())
+    # a half-written record (no metrics.json) is ignored
+    (records / fourth.run_dir(base_key).name / "metrics.json").unlink()
+    assert "train" in plan("runs-e", with_ft=False, noise=(0.1,)).pending()[base_key]
 
 
 def test_run_key_covers_the_configuration(tiny_atomic: Path) -> None:
