@@ -18,6 +18,7 @@ from ratingctr.export.onnx_export import export_onnx, parity, prepare_for_export
 from ratingctr.training.data.encode import TEST, TRAIN, EncodedData
 from ratingctr.training.data.stored import load_run_data
 from ratingctr.training.run import load_checkpoint, restore_model
+from ratingctr.unique import sorted_unique
 
 PARITY_BOUND = 1e-5
 PARITY_ROWS = 4096
@@ -66,7 +67,7 @@ def history_csr(data: EncodedData, rows: np.ndarray | None = None) -> tuple[np.n
     ``rows``: only these interactions (``evaluate-bundle``'s train + validation seen sets).
     """
     user, item = (data.user, data.item) if rows is None else (data.user[rows], data.item[rows])
-    keys = np.unique(user * (data.n_items + 1) + item)
+    keys = sorted_unique(user * (data.n_items + 1) + item)
     users, items = keys // (data.n_items + 1), keys % (data.n_items + 1)
     indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=data.n_users + 1))])
     return indptr.astype(np.int64), items.astype(np.int64)

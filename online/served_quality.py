@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ratingctr.unique import sorted_unique
+
 METRICS = ("recall", "ndcg", "hit", "mrr")
 Z95 = 1.959963984540054
 
@@ -35,7 +37,7 @@ class Relevant:
     @classmethod
     def of(cls, user: np.ndarray, item: np.ndarray, n_items: int) -> "Relevant":
         stride = n_items + 1
-        keys = np.unique(user.astype(np.int64) * stride + item.astype(np.int64))
+        keys = sorted_unique(user.astype(np.int64) * stride + item.astype(np.int64))
         users, counts = np.unique(keys // stride, return_counts=True)
         return cls(users, keys, counts, stride)
 
@@ -94,7 +96,7 @@ def summarise(lists: np.ndarray, relevant: Relevant, ks: tuple[int, ...], n_item
         top = lists[:, :k]
         shown = top[top > 0]
         out["metrics"][k] = {**{name: mean_interval(values[name]) for name in METRICS},
-                             "coverage": float(np.unique(shown).size / n_items) if n_items else 0.0,
+                             "coverage": float(sorted_unique(shown).size / n_items) if n_items else 0.0,
                              "popularity": float(train_clicks[shown].mean()) if shown.size else 0.0,
                              "listed": float((top > 0).sum(axis=1).mean())}
     return out

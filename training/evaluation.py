@@ -17,6 +17,7 @@ from ratingctr.training.eval_batch import MIN_ROWS, eval_batch_rows
 from ratingctr.training.metrics import auc, group_auc, logloss, ranking_metrics
 from ratingctr.training.models.ctr import CTRModel
 from ratingctr.training.sampling import interaction_keys, sample_negatives
+from ratingctr.unique import sorted_unique
 
 
 @torch.no_grad()
@@ -68,7 +69,7 @@ def sample_users(data: EncodedData, rows: np.ndarray, eval_users: int | None, se
     The sample depends on the seed and the split only, so two models on one split are judged
     on the same users.
     """
-    users = np.unique(data.user[rows])
+    users = sorted_unique(data.user[rows])
     if eval_users is None or eval_users >= users.size:
         return rows, int(users.size)
     if eval_users < 2:
@@ -94,7 +95,7 @@ def ranking_eval(model: CTRModel, data: EncodedData, part: int, num_negatives: i
     metrics = ranking_metrics(cand_user, scores, relevant, ks=(10, 20), seed=seed, with_ci=sampled)
     metrics["scored_rows"] = int(cand_user.size)
     if sampled:
-        metrics.update(ranking_users=int(np.unique(users).size), ranking_users_total=total_users)
+        metrics.update(ranking_users=int(sorted_unique(users).size), ranking_users_total=total_users)
     return metrics
 
 

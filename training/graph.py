@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ratingctr.training.models.kernels.spmm import blocked_spmm
+from ratingctr.unique import sorted_unique
 
 INT32_LIMIT = 2**31 - 1
 
@@ -24,7 +25,7 @@ def normalized_adjacency(user: np.ndarray, item: np.ndarray, n_users: int, n_ite
     Node layout: users ``0..n_users`` (0 = unknown), then items ``n_users+1 .. n_users+1+n_items``.
     """
     n_user_nodes, n_nodes = n_users + 1, n_users + 1 + n_items + 1
-    pairs = np.unique(np.asarray(user, np.int64) * (n_items + 1) + np.asarray(item, np.int64))
+    pairs = sorted_unique(np.asarray(user, np.int64) * (n_items + 1) + np.asarray(item, np.int64))
     u, i = pairs // (n_items + 1), pairs % (n_items + 1) + n_user_nodes
     rows = np.concatenate([u, i])
     cols = np.concatenate([i, u])

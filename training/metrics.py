@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ratingctr.unique import sorted_unique
+
 
 def average_ranks(values: np.ndarray) -> np.ndarray:
     """1-based ranks, ties sharing their mean rank (as ``scipy.stats.rankdata``)."""
@@ -116,7 +118,7 @@ def group_auc(user: np.ndarray, labels: np.ndarray, scores: np.ndarray, train_co
     for g, name in enumerate(GROUP_NAMES):
         mask = row_group == g
         value = auc(labels[mask], scores[mask]) if mask.any() else float("nan")
-        out[name] = {"auc": value, "rows": int(mask.sum()), "users": int(np.unique(user[mask]).size),
+        out[name] = {"auc": value, "rows": int(mask.sum()), "users": int(sorted_unique(user[mask]).size),
                      "click_rate": float(labels[mask].mean()) if mask.any() else float("nan")}
         values.append(value)
     finite = [v for v in values if np.isfinite(v)]

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ratingctr.unique import sorted_unique
+
 
 def interaction_keys(user: np.ndarray, item: np.ndarray, n_items: int) -> np.ndarray:
     """One int64 key per (user, item) pair, ``user * (n_items + 1) + item``, sorted and unique."""
-    return np.unique(np.asarray(user, np.int64) * (n_items + 1) + np.asarray(item, np.int64))
+    return sorted_unique(np.asarray(user, np.int64) * (n_items + 1) + np.asarray(item, np.int64))
 
 
 def sample_negatives(users: np.ndarray, excluded: np.ndarray, n_items: int, count: int,

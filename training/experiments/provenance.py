@@ -8,8 +8,9 @@ sorted ``(relative path, sha256 of contents)`` of every ``.py`` / ``.yaml`` file
 compute them (torch, numpy, pandas).
 
 From the shared root package it adds ``ROOT_SOURCES``: ``bundle.py`` defines the
-``FieldSchema`` a dataset is encoded with (``errors`` and ``hashing``, also imported by a
-run, cannot change a number).
+``FieldSchema`` a dataset is encoded with, ``unique.py`` the distinct-keys routine negative
+sampling and the graph build rely on (``errors`` and ``hashing``, also imported by a run,
+cannot change a number).
 
 Left out (``EXCLUDED``), because no training run or its extra artifacts execute them:
 the experiments' planning / report / plot / records code (``experiments/`` except ``runner.py``,
@@ -37,7 +38,7 @@ EXCLUDED: frozenset[str] = frozenset({
     "data/event_log.py", "data/stored.py",
 })
 #: modules of the shared root package (``ratingctr/``) that can change a run's numbers
-ROOT_SOURCES = ("bundle.py",)
+ROOT_SOURCES = ("bundle.py", "unique.py")
 #: libraries whose version can change a run's numbers
 LIBRARIES = ("torch", "numpy", "pandas")
 

@@ -418,6 +418,23 @@ def test_fingerprint_exclusions_are_never_imported_by_a_training_run() -> None:
     assert out.strip() == "[]"
 
 
+def test_every_root_module_a_training_run_imports_is_fingerprinted_or_cannot_change_a_number() -> None:
+    """A root-package module (``ratingctr/X.py``) a run executes is in ``ROOT_SOURCES``, or is one
+    of those that cannot change a number (errors, hashing): the list cannot silently go stale."""
+    import subprocess
+    import sys
+
+    from ratingctr.training.experiments.provenance import ROOT_SOURCES
+
+    code = ("import sys; import ratingctr.training.run, ratingctr.training.evaluation, "
+            "ratingctr.training.experiments.runner, ratingctr.training.data.encode; "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('ratingctr.') and m.count('.') == 1)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    imported = {m.split(".")[1] + ".py" for m in out} - {"training.py"}
+    assert "unique.py" in imported
+    assert imported - set(ROOT_SOURCES) == {"errors.py", "hashing.py"}
+
+
 def test_first_order_variant_reaches_only_the_rating_runs_it_changes() -> None:
     from ratingctr.cli import build_parser
     from ratingctr.training.experiments.commands import _config_factory

@@ -1,0 +1,33 @@
+"""``sorted_unique`` against ``np.unique`` (its reference) on the inputs the project feeds it."""
+import numpy as np
+import pytest
+
+from ratingctr.unique import reference_sorted_unique, sorted_unique
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint32, np.int8, bool])
+@pytest.mark.parametrize("size", [0, 1, 2, 7, 10_000])
+def test_equals_np_unique(dtype, size: int) -> None:
+    rng = np.random.default_rng(size)
+    high = 2 if dtype is bool else 100 if dtype is np.int8 else max(2, size // 3)
+    values = rng.integers(0 if dtype in (bool, np.uint32) else -high, high, size).astype(dtype)
+    got = sorted_unique(values)
+    want = reference_sorted_unique(values)
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_interaction_keys_flattened_sorted_and_input_untouched() -> None:
+    users = np.array([3, 1, 3, 2, 1, 3], np.int64)
+    items = np.array([5, 4, 5, 9, 4, 1], np.int64)
+    keys = users * 11 + items
+    before = keys.copy()
+    assert sorted_unique(keys).tolist() == [15, 31, 34, 38]
+    assert np.array_equal(keys, before)  # sorts a copy
+    assert sorted_unique(keys.reshape(2, 3)).tolist() == [15, 31, 34, 38]
+
+
+def test_large_keys_with_many_duplicates() -> None:
+    rng = np.random.default_rng(0)
+    keys = rng.integers(0, 10**12, 200_000)
+    keys = np.concatenate([keys, keys[::3]])
+    assert np.array_equal(sorted_unique(keys), reference_sorted_unique(keys))
