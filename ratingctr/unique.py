@@ -32,3 +32,24 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
     keep[0] = True
     np.not_equal(flat[1:], flat[:-1], out=keep[1:])
     return flat[keep]
+
+
+def reference_compact_codes(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(codes, return_inverse=True)``: what ``compact_codes`` must equal."""
+    return np.unique(codes, return_inverse=True)
+
+
+def compact_codes(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct values of ``codes``, ascending; each code's index among them) for codes in
+    ``0..size-1``, in O(len + size) with a presence table instead of ``np.unique``'s argsort.
+
+    Why: dataset encoding renumbers the users and items left by k-core filtering, 25M codes
+    of a factorized column at MovieLens-25M's size, where the argsort was ~5 s per column.
+    """
+    codes = np.asarray(codes)
+    if codes.size and (codes.min() < 0 or codes.max() >= size):
+        raise ValueError(f"codes must lie in 0..{size - 1}")
+    present = np.zeros(size, dtype=bool)
+    present[codes] = True
+    remap = np.cumsum(present, dtype=np.int64) - 1
+    return np.flatnonzero(present), remap[codes]

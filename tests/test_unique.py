@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ratingctr.unique import reference_sorted_unique, sorted_unique
+from ratingctr.unique import compact_codes, reference_compact_codes, reference_sorted_unique, sorted_unique
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint32, np.int8, bool])
@@ -31,3 +31,22 @@ def test_large_keys_with_many_duplicates() -> None:
     keys = rng.integers(0, 10**12, 200_000)
     keys = np.concatenate([keys, keys[::3]])
     assert np.array_equal(sorted_unique(keys), reference_sorted_unique(keys))
+
+
+@pytest.mark.parametrize("size", [1, 5, 1000])
+def test_compact_codes_equals_np_unique_with_inverse(size: int) -> None:
+    rng = np.random.default_rng(size)
+    codes = rng.integers(0, size, 3 * size)
+    codes = codes[codes % 3 != 1] if size > 1 else codes  # leave gaps to close
+    kept, inverse = compact_codes(codes, size)
+    want_kept, want_inverse = reference_compact_codes(codes)
+    assert np.array_equal(kept, want_kept) and np.array_equal(inverse, want_inverse)
+    assert np.array_equal(kept[inverse], codes)
+
+
+def test_compact_codes_known_answer_and_range() -> None:
+    kept, inverse = compact_codes(np.array([7, 2, 7, 4]), 9)
+    assert kept.tolist() == [2, 4, 7] and inverse.tolist() == [2, 0, 2, 1]
+    assert compact_codes(np.array([], np.int64), 3)[0].size == 0
+    with pytest.raises(ValueError):
+        compact_codes(np.array([3]), 3)

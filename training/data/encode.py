@@ -21,6 +21,7 @@ from ratingctr.training.config import DataConfig, check_fractions
 from ratingctr.training.data.fetch import fetch_ml100k
 from ratingctr.training.data.readers import DATASETS, RawData, read_atomic, read_csv, read_ml1m, read_ml100k
 from ratingctr.training.data.schema import UNKNOWN_TOKEN, FieldSchema, FieldSpec
+from ratingctr.unique import compact_codes
 
 TRAIN, VALID, TEST, EXCLUDED = 0, 1, 2, -1
 
@@ -198,8 +199,8 @@ def encode(raw: RawData, config: DataConfig) -> EncodedData:
     keep = k_core_mask(user_codes, item_codes, config.k_core)
     if not keep.any():
         raise UserError(f"{config.k_core}-core filtering removed every interaction of {raw.name}")
-    kept_users, user = np.unique(user_codes[keep], return_inverse=True)
-    kept_items, item = np.unique(item_codes[keep], return_inverse=True)
+    kept_users, user = compact_codes(user_codes[keep], len(user_tokens))
+    kept_items, item = compact_codes(item_codes[keep], len(item_tokens))
     specs: list[FieldSpec] = []
     vocab: dict[str, list[str]] = {}
     user_ids = np.asarray(user_tokens)[kept_users].astype(str).tolist()

@@ -96,3 +96,28 @@ def test_malformed_timestamps_name_the_file_and_line(tmp_path: Path) -> None:
     (ml1m / "ratings.dat").write_text("\n".join(lines) + "\n", encoding="latin-1")
     with pytest.raises(UserError, match=r"ratings.dat: 1 malformed timestamp\(s\), first at line 5: timestamp='soon'"):
         read_ml1m(ml1m)
+
+
+def test_fast_number_parsing_agrees_with_the_careful_path(tmp_path: Path) -> None:
+    """Clean columns take Arrow's cast; it must give what ``pd.to_numeric`` gives, and a written
+    "nan" timestamp (which the cast accepts) is still a malformed line."""
+    import pandas as pd
+
+    from ratingctr.training.data.readers import _fast_floats
+
+    text = pd.Series(["5", "4.5", "1e3", "-2", "0.125", None], dtype="string[pyarrow]")
+    assert np.array_equal(_fast_floats(text), pd.to_numeric(text, errors="coerce").to_numpy(np.float64), equal_nan=True)
+    assert _fast_floats(pd.Series([" 3", "4"], dtype="string[pyarrow]")) is None  # spaces: the careful path
+    clean = tmp_path / "c.csv"
+    clean.write_text("user_id,item_id,rating,timestamp\n1,10,5,100\n1,11,3.5,101.25\n2,10,4,\n")
+    frame = read_csv(clean).interactions
+    assert frame["rating"].tolist() == [5.0, 3.5, 4.0] and frame["timestamp"].tolist()[:2] == [100.0, 101.25]
+    assert np.isnan(frame["timestamp"].iat[2])
+    written_nan = tmp_path / "w.csv"
+    written_nan.write_text("user_id,item_id,rating,timestamp\n1,10,5,100\n1,11,4,nan\n")
+    with pytest.raises(UserError, match=r"w.csv: 1 malformed timestamp\(s\), first at line 3: timestamp='nan'"):
+        read_csv(written_nan)
+    bad_rating = tmp_path / "r.csv"
+    bad_rating.write_text("user_id,item_id,rating\n1,10,5\n1,11,nan\n")
+    with pytest.raises(UserError, match="r.csv: 1 malformed row"):
+        read_csv(bad_rating)
