@@ -30,6 +30,7 @@ from ratingctr.training.distributed_state import TRAIN_STATE
 from ratingctr.training.early_stopping import train_until_stale
 from ratingctr.training.full_ranking import UserItems, full_ranking_metrics, sample_users
 from ratingctr.training.graph import layer_weights, normalized_adjacency, propagate
+from ratingctr.training.graph_order import degree_order, node_permutation
 from ratingctr.training.metrics import ranked_hits_at_k
 from ratingctr.training.retriever_parallel import RetrieverParallel
 from ratingctr.training.sampling import interaction_keys, sample_negatives
@@ -89,17 +90,33 @@ class RetrieverConfig:
 class LightGCN(nn.Module):
     """Ego embeddings for every user and item node, propagated over the positive graph."""
 
-    def __init__(self, n_users: int, n_items: int, dim: int, adjacency: torch.Tensor, weights: list[float]) -> None:
+    def __init__(self, n_users: int, n_items: int, dim: int, adjacency: torch.Tensor, weights: list[float],
+                 node_rows: np.ndarray | None = None) -> None:
+        """``node_rows[old node] = row of that node in adjacency`` when the adjacency was built on
+        relabelled ids (``graph_order``); the embedding table keeps the original layout."""
         super().__init__()
         self.n_user_nodes = n_users + 1
         self.embedding = nn.Embedding(n_users + 1 + n_items + 1, dim)
         nn.init.normal_(self.embedding.weight, std=0.1)
         self.register_buffer("adjacency", adjacency, persistent=False)
         self.weights = weights
+        if node_rows is None:
+            self.node_rows = self.row_nodes = None
+        else:
+            rows = torch.from_numpy(np.asarray(node_rows, np.int64))
+            nodes = torch.empty_like(rows)
+            nodes[rows] = torch.arange(rows.numel())
+            self.register_buffer("node_rows", rows, persistent=False)  # old node -> adjacency row
+            self.register_buffer("row_nodes", nodes, persistent=False)  # adjacency row -> old node
 
     def vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(user vectors ``[n_users+1, d]``, item vectors ``[n_items+1, d]``); row 0 = unknown."""
-        out = propagate(self.adjacency, self.embedding.weight, self.weights)
+        ego = self.embedding.weight
+        if self.row_nodes is None:
+            out = propagate(self.adjacency, ego, self.weights)
+        else:
+            out = propagate(self.adjacency, ego.index_select(0, self.row_nodes), self.weights)
+            out = out.index_select(0, self.node_rows)
         return out[:self.n_user_nodes], out[self.n_user_nodes:]
 
     def bpr_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, reg_weight: float) -> torch.Tensor:
@@ -160,10 +177,13 @@ def train_retriever(data_config: DataConfig, config: RetrieverConfig, out_dir: P
     graph_pos = np.flatnonzero((data.split == TRAIN) & edges)
     train_pos = graph_pos if sampled is None else np.flatnonzero((data.split == TRAIN) & edges & sampled)
     users, items = data.user[train_pos], data.item[train_pos]
-    adjacency = normalized_adjacency(data.user[graph_pos], data.item[graph_pos], data.n_users,
-                                     data.n_items).to(device)
+    graph_user, graph_item = data.user[graph_pos], data.item[graph_pos]
+    relabel = degree_order(graph_user, graph_item, data.n_users, data.n_items, config.embedding_dim)
+    if relabel is not None:
+        graph_user, graph_item = relabel[0][graph_user], relabel[1][graph_item]
+    adjacency = normalized_adjacency(graph_user, graph_item, data.n_users, data.n_items).to(device)
     model = LightGCN(data.n_users, data.n_items, config.embedding_dim, adjacency,
-                     layer_weights(config.layers))
+                     layer_weights(config.layers), None if relabel is None else node_permutation(*relabel))
     if init is not None:
         init(model)
     model = model.to(device)

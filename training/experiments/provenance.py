@@ -15,7 +15,7 @@ cannot change a number).
 Left out (``EXCLUDED``), because no training run or its extra artifacts execute them:
 the experiments' planning / report / plot / records code (``experiments/`` except ``runner.py``,
 which holds the traced run and the noise / EvalRM re-scoring), the CLI verb modules,
-``compare``, the benches (``peer_auc`` included), the retriever (and its data-parallel part), the synthetic-data generator and
+``compare``, the benches (``peer_auc`` included), the retriever (its data-parallel part and node order included), the synthetic-data generator and
 the online-retraining modules (``retrain*``, ``data/grow``, ``models/grow``,
 ``data/event_log``, ``data/stored``).  ``tests/training/experiments`` checks that a
 training run imports none of them, so the list cannot silently go stale.
@@ -34,7 +34,7 @@ EXCLUDED: frozenset[str] = frozenset({
     "experiments/selection.py", "experiments/retriever_sizes.py", "experiments/records.py",
     "commands.py", "compare.py", "bench.py", "bench_recbole.py", "bench_recbole_auc.py", "peer_auc.py",
     "bench_worker.py", "distributed_bench.py",
-    "retriever.py", "retriever_parallel.py", "data/synth.py", "data/synth_calibration.py", "retrain.py", "retrain_commands.py", "data/grow.py", "models/grow.py",
+    "retriever.py", "retriever_parallel.py", "graph_order.py", "data/synth.py", "data/synth_calibration.py", "retrain.py", "retrain_commands.py", "data/grow.py", "models/grow.py",
     "data/event_log.py", "data/stored.py",
 })
 #: modules of the shared root package (``ratingctr/``) that can change a run's numbers
