@@ -174,7 +174,14 @@ def test_a_two_rank_run_trains_what_one_process_trains(two_rank_run: Path, tiny_
     assert sorted(p.name for p in two_rank_run.iterdir()) == ["metrics.json", "model.pt"]  # rank 0 alone wrote
     one, two = (json.loads((d / "metrics.json").read_text()) for d in (single, two_rank_run))
     assert two["distributed"] == {"world_size": 2, "backend": "gloo", "resumed_from_epoch": None}
-    assert two["best_epoch"] == one["best_epoch"] and len(two["history"]) == len(one["history"]) == 10
+    assert len(two["history"]) == len(one["history"]) == 10
+    # The best epoch may differ where two epochs' validation AUCs lie within the rounding noise
+    # below (seen: 0.72196 / 0.72249 in one run, 0.72342 / 0.72262 in the other, on this CPU).
+    # So each run's best epoch must be one the other run also rates within that noise of its own best.
+    for a, b in ((one, two), (two, one)):
+        best_b = b["history"][b["best_epoch"]]["valid_auc"]
+        assert a["history"][b["best_epoch"]]["valid_auc"] >= max(h["valid_auc"] for h in a["history"]) - 5e-3
+        assert best_b == max(h["valid_auc"] for h in b["history"])
     for a, b in zip(one["history"], two["history"]):
         # the all-reduce sums in another order than one process: fp32 rounding that training
         # amplifies (measured: 1e-7 relative in epoch 1, 1.6e-4 by epoch 10 on one CPU, under 1e-5 on
@@ -188,6 +195,10 @@ def test_a_two_rank_run_trains_what_one_process_trains(two_rank_run: Path, tiny_
     (p1, _), (p2, _) = load_checkpoint(single), load_checkpoint(two_rank_run)  # weights_only=True
     drifting = _biases_before_batch_norm(p1["state_dict"])
     assert drifting == {"body.deep.0", "body.deep.3"}
+    if one["best_epoch"] != two["best_epoch"]:
+        # the checkpoints hold different epochs' weights (a near-tie, checked above): nothing to
+        # compare them by; the per-step gradient test is the precise equivalence check
+        return
     for name, value in p1["state_dict"].items():
         if name.rsplit(".", 1)[0] in drifting and name.endswith(".bias"):
             continue  # gradient zero up to rounding: Adam's lr·sign(g) turns rounding into a random walk
