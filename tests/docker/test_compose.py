@@ -25,6 +25,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from helpers import PATIENT_REDIS
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "compose.yaml"
@@ -357,6 +359,7 @@ def compose_gateway(compose: dict, tiny_bundles: dict):
                                                                 + "/dcnv2-")
     env["RATINGCTR_HOST"] = "127.0.0.1"
     env.pop("REDIS_URL")  # `redis` only resolves inside the compose network
+    env.update(PATIENT_REDIS)  # Locust drives it below: see helpers.PATIENT_REDIS
     with running_gateway({}, workers=int(env["RATINGCTR_WORKERS"]), env=env) as gateway:
         yield gateway
 

@@ -22,6 +22,8 @@ import httpx
 import pytest
 import yaml
 
+from helpers import PATIENT_REDIS
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "docker" / "k8s"
 KUSTOMIZATIONS = ("base", "overlays/dev", "overlays/prod", "loadtest")
@@ -381,8 +383,8 @@ def dev_stack(tiny_bundles: dict, tmp_path_factory: pytest.TempPathFactory):
     env["RATINGCTR_REDIS_URL"] = env["RATINGCTR_REDIS_URL"].replace("@ratingctr-redis:6379", f"@127.0.0.1:{port}")
     try:
         with running_gateway({}, workers=int(env["RATINGCTR_WORKERS"]),
-                             env=_loopback_env(env, tiny_bundles["rating"].parent),
-                             startup_seconds=180) as gateway:
+                             env={**_loopback_env(env, tiny_bundles["rating"].parent), **PATIENT_REDIS},
+                             startup_seconds=180) as gateway:  # Locust drives it: see helpers.PATIENT_REDIS
             yield objects, env, gateway
     finally:
         redis_proc.terminate()

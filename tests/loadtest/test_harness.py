@@ -8,17 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_cli
+from helpers import PATIENT_REDIS, run_cli
 
 from ratingctr.loadtest.harness import PERCENTILES, exact_percentile, locust_rounded
-
-
-#: The gateways these tests start read Redis with a 2 s timeout instead of the serving default
-#: (0.1 s).  Why: on a loaded machine the embedded Redis can answer a read after 100 ms, and the
-#: gateway then serves that request from the bundle with ``fallback='degraded'`` -- as designed,
-#: and the harness rightly counts it as a failure -- which made these tests fail under CPU
-#: contention (2 of 13,006 requests).  They test the harness's counting, not Redis's latency.
-PATIENT_REDIS = {"RATINGCTR_REDIS_TIMEOUT_S": "2"}
 
 
 def _loadtest(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
